@@ -1,0 +1,37 @@
+# Two entry points that set themselves up on a fresh machine:
+#   make demo   - export the shipped DSB2018 model to FP32/FP16/INT8 ONNX and report parity
+#   make test   - the test suite (what CI runs through .ci/run)
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-v1
+PYTEST_ARGS ?=
+
+.PHONY: venv test test-all demo lint typecheck clean
+
+venv: $(STAMP)
+
+# torch is pinned to the CPU build that lies on local disk: a bare `torch` pulls a multi-GB CUDA build.
+$(STAMP): pyproject.toml setup.py
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,quant]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
+
+test-all: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	$(VENV)/bin/asfyolo-rt export --int8 --out runs/demo-bundle
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check asfyolo_rt kernels export calib tests bench
+
+typecheck: $(STAMP)
+	$(VENV)/bin/mypy asfyolo_rt/ export/engine
+
+clean:
+	rm -rf $(VENV) build *.egg-info

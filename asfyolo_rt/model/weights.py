@@ -1,0 +1,355 @@
+"""Checkpoints: our safetensors format, and the importer for official ASF-YOLO / YOLOv5-seg `.pt` files.
+
+Our format is one `.safetensors` file: the model's state dict plus, in the header metadata under
+the key "asfyolo_rt", a JSON `ModelConfig` (variant, nc, class names, anchors in pixels, image
+size, provenance). Loading never executes code. Writes are atomic (temporary file + rename).
+
+Official checkpoints are pickles of whole modules (`models.yolo.SegmentationModel` ...). They are
+read with a restricted unpickler that never imports the pickled classes: every global except the
+tensor-rebuild functions becomes an inert stub that records its pickled state, from which the
+layer-indexed state dict (`model.0.conv.weight` ... `model.26.proto.cv3.bn.num_batches_tracked`)
+is collected and mapped onto our module names (`official_key_map`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import tempfile
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from asfyolo_rt.errors import CheckpointError
+from asfyolo_rt.model.asfyolo import ASFYOLO, build_model
+from asfyolo_rt.model.head import DEFAULT_ANCHORS
+
+FORMAT = "asfyolo-rt/1"
+_META_KEY = "asfyolo_rt"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Everything needed to rebuild a model and use it as trained."""
+
+    variant: str = "l"
+    nc: int = 1
+    names: dict[int, str] = field(default_factory=lambda: {0: "cell"})
+    anchors: tuple[tuple[float, ...], ...] = DEFAULT_ANCHORS  # pixels, per level (w0, h0, w1, h1, w2, h2)
+    img_size: int = 640
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        d = asdict(self)
+        d["format"] = FORMAT
+        d["names"] = {str(k): v for k, v in self.names.items()}
+        return json.dumps(d, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, source: Path) -> ModelConfig:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise CheckpointError(f"{source}: the checkpoint's config metadata is not valid JSON ({exc})") from exc
+        if d.pop("format", None) != FORMAT:
+            raise CheckpointError(f"{source}: not an {FORMAT} checkpoint (format field missing or different)")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(d) - known
+        if unknown:
+            raise CheckpointError(f"{source}: unknown config keys {sorted(unknown)} (written by a newer asfyolo-rt?)")
+        d["names"] = {int(k): v for k, v in d.get("names", {}).items()}
+        d["anchors"] = tuple(tuple(float(v) for v in row) for row in d.get("anchors", DEFAULT_ANCHORS))
+        return cls(**d)
+
+
+def config_of(model: ASFYOLO, **kwargs: Any) -> ModelConfig:
+    """A ModelConfig describing `model` (anchors read from the model), with extra fields from kwargs."""
+    anchors = tuple(tuple(round(float(v), 4) for v in row.flatten()) for row in model.head.anchors_px())
+    return ModelConfig(variant=model.variant, nc=model.nc, anchors=anchors, **kwargs)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(model: ASFYOLO, path: str | Path, config: ModelConfig, *, half: bool = False) -> Path:
+    """Save weights + config as one safetensors file, atomically. `half` stores float tensors as FP16."""
+    from safetensors.torch import save
+
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if half and v.is_floating_point():
+            v = v.half()
+        state[k] = v.contiguous()
+    path = Path(path)
+    atomic_write_bytes(path, save(state, metadata={_META_KEY: config.to_json()}))
+    return path
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelConfig]:
+    """State dict and config of one of our checkpoints (no code is executed)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist", hint="pass --weights PATH to an existing .safetensors file")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = {k: f.get_tensor(k) for k in f.keys()}
+    except Exception as exc:
+        raise CheckpointError(
+            f"{path}: not a readable safetensors checkpoint ({exc})",
+            hint="official ASF-YOLO/YOLOv5 .pt files are imported with `asfyolo-rt import-weights`",
+        ) from exc
+    if _META_KEY not in meta:
+        raise CheckpointError(f"{path}: safetensors file without asfyolo-rt config metadata")
+    return state, ModelConfig.from_json(meta[_META_KEY], path)
+
+
+def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """Load `state` strictly, with an error listing missing/unexpected keys and shape mismatches."""
+    own = model.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = [f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in state and own[k].shape != state[k].shape]
+    if missing or unexpected or mismatched:
+        def head(items: list[str]) -> str:
+            return ", ".join(items[:8]) + (f" (+{len(items) - 8} more)" if len(items) > 8 else "")
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys: {head(missing)}")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys: {head(unexpected)}")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatches: {head(mismatched)}")
+        raise CheckpointError(f"{source}: does not fit the model; " + "; ".join(parts),
+                              hint="check --model (size) and --nc against the checkpoint")
+    ref = next(iter(own.values()))
+    model.load_state_dict({k: v.to(dtype=own[k].dtype, device=ref.device) for k, v in state.items()}, strict=True)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[ASFYOLO, ModelConfig]:
+    """Rebuild the model from one of our checkpoints; returned in eval mode, float32."""
+    state, cfg = read_checkpoint(path)
+    model = build_model(cfg.variant, cfg.nc, cfg.anchors)
+    load_state(model, state, path)
+    return model.to(device).eval(), cfg
+
+
+# --------------------------------------------------------------------------- official checkpoints
+
+# upstream layer index -> our module path (ASF-YOLO.md §2.2); 12, 16, 19, 22 have no parameters.
+OFFICIAL_LAYERS: dict[int, str] = {
+    0: "backbone.stem", 1: "backbone.down1", 2: "backbone.stage1", 3: "backbone.down2", 4: "backbone.stage2",
+    5: "backbone.down3", 6: "backbone.stage3", 7: "backbone.down4", 8: "backbone.stage4", 9: "backbone.sppf",
+    10: "neck.lateral_p5", 11: "neck.tfe1_large", 13: "neck.c3_p4", 14: "neck.lateral_p4", 15: "neck.tfe2_large",
+    17: "neck.c3_p3", 18: "neck.down_p3", 20: "neck.c3_out_p4", 21: "neck.down_p4", 23: "neck.c3_out_p5",
+    24: "ssff", 25: "cpam", 26: "head",
+}
+# renames inside CPAM (upstream attention_model = channel_att + local_att)
+_CPAM_RENAMES = {
+    "channel_att.conv.": "eca.",
+    "local_att.conv_1x1.": "reduce.",
+    "local_att.bn.": "reduce_bn.",
+    "local_att.F_h.": "proj_h.",
+    "local_att.F_w.": "proj_w.",
+}
+
+
+def official_key_map(key: str) -> str:
+    """'model.25.local_att.conv_1x1.weight' -> 'cpam.reduce.weight'. Raises KeyError for unknown keys."""
+    parts = key.split(".", 2)
+    if len(parts) < 3 or parts[0] != "model" or not parts[1].isdigit() or int(parts[1]) not in OFFICIAL_LAYERS:
+        raise KeyError(key)
+    idx, rest = int(parts[1]), parts[2]
+    if idx == 25:
+        for old, new in _CPAM_RENAMES.items():
+            if rest.startswith(old):
+                rest = new + rest[len(old):]
+                break
+        else:
+            raise KeyError(key)
+    return f"{OFFICIAL_LAYERS[idx]}.{rest}"
+
+
+def official_key_unmap(ours: str) -> str:
+    """Inverse of `official_key_map` (used to write official-layout test fixtures)."""
+    for idx, prefix in OFFICIAL_LAYERS.items():
+        if ours.startswith(prefix + "."):
+            rest = ours[len(prefix) + 1:]
+            if idx == 25:
+                for old, new in _CPAM_RENAMES.items():
+                    if rest.startswith(new):
+                        rest = old + rest[len(new):]
+                        break
+            return f"model.{idx}.{rest}"
+    raise KeyError(ours)
+
+
+class _Stub:
+    """Inert stand-in for any pickled global: records constructor args and pickled state."""
+
+    _qualname = "?"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._args = args
+
+    def __setstate__(self, state: Any) -> None:
+        self._state = state
+
+    def __call__(self, *args: Any, **kwargs: Any) -> _Stub:  # a stubbed function used in a REDUCE
+        return _Stub(*args)
+
+
+_ALLOWED_GLOBALS = {
+    ("torch._utils", "_rebuild_tensor_v2"),
+    ("torch._utils", "_rebuild_parameter"),
+    ("torch._utils", "_rebuild_parameter_with_state"),
+    ("collections", "OrderedDict"),
+    ("torch", "Size"),
+}
+
+
+class _RestrictedUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) in _ALLOWED_GLOBALS:
+            return super().find_class(module, name)
+        if module == "torch" and name.endswith("Storage"):
+            return super().find_class(module, name)
+        if module == "torch" and name in ("float32", "float16", "bfloat16", "float64", "int64", "uint8", "bool"):
+            return getattr(torch, name)
+        return type(name, (_Stub,), {"_qualname": f"{module}.{name}"})
+
+
+class _RestrictedPickleModule:
+    """The `pickle_module` handed to torch.load: only the Unpickler differs."""
+
+    Unpickler = _RestrictedUnpickler
+    __name__ = "asfyolo_rt_restricted_pickle"
+
+    @staticmethod
+    def load(f: Any, **kw: Any) -> Any:
+        return _RestrictedUnpickler(f, **kw).load()
+
+
+def _module_state(stub: Any) -> dict[str, Any]:
+    state = getattr(stub, "_state", None)
+    if not isinstance(state, dict):
+        raise CheckpointError("official checkpoint: a pickled module has no recognisable state")
+    return state
+
+
+def _collect_state_dict(stub: Any, prefix: str = "") -> dict[str, torch.Tensor]:
+    state = _module_state(stub)
+    out: dict[str, torch.Tensor] = {}
+    for name, p in (state.get("_parameters") or {}).items():
+        if p is not None:
+            out[prefix + name] = p.detach() if isinstance(p, torch.Tensor) else p
+    non_persistent = state.get("_non_persistent_buffers_set") or set()
+    for name, b in (state.get("_buffers") or {}).items():
+        if b is not None and name not in non_persistent:
+            out[prefix + name] = b
+    for name, child in (state.get("_modules") or {}).items():
+        if child is not None:
+            out.update(_collect_state_dict(child, f"{prefix}{name}."))
+    return out
+
+
+def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Layer-indexed state dict and attributes (nc, names, stride) of an official `.pt` checkpoint."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"official checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", pickle_module=_RestrictedPickleModule, weights_only=False)
+    except CheckpointError:
+        raise
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    root = ckpt
+    if isinstance(ckpt, dict):
+        root = ckpt.get("ema") or ckpt.get("model")
+        if root is None:
+            raise CheckpointError(f"{path}: no 'model' or 'ema' entry (keys: {sorted(ckpt)[:10]})")
+    if not isinstance(root, _Stub):
+        raise CheckpointError(f"{path}: the 'model' entry is not a pickled module")
+    state = _collect_state_dict(root)
+    attrs = _module_state(root)
+    seq = (attrs.get("_modules") or {}).get("model")
+    head_attrs: dict[str, Any] = {}
+    if seq is not None:
+        layers = _module_state(seq).get("_modules") or {}
+        if layers:
+            head_attrs = _module_state(list(layers.values())[-1])
+    names = attrs.get("names")
+    meta = {
+        "nc": head_attrs.get("nc"),
+        "names": names if isinstance(names, (dict, list)) else None,
+        "class": type(root)._qualname,
+        "stride": attrs.get("stride"),
+    }
+    return state, meta
+
+
+def import_official(path: str | Path, variant: str = "l") -> tuple[ASFYOLO, ModelConfig]:
+    """Build our model from an official ASF-YOLO checkpoint (layers 0-26 of asf-yolo.yaml).
+
+    Raises CheckpointError listing missing/unexpected keys when the file is not an ASF-YOLO
+    checkpoint of this size (e.g. stock YOLOv5l-seg, whose layer 24 is the head).
+    """
+    state, meta = read_official(path)
+    mapped: dict[str, torch.Tensor] = {}
+    unknown = []
+    for k, v in state.items():
+        try:
+            mapped[official_key_map(k)] = v.float() if v.is_floating_point() else v
+        except KeyError:
+            unknown.append(k)
+    if unknown:
+        raise CheckpointError(
+            f"{path}: {len(unknown)} keys do not belong to an ASF-YOLO model: {', '.join(unknown[:8])}",
+            hint="only asf-yolo.yaml checkpoints (layers 0-26, Segment head at 26) can be imported",
+        )
+    anchors_grid = mapped.get("head.anchors")
+    nc = meta["nc"]
+    if nc is None and "head.m.0.weight" in mapped:
+        nc = mapped["head.m.0.weight"].shape[0] // 3 - 5 - 32
+    if nc is None:
+        raise CheckpointError(f"{path}: cannot determine the number of classes")
+    model = build_model(variant, int(nc))
+    load_state(model, mapped, path)
+    names = meta["names"]
+    if isinstance(names, list):
+        names = dict(enumerate(names))
+    if anchors_grid is None:
+        raise CheckpointError(f"{path}: no anchors buffer in the Segment head")
+    cfg = config_of(
+        model,
+        names={int(k): str(v) for k, v in (names or {i: f"class{i}" for i in range(int(nc))}).items()},
+        provenance={"source": "official", "file": str(path), "class": meta["class"]},
+    )
+    return model.eval(), cfg
+
+
+def state_dict_to_official(model: ASFYOLO) -> "OrderedDict[str, torch.Tensor]":
+    """Our state dict under official layer-indexed names (for interoperability tests and exports)."""
+    return OrderedDict((official_key_unmap(k), v) for k, v in model.state_dict().items())

@@ -1,0 +1,1 @@
+"""asfyolo_rt.kernels"""
