@@ -226,6 +226,10 @@ _ALLOWED_GLOBALS = {
     ("torch._utils", "_rebuild_parameter_with_state"),
     ("collections", "OrderedDict"),
     ("torch", "Size"),
+    ("builtins", "set"),
+    ("builtins", "frozenset"),
+    ("__builtin__", "set"),  # protocol-2 pickles name builtins this way
+    ("__builtin__", "frozenset"),
 }
 
 
