@@ -1,0 +1,284 @@
+"""One validation function for every backend (ASF-YOLO.md §6.3).
+
+`validate(backend, split)` runs the official protocol (rectangular batches sorted by aspect ratio,
+long side = img_size, conf 0.001, NMS IoU 0.6, max_det 300, masks at 1/4 resolution in letterboxed
+space, YOLOv5-style matching, 101-point AP) and, on request, two cross-checks on full-resolution
+masks in original-image pixels: COCO box/mask AP (faster-coco-eval) and the DSB2018 score.
+
+Backends with a fixed input shape (static ONNX / TensorRT) get every image letterboxed into that
+shape instead of a rectangular batch shape; that is the one intended difference between backends.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from asfyolo_rt.data.dataset import DatasetSplit, Sample
+from asfyolo_rt.data.io import read_image
+from asfyolo_rt.data.letterbox import LetterboxTransform, preprocess, rect_shape_batch
+from asfyolo_rt.errors import ConfigError
+from asfyolo_rt.eval.metrics import SegMetrics, SegMetricsAccumulator
+from asfyolo_rt.infer.backends import Backend
+from asfyolo_rt.infer.masks import process_masks_original, process_masks_proto
+from asfyolo_rt.infer.nms import Detections, non_max_suppression
+
+Progress = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class ValConfig:
+    img_size: int = 640  # long side of every image after resizing (official: 640)
+    batch_size: int = 16  # official training-time validation: 2 x training batch
+    conf: float = 0.001
+    iou: float = 0.6
+    max_det: int = 300
+    soft_nms: bool = False  # Gaussian soft-NMS as the paper describes (§6.1); the official code uses hard NMS
+    coco: bool = False  # COCO-style cross-check on full-resolution masks (faster-coco-eval)
+    dsb: bool = False  # DSB2018 per-image score on full-resolution label maps
+    max_images: int | None = None  # evaluate only the first N images (in file order)
+    coco_max_dets: int = 1000
+
+
+@dataclass
+class ValResult:
+    metrics: SegMetrics
+    config: ValConfig
+    speed_ms: dict[str, float]  # per image: preprocess, inference, postprocess
+    coco: dict[str, Any] | None = None
+    dsb: float | None = None
+    dsb_per_image: list[float] | None = None
+    backend: dict[str, Any] = field(default_factory=dict)
+    n_images: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "metrics": self.metrics.to_dict(),
+            "config": asdict(self.config),
+            "speed_ms": self.speed_ms,
+            "backend": self.backend,
+            "n_images": self.n_images,
+        }
+        if self.coco is not None:
+            out["coco"] = self.coco
+        if self.dsb is not None:
+            out["dsb_score"] = self.dsb
+        return out
+
+    def summary(self) -> dict[str, float]:
+        """The headline numbers (fractions in [0, 1])."""
+        m = self.metrics
+        out = {
+            "box_map50": m.box_map50, "box_map": m.box_map, "mask_map50": m.mask_map50, "mask_map": m.mask_map,
+            "box_p": m.box_p, "box_r": m.box_r, "mask_p": m.mask_p, "mask_r": m.mask_r,
+        }
+        if self.coco is not None:
+            for task in ("bbox", "segm"):
+                if task in self.coco:
+                    out[f"coco_{task}_ap"] = self.coco[task].get("AP")
+                    out[f"coco_{task}_ap50"] = self.coco[task].get("AP50")
+        if self.dsb is not None:
+            out["dsb_score"] = self.dsb
+        return out
+
+
+@dataclass
+class ImagePrediction:
+    """What validation (and parity) keeps per image."""
+
+    sample: Sample
+    transform: LetterboxTransform
+    det: Detections  # boxes in network pixels
+    boxes_orig: torch.Tensor  # (n, 4) original pixels
+    masks_proto: torch.Tensor  # (n, Hp, Wp) bool
+
+
+def gt_instances(sample: Sample, shape: tuple[int, int]) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
+    """Polygons in original pixels, boxes (m, 4) xyxy original pixels, classes (m,) of one sample."""
+    h0, w0 = shape
+    polys = [p.astype(np.float32) * np.array([w0, h0], np.float32) for p in sample.polygons]
+    boxes = np.array([[p[:, 0].min(), p[:, 1].min(), p[:, 0].max(), p[:, 1].max()] for p in polys], np.float32)
+    return polys, boxes.reshape(-1, 4), np.asarray(sample.classes, np.int64).reshape(-1)
+
+
+def gt_masks_proto(polys_orig: list[np.ndarray], t: LetterboxTransform, proto_shape: tuple[int, int]) -> torch.Tensor:
+    """GT masks as the official validator sees them: polygons in letterboxed space, rasterised at 1/4
+    resolution as one overlap index map (smaller instances painted over larger), split per instance.
+
+    Returns (m, Hp, Wp) bool in the order of `polys_orig`.
+    """
+    from asfyolo_rt.data.masks import polygons_to_index_map
+    from asfyolo_rt.infer.masks import resize_gt_masks
+
+    m = len(polys_orig)
+    ds = 4
+    grid = (t.net_shape[0] // ds, t.net_shape[1] // ds)
+    if m == 0:
+        return torch.zeros((0, *proto_shape), dtype=torch.bool)
+    polys_net = [t.points_to_network(p) for p in polys_orig]
+    index_map, order = polygons_to_index_map(polys_net, t.net_shape, downsample=ds)
+    painted = np.empty(m, np.int64)
+    painted[np.asarray(order)] = np.arange(1, m + 1)  # painted id of each input instance
+    out = torch.from_numpy(index_map[None] == painted[:, None, None])
+    return resize_gt_masks(out, proto_shape) if grid != proto_shape else out
+
+
+def validate(
+    backend: Backend,
+    split: DatasetSplit,
+    config: ValConfig | None = None,
+    *,
+    progress: Progress | None = None,
+    keep_predictions: bool = False,
+    plots_dir: str | Path | None = None,
+) -> ValResult:
+    """Evaluate `backend` on `split` with the official protocol (+ optional COCO and DSB cross-checks).
+
+    Returns a ValResult; with keep_predictions=True, `result.predictions` holds ImagePrediction per image
+    (used by parity to compare detections between backends).
+    """
+    cfg = config or ValConfig()
+    if cfg.img_size % 32:
+        raise ConfigError(f"img_size must be a multiple of 32, got {cfg.img_size}")
+    if not split.samples:
+        raise ConfigError(f"split {split.split!r} of {split.root} has no images")
+    acc = SegMetricsAccumulator()
+    coco_gts: list[Any] = []
+    coco_dts: list[Any] = []
+    dsb_gt: list[np.ndarray] = []
+    dsb_pred: list[np.ndarray] = []
+    kept: list[ImagePrediction] = []
+    t_pre = t_inf = t_post = 0.0
+    samples_sorted = sorted(
+        split.samples[: cfg.max_images] if cfg.max_images else split.samples,
+        key=lambda s: s.image_path.name,
+    )
+    images_total = len(samples_sorted)
+    # official rect batching: sort by aspect ratio (h/w) -> read sizes as we go (one decode per image)
+    loaded: list[tuple[Sample, np.ndarray]] = []
+    for s in samples_sorted:
+        loaded.append((s, read_image(s.image_path)))
+    loaded.sort(key=lambda x: x[1].shape[0] / x[1].shape[1])
+    bs = backend.max_batch or cfg.batch_size
+    done = 0
+    mosaic_payload: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    for start in range(0, len(loaded), bs):
+        chunk = loaded[start : start + bs]
+        imgs = [im for _, im in chunk]
+        t0 = time.perf_counter()
+        if backend.input_shape is not None:
+            shape, size = backend.input_shape, None
+        else:
+            shape, size = rect_shape_batch([im.shape[:2] for im in imgs], cfg.img_size), cfg.img_size
+        x, transforms = preprocess(imgs, shape, size=size)
+        n_real = x.shape[0]
+        if backend.max_batch and n_real < backend.max_batch:  # static batch: pad with blank images
+            x = torch.cat([x, x.new_zeros((backend.max_batch - n_real, *x.shape[1:]))])
+        t1 = time.perf_counter()
+        pred, protos = backend(x)
+        t2 = time.perf_counter()
+        dets = non_max_suppression(pred[:n_real], conf_threshold=cfg.conf, iou_threshold=cfg.iou,
+                                   max_det=cfg.max_det, soft=cfg.soft_nms)
+        net_shape = (int(x.shape[2]), int(x.shape[3]))
+        for i, ((sample, img), t, det) in enumerate(zip(chunk, transforms, dets)):
+            det = det.to("cpu") if hasattr(det, "to") else det
+            pr = protos[i].cpu()
+            masks = process_masks_proto(pr, det.coeffs, det.boxes, net_shape)
+            boxes_orig = t.boxes_to_original(det.boxes.clone())
+            polys, gt_boxes, gt_cls = gt_instances(sample, img.shape[:2])
+            gtm = gt_masks_proto(polys, t, tuple(masks.shape[1:]) if masks.ndim == 3 else (pr.shape[1], pr.shape[2]))
+            acc.update(_DetView(boxes_orig, det.scores, det.classes), masks, torch.from_numpy(gt_boxes),
+                       torch.from_numpy(gt_cls), gtm)
+            if cfg.coco or cfg.dsb:
+                _full_res(sample, img, pr, det, boxes_orig, t, net_shape, polys, gt_boxes, gt_cls, cfg,
+                          coco_gts, coco_dts, dsb_gt, dsb_pred)
+            if keep_predictions:
+                kept.append(ImagePrediction(sample, t, det, boxes_orig, masks))
+            if plots_dir is not None and len(mosaic_payload) < 16:
+                mosaic_payload.append((img, _DetView(torch.from_numpy(gt_boxes), torch.ones(len(gt_boxes)), torch.from_numpy(gt_cls)),
+                                       _DetView(boxes_orig, det.scores, det.classes)))
+        t3 = time.perf_counter()
+        t_pre, t_inf, t_post = t_pre + (t1 - t0), t_inf + (t2 - t1), t_post + (t3 - t2)
+        done += len(chunk)
+        if progress:
+            progress(done, images_total)
+    n = max(done, 1)
+    metrics = acc.compute()
+    result = ValResult(
+        metrics=metrics,
+        config=cfg,
+        speed_ms={"preprocess": 1e3 * t_pre / n, "inference": 1e3 * t_inf / n, "postprocess": 1e3 * t_post / n},
+        backend={"name": backend.name, "precision": backend.precision,
+                 "input_shape": list(backend.input_shape) if backend.input_shape else None},
+        n_images=done,
+    )
+    if cfg.coco:
+        from asfyolo_rt.eval.coco import coco_evaluate
+
+        result.coco = coco_evaluate(coco_gts, coco_dts, max_dets=cfg.coco_max_dets)
+    if cfg.dsb:
+        from asfyolo_rt.eval.dsb import dsb_score
+
+        d = dsb_score(dsb_gt, dsb_pred)
+        result.dsb, result.dsb_per_image = float(d.score), [float(v) for v in d.per_image]
+    if keep_predictions:
+        result.predictions = kept  # type: ignore[attr-defined]
+    if plots_dir is not None:
+        _plots(Path(plots_dir), metrics, mosaic_payload)
+    return result
+
+
+@dataclass
+class _DetView:
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    classes: torch.Tensor
+
+
+def label_map_from_masks(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(n, H, W) bool masks -> (H, W) int32 label map; each pixel takes the highest-scoring covering mask
+    (1-based index into `masks`), 0 = background."""
+    h, w = masks.shape[1:] if masks.ndim == 3 else (0, 0)
+    out = np.zeros((h, w), np.int32)
+    for k in np.argsort(scores, kind="stable"):  # ascending: higher scores overwrite
+        out[masks[k]] = k + 1
+    return out
+
+
+def _full_res(sample: Sample, img: np.ndarray, protos: torch.Tensor, det: Detections, boxes_orig: torch.Tensor,
+              t: LetterboxTransform, net_shape: tuple[int, int], polys: list[np.ndarray], gt_boxes: np.ndarray,
+              gt_cls: np.ndarray, cfg: ValConfig, coco_gts: list, coco_dts: list, dsb_gt: list, dsb_pred: list) -> None:
+    from asfyolo_rt.data.masks import polygons_to_index_map, polygons_to_masks
+    from asfyolo_rt.eval.coco import ImageDet, ImageGT, masks_to_rle
+
+    h0, w0 = img.shape[:2]
+    pred_masks = process_masks_original(protos, det.coeffs, boxes_orig, net_shape, (h0, w0), t.scale, t.pad).numpy()
+    gt_masks = polygons_to_masks(polys, (h0, w0)).astype(bool) if polys else np.zeros((0, h0, w0), bool)
+    if cfg.coco:
+        coco_gts.append(ImageGT(str(sample.image_path), h0, w0, gt_boxes, gt_cls, masks_to_rle(gt_masks, h0, w0)))
+        coco_dts.append(ImageDet(str(sample.image_path), boxes_orig.numpy(), det.scores.numpy(), det.classes.numpy(),
+                                 masks_to_rle(pred_masks, h0, w0)))
+    if cfg.dsb:
+        if polys:
+            index_map, _ = polygons_to_index_map(polys, (h0, w0), downsample=1)
+        else:
+            index_map = np.zeros((h0, w0), np.int32)
+        dsb_gt.append(index_map.astype(np.int32))
+        dsb_pred.append(label_map_from_masks(pred_masks, det.scores.numpy()))
+
+
+def _plots(out: Path, metrics: SegMetrics, payload: list) -> None:
+    from asfyolo_rt.eval import plots
+
+    out.mkdir(parents=True, exist_ok=True)
+    plots.plot_curves(metrics.box, out, prefix="box")
+    plots.plot_curves(metrics.mask, out, prefix="mask")
+    if payload:
+        plots.plot_val_mosaic([p[0] for p in payload], [p[1] for p in payload], [p[2] for p in payload],
+                              out / "val_mosaic.jpg")
