@@ -1,0 +1,70 @@
+"""`asfyolo-rt predict`: cells out of images, folders, globs and videos, at original resolution."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+
+from asfyolo_rt.cli._common import print_json, progress_bar, resolve_model_source
+from asfyolo_rt.cli.main import app
+
+console = Console(stderr=True)
+
+
+@app.command()
+def predict(
+    source: Annotated[list[str], typer.Argument(help="Image files, folders, glob patterns ('imgs/*.tif') or video files.")],
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Checkpoint or shipped name (dsb2018, bcc); default: the shipped DSB2018 model.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", help="Or an exported model (.onnx, .engine).")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/predict"),
+    conf: Annotated[float, typer.Option(help="Confidence threshold.")] = 0.25,
+    iou: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.45,
+    max_det: Annotated[int, typer.Option("--max-det", help="Maximum cells per image (dense nuclei need hundreds).")] = 1000,
+    img_size: Annotated[Optional[int], typer.Option("--img-size", help="Long side after resizing (default: the model's training size).")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
+    soft_nms: Annotated[bool, typer.Option("--soft-nms", help="Gaussian soft-NMS (paper) instead of hard NMS.")] = False,
+    labels: Annotated[str, typer.Option(help="Label image format: tif (uint16/uint32), png (uint16), or none.")] = "tif",
+    overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")] = True,
+    coco: Annotated[bool, typer.Option("--coco/--no-coco", help="Write predictions.coco.json with RLE masks.")] = True,
+    video_stride: Annotated[int, typer.Option("--video-stride", help="Use every N-th video frame.")] = 1,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the per-image summary as JSON.")] = False,
+) -> None:
+    """Segment cells: label images, overlays, COCO JSON (RLE), per-cell CSV and per-image counts.
+
+    Examples:
+      asfyolo-rt predict nuclei.tif
+      asfyolo-rt predict 'plate1/*.png' --conf 0.3 --out runs/plate1
+      asfyolo-rt predict timelapse.mp4 --video-stride 10 --model bundle/model.onnx
+    """
+    from asfyolo_rt.errors import ConfigError
+    from asfyolo_rt.infer.backends import load_backend
+    from asfyolo_rt.infer.predict import PredictConfig
+    from asfyolo_rt.infer.predict import predict as run_predict
+    from asfyolo_rt.infer.sources import expand_sources, iter_frames
+    from asfyolo_rt.infer.writers import PredictionWriter
+
+    if labels not in ("tif", "png", "none"):
+        raise ConfigError(f"--labels must be tif, png or none, got {labels!r}")
+    path, trained_size = resolve_model_source(weights, model)
+    files = expand_sources(source)
+    backend = load_backend(path, device=device)
+    cfg = PredictConfig(img_size=img_size or trained_size or 640, conf=conf, iou=iou, max_det=max_det, soft_nms=soft_nms)
+    writer = PredictionWriter(out, names=backend.names, overlays=overlays, labels="" if labels == "none" else labels,
+                              coco=coco)
+    summaries = []
+    try:
+        with progress_bar("predict", len(files)) as cb:
+            for i, result in enumerate(run_predict(backend, iter_frames(files, video_stride=video_stride), cfg)):
+                summaries.append(writer.write(result))
+                cb(i + 1, max(len(files), i + 1))
+    finally:
+        writer.close()
+    if as_json:
+        print_json({"out": str(out), "images": summaries})
+    else:
+        total = sum(s["cells"] for s in summaries)
+        console.print(f"{len(summaries)} images, {total} cells -> {out} (labels/, overlays/, cells.csv, summary.csv"
+                      f"{', predictions.coco.json' if coco else ''})")

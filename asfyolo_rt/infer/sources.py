@@ -1,0 +1,83 @@
+"""Prediction inputs: image files, folders, glob patterns and video files, as RGB uint8 frames."""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from asfyolo_rt.errors import DataError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".m4v", ".wmv", ".mpg", ".mpeg"}
+
+
+@dataclass(frozen=True)
+class Frame:
+    name: str  # file stem, or "<video stem>_<frame:06d>"
+    source: Path
+    image: np.ndarray  # (H, W, 3) uint8 RGB
+    frame_index: int | None = None
+
+
+def expand_sources(sources: Sequence[str | Path]) -> list[Path]:
+    """Files, folders (non-recursive, sorted) and glob patterns -> existing image/video files."""
+    out: list[Path] = []
+    for s in sources:
+        text = str(s)
+        if any(c in text for c in "*?["):
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True))
+            if not matches:
+                raise DataError(f"pattern {text!r} matches no files")
+            out += [p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
+            continue
+        p = Path(text)
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
+            if not files:
+                raise DataError(f"folder {p} has no images or videos",
+                                hint=f"supported: {', '.join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES))}")
+            out += files
+        elif p.is_file():
+            if p.suffix.lower() not in IMAGE_SUFFIXES | VIDEO_SUFFIXES:
+                raise DataError(f"{p}: unsupported file type {p.suffix!r}",
+                                hint=f"supported: {', '.join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES))}")
+            out.append(p)
+        else:
+            raise DataError(f"source {p} does not exist")
+    return out
+
+
+def iter_frames(paths: Sequence[Path], *, video_stride: int = 1) -> Iterator[Frame]:
+    """Read every image, and every `video_stride`-th frame of every video, as RGB uint8."""
+    from asfyolo_rt.data.io import read_image
+
+    for p in paths:
+        if p.suffix.lower() in VIDEO_SUFFIXES:
+            yield from _video_frames(p, video_stride)
+        else:
+            yield Frame(p.stem, p, read_image(p))
+
+
+def _video_frames(path: Path, stride: int) -> Iterator[Frame]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise DataError(f"{path}: OpenCV cannot open this video", hint="re-encode it as H.264 .mp4 or extract frames")
+    try:
+        i = 0
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            if i % stride == 0:
+                yield Frame(f"{path.stem}_{i:06d}", path, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), i)
+            i += 1
+        if i == 0:
+            raise DataError(f"{path}: the video has no readable frames")
+    finally:
+        cap.release()

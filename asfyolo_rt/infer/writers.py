@@ -1,0 +1,202 @@
+"""Prediction outputs that microscopy tools read.
+
+- instance label images: uint16 TIFF/PNG (uint32 TIFF past 65,535 cells), 0 = background, k = cell k;
+  napari, Fiji, QuPath and CellProfiler open them as label layers / label images;
+- overlays: the image with translucent cell colours and outlines (PNG);
+- COCO instance JSON with compressed RLE masks (one per detected cell, overlaps allowed);
+- a per-cell CSV (image, id, class, score, box, area, centroid, equivalent diameter) and a per-image
+  count summary CSV.
+
+Areas, centroids and diameters are measured on the label image (what a user measuring in Fiji sees),
+so a cell partly covered by a higher-scoring neighbour reports its visible part.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asfyolo_rt.data.io import write_image
+from asfyolo_rt.data.rle import counts_to_string
+from asfyolo_rt.infer.predict import ImageResult
+
+CELL_FIELDS = ["image", "id", "class", "score", "x1", "y1", "x2", "y2", "area_px", "centroid_x", "centroid_y",
+               "equivalent_diameter_px"]
+SUMMARY_FIELDS = ["image", "width", "height", "cells", "mean_area_px", "median_area_px", "covered_fraction"]
+
+
+def label_image(result: ImageResult) -> np.ndarray:
+    """The label map as the smallest unsigned dtype that holds every id (uint16 up to 65,535 cells)."""
+    n = len(result)
+    return result.label_map.astype(np.uint16 if n <= 65535 else np.uint32)
+
+
+def write_label_image(result: ImageResult, path: Path) -> Path:
+    """.tif/.tiff (any count) or .png (uint16, at most 65,535 cells)."""
+    write_image(path, label_image(result))
+    return path
+
+
+def _palette(n: int) -> np.ndarray:
+    rng = np.random.default_rng(12345)
+    colours = rng.integers(40, 256, size=(n + 1, 3), dtype=np.uint8)
+    colours[0] = 0
+    return colours
+
+
+def overlay(result: ImageResult, alpha: float = 0.4) -> np.ndarray:
+    """(H, W, 3) uint8 RGB: cells tinted with distinct colours, outlines in the cell colour, white boxes off."""
+    img = result.frame.image.copy()
+    lm = result.label_map
+    if len(result) == 0:
+        return img
+    colours = _palette(len(result))
+    inside = lm > 0
+    tint = colours[lm]
+    img[inside] = (img[inside] * (1 - alpha) + tint[inside] * alpha).astype(np.uint8)
+    edge = np.zeros_like(inside)
+    edge[:, 1:] |= lm[:, 1:] != lm[:, :-1]
+    edge[1:, :] |= lm[1:, :] != lm[:-1, :]
+    edge &= inside | np.roll(inside, 1, 0) | np.roll(inside, 1, 1)
+    border_ids = np.maximum(lm, np.maximum(np.roll(lm, 1, 0), np.roll(lm, 1, 1)))
+    img[edge] = colours[border_ids[edge]]
+    return img
+
+
+def cell_rows(result: ImageResult) -> list[dict[str, Any]]:
+    """One dict per detected cell (fields CELL_FIELDS), measured on the label image."""
+    n = len(result)
+    if n == 0:
+        return []
+    lm = result.label_map
+    flat = lm.ravel()
+    area = np.bincount(flat, minlength=n + 1)[1:]
+    ys, xs = np.divmod(np.arange(flat.size), lm.shape[1])
+    sx = np.bincount(flat, weights=xs, minlength=n + 1)[1:]
+    sy = np.bincount(flat, weights=ys, minlength=n + 1)[1:]
+    rows = []
+    for i in range(n):
+        a = int(area[i])
+        rows.append({
+            "image": result.frame.name, "id": i + 1, "class": int(result.classes[i]),
+            "score": round(float(result.scores[i]), 5),
+            **{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), result.boxes[i])},
+            "area_px": a,
+            "centroid_x": round(float(sx[i] / a + 0.5), 2) if a else "",
+            "centroid_y": round(float(sy[i] / a + 0.5), 2) if a else "",
+            "equivalent_diameter_px": round(2 * math.sqrt(a / math.pi), 3),
+        })
+    return rows
+
+
+def summary_row(result: ImageResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    h, w = result.label_map.shape
+    areas = np.array([r["area_px"] for r in rows], dtype=np.float64)
+    return {
+        "image": result.frame.name, "width": w, "height": h, "cells": len(rows),
+        "mean_area_px": round(float(areas.mean()), 2) if len(areas) else 0,
+        "median_area_px": round(float(np.median(areas)), 2) if len(areas) else 0,
+        "covered_fraction": round(float((result.label_map > 0).mean()), 5),
+    }
+
+
+def window_rle(mask: np.ndarray, x0: int, y0: int, height: int, width: int) -> dict[str, Any]:
+    """COCO compressed RLE of a full (height, width) mask that is zero outside the window at (x0, y0).
+
+    mask: (h, w) box-local {0, 1}. Cost O(height * w), not O(height * width).
+    """
+    h, w = mask.shape
+    cols = np.zeros((w, height), np.uint8)  # column-major: one row per image column
+    if h and w:
+        cols[:, y0 : y0 + h] = mask.T
+    seq = cols.ravel()
+    change = np.flatnonzero(np.diff(seq)) + 1
+    bounds = np.concatenate(([0], change, [seq.size]))
+    runs = np.diff(bounds).tolist()
+    if seq.size and seq[0] == 1:
+        runs.insert(0, 0)
+    if not runs:
+        runs = [0]
+    runs[0] += x0 * height
+    tail = (width - x0 - w) * height
+    if len(runs) % 2 == 1:  # ends with a run of zeros
+        runs[-1] += tail
+    elif tail:
+        runs.append(tail)
+    return {"size": [height, width], "counts": counts_to_string(runs)}
+
+
+class PredictionWriter:
+    """Writes every output of a `predict` run into one folder; `close()` writes the run-level files."""
+
+    def __init__(self, out_dir: Path, *, names: dict[int, str], overlays: bool = True, labels: str = "tif",
+                 coco: bool = True) -> None:
+        self.out = Path(out_dir)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.names = names
+        self.overlays, self.labels, self.coco = overlays, labels, coco
+        self.cells_path = self.out / "cells.csv"
+        self.summary_path = self.out / "summary.csv"
+        self._cells = open(self.cells_path, "w", newline="")
+        self._summary = open(self.summary_path, "w", newline="")
+        self._cw = csv.DictWriter(self._cells, CELL_FIELDS)
+        self._sw = csv.DictWriter(self._summary, SUMMARY_FIELDS)
+        self._cw.writeheader()
+        self._sw.writeheader()
+        self._images: list[dict[str, Any]] = []
+        self._anns: list[dict[str, Any]] = []
+
+    def write(self, result: ImageResult) -> dict[str, Any]:
+        name = result.frame.name
+        if self.overlays:
+            write_image(self.out / "overlays" / f"{name}.png", overlay(result))
+        if self.labels:
+            write_label_image(result, self.out / "labels" / f"{name}.{self.labels}")
+        rows = cell_rows(result)
+        self._cw.writerows(rows)
+        summary = summary_row(result, rows)
+        self._sw.writerow(summary)
+        self._cells.flush()
+        self._summary.flush()
+        if self.coco:
+            self._add_coco(result)
+        return summary
+
+    def _add_coco(self, result: ImageResult) -> None:
+        h, w = result.label_map.shape
+        image_id = len(self._images) + 1
+        self._images.append({"id": image_id, "file_name": str(result.frame.source), "height": h, "width": w,
+                             **({"frame": result.frame.frame_index} if result.frame.frame_index is not None else {})})
+        packed = result.masks
+        for i in range(len(result)):
+            x0, y0, ww, hh = (int(v) for v in packed.windows[i].tolist())  # type: ignore[attr-defined]
+            local = packed.mask(i).cpu().numpy()  # type: ignore[attr-defined]
+            x1, y1, x2, y2 = (float(v) for v in result.boxes[i])
+            self._anns.append({
+                "id": len(self._anns) + 1, "image_id": image_id, "category_id": int(result.classes[i]) + 1,
+                "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
+                "area": int(local.sum()), "score": round(float(result.scores[i]), 5), "iscrowd": 0,
+                "segmentation": window_rle(local, x0, y0, h, w),
+            })
+
+    def close(self) -> None:
+        self._cells.close()
+        self._summary.close()
+        if self.coco:
+            doc = {
+                "images": self._images,
+                "annotations": self._anns,
+                "categories": [{"id": k + 1, "name": v} for k, v in sorted(self.names.items())],
+                "info": {"description": "asfyolo-rt predictions (RLE masks at original resolution)"},
+            }
+            fd, tmp = tempfile.mkstemp(dir=self.out, suffix=".tmp")
+            with os.fdopen(fd, "w") as f:
+                json.dump(doc, f)
+            os.replace(tmp, self.out / "predictions.coco.json")
