@@ -10,6 +10,7 @@ log = logging.getLogger(__name__)
 # Each module defines its commands on `asfyolo_rt.cli.main.app` (or adds a sub-app) at import.
 _MODULES = [
     "asfyolo_rt.cli.info",
+    "asfyolo_rt.cli.weights",
     "asfyolo_rt.cli.data",
     "asfyolo_rt.cli.kernels",
     "asfyolo_rt.cli.train",

@@ -117,7 +117,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCon
     except Exception as exc:
         raise CheckpointError(
             f"{path}: not a readable safetensors checkpoint ({exc})",
-            hint="official ASF-YOLO/YOLOv5 .pt files are imported with `asfyolo-rt import-weights`",
+            hint="official ASF-YOLO .pt files are imported with `asfyolo-rt weights import`",
         ) from exc
     if _META_KEY not in meta:
         raise CheckpointError(f"{path}: safetensors file without asfyolo-rt config metadata")
