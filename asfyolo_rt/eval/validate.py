@@ -44,6 +44,7 @@ class ValConfig:
     dsb: bool = False  # DSB2018 per-image score on full-resolution label maps
     max_images: int | None = None  # evaluate only the first N images (in file order)
     coco_max_dets: int = 1000
+    fixed_shape: tuple[int, int] | None = None  # letterbox every image into this (H, W) (parity across backends)
 
 
 @dataclass
@@ -172,8 +173,8 @@ def validate(
         chunk = loaded[start : start + bs]
         imgs = [im for _, im in chunk]
         t0 = time.perf_counter()
-        if backend.input_shape is not None:
-            shape, size = backend.input_shape, None
+        if backend.input_shape is not None or cfg.fixed_shape is not None:
+            shape, size = backend.input_shape or cfg.fixed_shape, None  # type: ignore[assignment]
         else:
             shape, size = rect_shape_batch([im.shape[:2] for im in imgs], cfg.img_size), cfg.img_size
         x, transforms = preprocess(imgs, shape, size=size)

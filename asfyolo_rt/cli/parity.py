@@ -1,0 +1,141 @@
+"""`asfyolo-rt parity`: PyTorch vs ONNX Runtime vs TensorRT, every precision, same images, one verdict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from asfyolo_rt.cli._common import print_json, progress_bar
+from asfyolo_rt.cli.main import app
+
+console = Console()
+
+# Files of a deployment bundle, in report order (see `asfyolo-rt export`).
+BUNDLE_FILES = ["model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8-cpu.onnx"]
+
+
+def discover(paths: list[Path]) -> tuple[list[Path], Path | None]:
+    """Model files to test, and the checkpoint a bundle was exported from (if its bundle.json says)."""
+    from asfyolo_rt.errors import ConfigError
+
+    files: list[Path] = []
+    weights: Path | None = None
+    for p in paths:
+        if p.is_dir():
+            meta = p / "bundle.json"
+            if meta.is_file():
+                info = json.loads(meta.read_text())
+                w = info.get("weights") or info.get("checkpoint") or info.get("source_weights")
+                if isinstance(w, dict):
+                    w = w.get("path")
+                if w:
+                    cand = Path(w) if Path(w).is_absolute() else p / w
+                    weights = cand if cand.exists() else Path(w) if Path(w).exists() else weights
+            found = [p / f for f in BUNDLE_FILES if (p / f).is_file()] + sorted(p.glob("*.engine")) + sorted(p.glob("*.plan"))
+            if not found:
+                raise ConfigError(f"{p} holds none of {', '.join(BUNDLE_FILES)} or *.engine",
+                                  hint="create a bundle with `asfyolo-rt export --int8 --out DIR`")
+            files += found
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise ConfigError(f"{p} does not exist")
+    return files, weights
+
+
+@app.command()
+def parity(
+    paths: Annotated[Optional[list[Path]], typer.Argument(help="Bundle folders and/or model files (.onnx, .engine).")] = None,
+    data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder or YAML; its val split is used.")] = Path("../shared/datasets/DSB2018"),
+    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Reference checkpoint (default: the bundle's source, else the shipped DSB2018 model).")] = None,
+    images: Annotated[int, typer.Option("--images", "-n", help="Number of val images.")] = 50,
+    img_size: Annotated[Optional[int], typer.Option("--img-size", help="Square input when no model is static.")] = None,
+    split: Annotated[str, typer.Option(help="Dataset split.")] = "val",
+    threshold: Annotated[Optional[list[str]], typer.Option("--threshold", help="Allowed mask mAP50 loss in points, e.g. --threshold int8=0.5 (defaults fp32=0.1 fp16=0.3 int8=1.0).")] = None,
+    torch_lowp: Annotated[bool, typer.Option("--torch-lowp/--no-torch-lowp", help="Also evaluate PyTorch bf16 (CPU) / fp16 (CUDA).")] = True,
+    device: Annotated[str, typer.Option(help="Device of the PyTorch reference.")] = "cpu",
+    report: Annotated[Optional[Path], typer.Option("--report", help="Write parity.json, parity.md and disagreement PNGs here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Accuracy parity: same images, same post-processing, metric deltas vs PyTorch FP32; exit 1 on failure.
+
+    Examples:
+      asfyolo-rt parity bundle/ --data ../shared/datasets/DSB2018 --images 50 --json
+      asfyolo-rt parity bundle/model.int8.onnx --threshold int8=0.5 --report parity/
+    """
+    from asfyolo_rt.data.dataset import load_split
+    from asfyolo_rt.errors import ConfigError
+    from asfyolo_rt.eval.parity import Candidate, run_parity, write_report
+    from asfyolo_rt.infer.backends import TorchBackend, load_backend
+    from asfyolo_rt.model.weights import load_checkpoint
+    from asfyolo_rt.weights_registry import resolve_weights
+
+    files, bundle_weights = discover(list(paths or []))
+    ref_path = resolve_weights(weights) if weights else (bundle_weights or resolve_weights(None))
+    model, cfg = load_checkpoint(ref_path) if ref_path.suffix == ".safetensors" else (None, None)
+    if model is None:
+        from asfyolo_rt.model.weights import import_official
+
+        model, cfg = import_official(ref_path)
+    cands = [Candidate(f"torch fp32 {ref_path.name}", TorchBackend(model, device=device, names=cfg.names))]
+    if torch_lowp:
+        import copy
+
+        lowp = "fp16" if device.startswith("cuda") else "bf16"
+        cands.append(Candidate(f"torch {lowp}", TorchBackend(copy.deepcopy(model), device=device, precision=lowp,
+                                                            names=cfg.names)))
+    skipped = []
+    for f in files:
+        try:
+            b = load_backend(f)
+        except ConfigError as exc:
+            if "end-to-end" in str(exc.hint or ""):
+                skipped.append(f"{f.name} (end-to-end graph)")
+                continue
+            raise
+        cands.append(Candidate(f"{b.name} {b.precision} {f.name}", b))
+    shapes = {c.backend.input_shape for c in cands if c.backend.input_shape is not None}
+    if len(shapes) > 1:
+        raise ConfigError(f"the static models have different input shapes {sorted(shapes)}",
+                          hint="compare models exported at the same --img-size")
+    size = img_size or cfg.img_size
+    shape = shapes.pop() if shapes else (size, size)
+    thresholds = {}
+    for t in threshold or []:
+        k, _, v = t.partition("=")
+        try:
+            thresholds[k.strip()] = float(v)
+        except ValueError:
+            raise ConfigError(f"--threshold {t!r}: expected PRECISION=POINTS, e.g. int8=1.0") from None
+    ds = load_split(data, split, on_problem="warn")
+    n = min(images, len(ds.samples))
+    with progress_bar("parity", n * len(cands)) as cb:
+        order = {c.label: i for i, c in enumerate(cands)}
+        rep, preds = run_parity(cands, ds, input_shape=shape, n_images=n, thresholds=thresholds,
+                                progress=lambda lab, d, t: cb(order[lab] * n + d, n * len(cands)))
+    if report:
+        write_report(rep, preds, report)
+    out = rep.to_dict()
+    out["skipped"] = skipped
+    if as_json:
+        print_json(out)
+    else:
+        table = Table(title=f"parity on {n} images of {data} ({shape[0]}x{shape[1]})")
+        for col in ("backend", "box mAP50", "mask mAP50", "mask mAP50-95", "DSB", "Δ mask mAP50 (pts)", "allowed", "verdict"):
+            table.add_column(col)
+        for r in rep.results:
+            m = r.metrics
+            table.add_row(r.label, f"{m['box_map50']:.4f}", f"{m['mask_map50']:.4f}", f"{m['mask_map']:.4f}",
+                          f"{m.get('dsb_score', float('nan')):.4f}", f"{r.deltas.get('mask_map50', 0.0):+.2f}",
+                          "-" if r.threshold is None else f"{r.threshold:.1f}",
+                          "[green]PASS[/]" if r.passed else "[red]FAIL[/]")
+        console.print(table)
+        for s in skipped:
+            console.print(f"[dim]skipped {s}[/]")
+    if not rep.passed:
+        raise typer.Exit(1)
