@@ -68,6 +68,7 @@ def resolve_model_source(weights: str | None, model: str | None) -> tuple[Path, 
 
         meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
         if "img_size" in meta:
-            with contextlib.suppress(ValueError):
-                img_size = int(json.loads(meta["img_size"]) if meta["img_size"].startswith("[") is False else json.loads(meta["img_size"])[0])
+            with contextlib.suppress(ValueError, TypeError):
+                v = json.loads(meta["img_size"])  # JSON [H, W] or an int
+                img_size = int(max(v) if isinstance(v, list) else v)
     return path, img_size

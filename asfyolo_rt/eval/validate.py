@@ -188,7 +188,7 @@ def validate(
                                    max_det=cfg.max_det, soft=cfg.soft_nms)
         net_shape = (int(x.shape[2]), int(x.shape[3]))
         for i, ((sample, img), t, det) in enumerate(zip(chunk, transforms, dets)):
-            det = det.to("cpu") if hasattr(det, "to") else det
+            det = Detections(det.boxes.cpu(), det.scores.cpu(), det.classes.cpu(), det.coeffs.cpu())
             pr = protos[i].cpu()
             masks = process_masks_proto(pr, det.coeffs, det.boxes, net_shape)
             boxes_orig = t.boxes_to_original(det.boxes.clone())
