@@ -72,3 +72,10 @@ def resolve_model_source(weights: str | None, model: str | None) -> tuple[Path, 
                 v = json.loads(meta["img_size"])  # JSON [H, W] or an int
                 img_size = int(max(v) if isinstance(v, list) else v)
     return path, img_size
+
+
+def stdout_console() -> Console:
+    """Console for result tables: wide when stdout is not a terminal (logs, CI), so columns are not cut."""
+    import sys
+
+    return Console() if sys.stdout.isatty() else Console(width=200)

@@ -8,12 +8,13 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from asfyolo_rt.cli._common import print_json, progress_bar
+from asfyolo_rt.cli._common import print_json, progress_bar, stdout_console
 from asfyolo_rt.cli.main import app
 
-console = Console()
+console = stdout_console()
 
 # Files of a deployment bundle, in report order (see `asfyolo-rt export`).
 BUNDLE_FILES = ["model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8-cpu.onnx"]
@@ -130,7 +131,7 @@ def parity(
             table.add_column(col)
         for r in rep.results:
             m = r.metrics
-            table.add_row(r.label, f"{m['box_map50']:.4f}", f"{m['mask_map50']:.4f}", f"{m['mask_map']:.4f}",
+            table.add_row(escape(r.label), f"{m['box_map50']:.4f}", f"{m['mask_map50']:.4f}", f"{m['mask_map']:.4f}",
                           f"{m.get('dsb_score', float('nan')):.4f}", f"{r.deltas.get('mask_map50', 0.0):+.2f}",
                           "-" if r.threshold is None else f"{r.threshold:.1f}",
                           "[green]PASS[/]" if r.passed else "[red]FAIL[/]")

@@ -9,10 +9,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from asfyolo_rt.cli._common import print_json, progress_bar, resolve_model_source
+from asfyolo_rt.cli._common import print_json, progress_bar, resolve_model_source, stdout_console
 from asfyolo_rt.cli.main import app
 
-console = Console()
+console = stdout_console()
 
 
 @app.command()

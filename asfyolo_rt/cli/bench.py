@@ -1,0 +1,194 @@
+"""`asfyolo-rt bench`: latency/FPS with pre- and post-processing, per backend, precision and batch size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from asfyolo_rt.cli._common import print_json, stderr, stdout_console
+from asfyolo_rt.cli.main import app
+
+console = stdout_console()
+DEFAULT_DATA = Path("../shared/datasets/DSB2018")
+
+
+def _csv_list(text: str, cast: type = str) -> list[Any]:
+    return [cast(t.strip()) for t in text.split(",") if t.strip()]
+
+
+def _images(data: Optional[Path], n: int = 16) -> tuple[list, str]:
+    """Benchmark images: the first N val images of a dataset, or synthetic nuclei without one."""
+    from asfyolo_rt.data.io import read_image, to_uint8_rgb
+
+    src = data if data is not None else (DEFAULT_DATA if DEFAULT_DATA.exists() else None)
+    if src is not None:
+        from asfyolo_rt.data.dataset import load_split
+
+        split = load_split(src, "val", on_problem="warn")
+        return [read_image(s.image_path) for s in split.samples[:n]], f"{src} (val, {min(n, len(split.samples))} images)"
+    from asfyolo_rt.data.synth import make_nuclei
+
+    return [to_uint8_rgb(make_nuclei(i, shape=(360, 360))[0]) for i in range(n)], "synthetic nuclei 360x360"
+
+
+@app.command()
+def bench(
+    models: Annotated[Optional[list[str]], typer.Argument(help="Checkpoints (.safetensors), ONNX files, engines. Default: the shipped DSB2018 model.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Benchmark an architecture with random weights: n, s, m, l or x.")] = None,
+    backend: Annotated[str, typer.Option(help="Comma list: torch, onnxruntime, tensorrt (for checkpoints/architectures).")] = "torch,onnxruntime",
+    precision: Annotated[str, typer.Option(help="Comma list for ONNX Runtime: fp32, fp16, int8 (TensorRT Q/DQ), int8-cpu (uint8 activations).")] = "fp32",
+    batch: Annotated[str, typer.Option(help="Comma list of batch sizes.")] = "1",
+    img_size: Annotated[Optional[int], typer.Option("--img-size", help="Square input (default: the model's training size, else 640).")] = None,
+    warmup: Annotated[int, typer.Option(help="Untimed iterations per configuration.")] = 3,
+    iters: Annotated[int, typer.Option(help="Timed iterations per configuration.")] = 20,
+    seconds: Annotated[Optional[float], typer.Option(help="Time each configuration for this long instead of --iters.")] = None,
+    cells: Annotated[Optional[int], typer.Option(help="Synthetic post-processing load: N cells per image.")] = None,
+    data: Annotated[Optional[Path], typer.Option("--data", help=f"Images for the benchmark (val split). Default: {DEFAULT_DATA} if present, else synthetic.")] = None,
+    device: Annotated[str, typer.Option(help="cpu or cuda (PyTorch).")] = "cpu",
+    kernel_impl: Annotated[str, typer.Option("--kernel-impl", help="PyTorch CPAM on CUDA: torch (reference) or triton.")] = "torch",
+    threads: Annotated[Optional[int], typer.Option(help="CPU threads (torch and ONNX Runtime).")] = None,
+    cache: Annotated[Path, typer.Option(help="Where ONNX files exported for the benchmark are kept.")] = Path("runs/bench/cache"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
+    csv: Annotated[Optional[Path], typer.Option("--csv", help="Append rows to this CSV.")] = None,
+    json_out: Annotated[Optional[Path], typer.Option("--json-out", help="Append rows to this JSON list file.")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Bar chart (PNG) of FPS and the latency split.")] = None,
+) -> None:
+    """Benchmark what an application sees: pre-processing, inference, NMS + mask assembly, end to end.
+
+    Examples:
+      asfyolo-rt bench
+      asfyolo-rt bench --model l --img-size 320 --precision fp32,int8,int8-cpu --csv bench/results/cpu.csv
+      asfyolo-rt bench bundle/model.int8-cpu.onnx --batch 1,2,4 --cells 300 --json
+    """
+    import torch
+
+    from asfyolo_rt.benchmark import BenchConfig, append_json, bench_backend, plot_rows, write_csv
+    from asfyolo_rt.env import environment
+    from asfyolo_rt.errors import ConfigError
+    from asfyolo_rt.infer.backends import TorchBackend, load_backend
+
+    if threads:
+        torch.set_num_threads(threads)
+    backends = _csv_list(backend)
+    precisions = _csv_list(precision)
+    unknown = set(backends) - {"torch", "onnxruntime", "tensorrt"}
+    if unknown:
+        raise ConfigError(f"--backend {sorted(unknown)}: expected torch, onnxruntime or tensorrt")
+    batches = _csv_list(batch, int)
+    images, images_desc = _images(data)
+    env = environment()
+    rows = []
+    sources = _sources(models, model)
+    for label, src in sources:
+        runs: list[tuple[str, Any]] = []
+        if isinstance(src, Path) and src.suffix in (".onnx", ".engine", ".plan"):
+            b = load_backend(src, threads=threads)
+            runs.append((f"{label} [{b.name} {b.precision}]", b))
+            size = img_size or (b.input_shape[0] if b.input_shape else 640)
+        else:
+            net, cfg = src if isinstance(src, tuple) else _load(src)
+            size = img_size or cfg.img_size
+            if "torch" in backends:
+                runs.append((f"{label} [torch fp32 {device}]", TorchBackend(net, device=device, kernel_impl=kernel_impl,
+                                                                           names=cfg.names)))
+            if "onnxruntime" in backends:
+                for prec in precisions:
+                    path = _onnx_variant(net, cfg, size, prec, cache / f"{label}-{size}", images)
+                    b = load_backend(path, threads=threads)
+                    runs.append((f"{label} [onnxruntime {prec}]", b))
+            if "tensorrt" in backends:
+                stderr.print("[yellow]tensorrt:[/] engines are built on the device: `asfyolo-rt build BUNDLE`, "
+                             "then `asfyolo-rt bench BUNDLE/model.<precision>.engine`")
+        for run_label, b in runs:
+            stderr.print(f"bench {escape(run_label)} ...")
+            rows += bench_backend(run_label, b, images, BenchConfig(
+                img_size=size, batches=tuple(batches), warmup=warmup, iters=iters, seconds=seconds, cells=cells,
+            ), device=device if b.name == "torch" else "cpu", env=env)
+    if csv:
+        write_csv(rows, str(csv))
+    if json_out:
+        append_json(rows, str(json_out))
+    if plot:
+        plot_rows([r.to_dict() for r in rows], str(plot))
+    if as_json:
+        print_json({"images": images_desc, "rows": [r.to_dict() for r in rows]})
+        return
+    table = Table(title=f"{rows[0].device if rows else ''} - images: {images_desc}")
+    for col in ("model [backend precision]", "batch", "input", "cells/img", "pre ms", "infer ms", "post ms",
+                "p50 ms", "p90 ms", "p99 ms", "FPS", "infer FPS", "post %"):
+        table.add_column(col, justify="left" if col.startswith("model") else "right")
+    for r in rows:
+        table.add_row(escape(r.label), str(r.batch), r.img_size, f"{r.cells_per_image:.0f}", f"{r.pre_ms:.1f}",
+                      f"{r.infer_ms:.1f}", f"{r.post_ms:.1f}", f"{r.latency_p50_ms:.1f}", f"{r.latency_p90_ms:.1f}",
+                      f"{r.latency_p99_ms:.1f}", f"{r.fps:.2f}", f"{r.infer_fps:.2f}", f"{100 * r.post_share:.1f}")
+    console.print(table)
+
+
+def _sources(models: Optional[list[str]], arch: Optional[str]) -> list[tuple[str, Any]]:
+    from asfyolo_rt.model import build_model
+    from asfyolo_rt.model.weights import config_of
+    from asfyolo_rt.weights_registry import resolve_weights
+
+    out: list[tuple[str, Any]] = []
+    if arch:
+        import torch
+
+        torch.manual_seed(0)
+        net = build_model(arch, 1).eval()
+        out.append((f"asfyolo-{arch}-random", (net, config_of(net, img_size=640))))
+    for m in models or []:
+        p = resolve_weights(m)
+        out.append((p.stem, p))
+    if not out:
+        p = resolve_weights(None)
+        out.append((p.stem, p))
+    return out
+
+
+def _load(path: Path) -> tuple[Any, Any]:
+    from asfyolo_rt.model.weights import import_official, load_checkpoint
+
+    return load_checkpoint(path) if path.suffix == ".safetensors" else import_official(path)
+
+
+def _onnx_variant(net: Any, cfg: Any, size: int, precision: str, folder: Path, images: list) -> Path:
+    """Export (once, cached by file name) the ONNX file of one precision for the benchmark."""
+    from dataclasses import replace
+
+    from asfyolo_rt.errors import ConfigError
+    from asfyolo_rt.export.onnx_export import export_onnx
+
+    folder.mkdir(parents=True, exist_ok=True)
+    fp32 = folder / "model.onnx"
+    if not fp32.exists():
+        stderr.print(f"exporting {fp32} ...")
+        export_onnx(net, fp32, replace(cfg, img_size=size), img_size=size)
+    if precision == "fp32":
+        return fp32
+    target = folder / {"fp16": "model.fp16.onnx", "int8": "model.int8.onnx", "int8-cpu": "model.int8-cpu.onnx"}.get(
+        precision, "")
+    if target.name == "":
+        raise ConfigError(f"--precision {precision!r}: expected fp32, fp16, int8 or int8-cpu")
+    if not target.exists():
+        stderr.print(f"making {target} (calibrated on the benchmark images) ...")
+        _make_variant(fp32, target, precision, images, size)
+    return target
+
+
+def _make_variant(fp32: Path, target: Path, precision: str, images: list, size: int) -> None:
+    from asfyolo_rt.data.letterbox import preprocess
+
+    if precision == "fp16":
+        from asfyolo_rt.export.fp16 import convert_fp16
+
+        convert_fp16(fp32, target)
+        return
+    calib, _ = preprocess(images, (size, size))
+    from asfyolo_rt.calib.quantize import quantize_cpu_int8, quantize_trt_int8
+
+    (quantize_trt_int8 if precision == "int8" else quantize_cpu_int8)(fp32, target, calib.numpy())
