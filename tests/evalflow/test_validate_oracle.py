@@ -34,5 +34,4 @@ def test_shifted_boxes_lose_high_iou_thresholds(synth_split) -> None:
     for _, pred, _ in backend.table:
         pred[..., 0] += 0.35 * pred[..., 2]  # shift every box by 35 % of its width: IoU ~ 0.5
     res = validate(backend, synth_split, ValConfig(img_size=512, batch_size=1))
-    assert res.metrics.box_map < 0.5 < 0.995
-    assert res.metrics.box_map50 < 0.995 + 1e-9
+    assert res.metrics.box_map < 0.5  # the perfect oracle scores 0.995 here
