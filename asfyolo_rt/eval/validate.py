@@ -26,7 +26,7 @@ from asfyolo_rt.data.letterbox import LetterboxTransform, preprocess, rect_shape
 from asfyolo_rt.errors import ConfigError
 from asfyolo_rt.eval.metrics import SegMetrics, SegMetricsAccumulator
 from asfyolo_rt.infer.backends import Backend
-from asfyolo_rt.infer.masks import process_masks_original, process_masks_proto
+from asfyolo_rt.infer.masks import process_masks_proto
 from asfyolo_rt.infer.nms import Detections, non_max_suppression
 
 Progress = Callable[[int, int], None]
@@ -242,36 +242,35 @@ class _DetView:
     classes: torch.Tensor
 
 
-def label_map_from_masks(masks: np.ndarray, scores: np.ndarray) -> np.ndarray:
-    """(n, H, W) bool masks -> (H, W) int32 label map; each pixel takes the highest-scoring covering mask
-    (1-based index into `masks`), 0 = background."""
-    h, w = masks.shape[1:] if masks.ndim == 3 else (0, 0)
-    out = np.zeros((h, w), np.int32)
-    for k in np.argsort(scores, kind="stable"):  # ascending: higher scores overwrite
-        out[masks[k]] = k + 1
-    return out
-
-
 def _full_res(sample: Sample, img: np.ndarray, protos: torch.Tensor, det: Detections, boxes_orig: torch.Tensor,
               t: LetterboxTransform, net_shape: tuple[int, int], polys: list[np.ndarray], gt_boxes: np.ndarray,
               gt_cls: np.ndarray, cfg: ValConfig, coco_gts: list, coco_dts: list, dsb_gt: list, dsb_pred: list) -> None:
+    """Full-resolution cross-check inputs of one image, O(H*W) memory whatever the instance count.
+
+    Predicted masks come from the same box-bounded mask assembly as `predict` (label map + box-local
+    masks); GT instances are rasterised one at a time and kept as RLE.
+    """
     from asfyolo_rt.data.masks import polygons_to_index_map, polygons_to_masks
-    from asfyolo_rt.eval.coco import ImageDet, ImageGT, masks_to_rle
+    from asfyolo_rt.data.rle import rle_encode
+    from asfyolo_rt.eval.coco import ImageDet, ImageGT
+    from asfyolo_rt.infer.predict import PredictConfig, assemble
+    from asfyolo_rt.infer.writers import window_rle
 
     h0, w0 = img.shape[:2]
-    pred_masks = process_masks_original(protos, det.coeffs, boxes_orig, net_shape, (h0, w0), t.scale, t.pad).numpy()
-    gt_masks = polygons_to_masks(polys, (h0, w0)).astype(bool) if polys else np.zeros((0, h0, w0), bool)
+    label_map, packed = assemble(protos, det, t, PredictConfig(kernel_impl="auto"))
     if cfg.coco:
-        coco_gts.append(ImageGT(str(sample.image_path), h0, w0, gt_boxes, gt_cls, masks_to_rle(gt_masks, h0, w0)))
+        gt_rles = [rle_encode(polygons_to_masks([p], (h0, w0))[0]) for p in polys]
+        dt_rles = []
+        for i in range(len(det)):
+            x0, y0, _, _ = (int(v) for v in packed.windows[i].tolist())  # type: ignore[attr-defined]
+            dt_rles.append(window_rle(packed.mask(i).cpu().numpy(), x0, y0, h0, w0))  # type: ignore[attr-defined]
+        coco_gts.append(ImageGT(str(sample.image_path), h0, w0, gt_boxes, gt_cls, gt_rles))
         coco_dts.append(ImageDet(str(sample.image_path), boxes_orig.numpy(), det.scores.numpy(), det.classes.numpy(),
-                                 masks_to_rle(pred_masks, h0, w0)))
+                                 dt_rles))
     if cfg.dsb:
-        if polys:
-            index_map, _ = polygons_to_index_map(polys, (h0, w0), downsample=1)
-        else:
-            index_map = np.zeros((h0, w0), np.int32)
+        index_map = polygons_to_index_map(polys, (h0, w0))[0] if polys else np.zeros((h0, w0), np.int32)
         dsb_gt.append(index_map.astype(np.int32))
-        dsb_pred.append(label_map_from_masks(pred_masks, det.scores.numpy()))
+        dsb_pred.append(label_map.astype(np.int32))
 
 
 def _plots(out: Path, metrics: SegMetrics, payload: list) -> None:

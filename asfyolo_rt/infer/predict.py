@@ -64,9 +64,33 @@ def assemble(protos: torch.Tensor, det: object, t: LetterboxTransform, cfg: Pred
     coeffs = det.coeffs.to(protos.device)  # type: ignore[attr-defined]
     scores = det.scores.to(protos.device)  # type: ignore[attr-defined]
     b = boxes_orig.to(protos.device)
-    label_map = mask_assembly(protos[None], coeffs, b, bidx, scores, output="label_map", **args)  # type: ignore[arg-type]
     packed = mask_assembly(protos[None], coeffs, b, bidx, scores, output="masks", **args)  # type: ignore[arg-type]
-    return label_map[0].cpu().numpy(), packed  # type: ignore[index]
+    if protos.device.type == "cuda":  # the Triton label-map kernel is cheap: use it
+        label_map = mask_assembly(protos[None], coeffs, b, bidx, scores, output="label_map", **args)  # type: ignore[arg-type]
+        return label_map[0].cpu().numpy(), packed  # type: ignore[index]
+    return label_map_from_packed(packed, scores, t.orig_shape), packed  # CPU: reuse the masks, no second pass
+
+
+def label_map_from_packed(packed: object, scores: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """(H, W) int32 label map from box-local masks: 1 + index of the highest-scoring covering mask
+    (ties: lower index), 0 = background. Same result as mask_assembly(output="label_map")."""
+    h, w = size
+    n = int(scores.shape[0])
+    out = np.zeros(h * w, np.int64)
+    if n == 0:
+        return out.reshape(h, w).astype(np.int32)
+    order = np.argsort(-scores.detach().cpu().numpy().astype(np.float64), kind="stable")
+    win = packed.windows.cpu().numpy().astype(np.int64)  # type: ignore[attr-defined]
+    data = packed.data.cpu().numpy()  # type: ignore[attr-defined]
+    offsets = packed.offsets.cpu().numpy()  # type: ignore[attr-defined]
+    for i in order[::-1]:  # ascending priority: higher-scoring masks are painted last
+        x0, y0, ww, hh = win[i]
+        if ww == 0 or hh == 0:
+            continue
+        m = data[offsets[i] : offsets[i + 1]].reshape(hh, ww).astype(bool)
+        view = out.reshape(h, w)[y0 : y0 + hh, x0 : x0 + ww]
+        view[m] = i + 1
+    return out.reshape(h, w).astype(np.int32)
 
 
 def predict(

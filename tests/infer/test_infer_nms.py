@@ -47,9 +47,17 @@ def _random_boxes(n: int, seed: int, span: float = 200.0, size: float = 40.0) ->
     (500, 0.0, 128, 64),      # threshold 0: any overlap suppresses
 ])
 def test_nms_matches_greedy_reference(monkeypatch, n, thr, block, chunk):
+    monkeypatch.setattr(nms_mod, "_USE_OPENCV", False)  # cover the blocked torch path (CUDA) on CPU
     monkeypatch.setattr(nms_mod, "_BLOCK", block)
     monkeypatch.setattr(nms_mod, "_CHUNK", chunk)
     boxes, scores = _random_boxes(n, seed=n)
+    assert nms(boxes, scores, thr).tolist() == _greedy_reference(boxes, scores, thr)
+
+
+@pytest.mark.parametrize("n, thr", [(2, 0.5), (300, 0.5), (777, 0.7), (500, 0.0), (2000, 0.45)])
+def test_opencv_cpu_path_matches_greedy_reference(n, thr):
+    """The CPU fast path (OpenCV) must keep exactly what greedy NMS keeps, in the same order."""
+    boxes, scores = _random_boxes(n, seed=n + 1)
     assert nms(boxes, scores, thr).tolist() == _greedy_reference(boxes, scores, thr)
 
 

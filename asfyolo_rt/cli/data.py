@@ -1,0 +1,204 @@
+"""`asfyolo-rt data ...`: check datasets, convert formats, generate synthetic data."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from asfyolo_rt.cli.main import sub_app
+from asfyolo_rt.data.check import CheckReport, check_dataset
+from asfyolo_rt.data.convert import (
+    ConvertReport,
+    coco_to_yolo,
+    convert_dsb2018,
+    convert_instance_masks,
+    yolo_to_coco,
+)
+from asfyolo_rt.data.synth import write_synth_dataset
+
+grp = sub_app("data", "Check datasets, convert between formats, generate synthetic cell images.")
+convert_grp = typer.Typer(
+    name="convert",
+    help="Convert DSB2018 / instance label images / COCO JSON to YOLO-seg, and YOLO-seg to COCO JSON.",
+    no_args_is_help=True,
+)
+grp.add_typer(convert_grp, name="convert")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON to stdout.")]
+
+
+@contextmanager
+def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
+    """A progress(done, total) callback drawing a transient Rich bar on stderr."""
+    bar = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                   console=Console(stderr=True), transient=True)
+    task = bar.add_task(description, total=None)
+    with bar:
+        yield lambda done, total: bar.update(task, completed=done, total=total)
+
+
+def _fmt_pct(p: dict[str, float]) -> str:
+    return "/".join(f"{v:g}" for v in p.values()) if p else "-"
+
+
+def _print_check(report: CheckReport) -> None:
+    echo = typer.echo
+    echo(f"dataset {report.source}")
+    echo(f"{'split':<8}{'images':>8}{'instances':>11}{'per image mean/max':>21}{'empty':>7}")
+    for s in report.splits:
+        per = f"{s.instances_per_image_mean:.2f} / {s.instances_per_image_max}"
+        echo(f"{s.split:<8}{s.n_images:>8}{s.n_instances:>11,}{per:>21}{s.n_images_without_instances:>7}")
+    for alias, target in report.aliases.items():
+        echo(f"{alias:<8}(same images as {target})")
+    for s in report.splits:
+        sizes = ", ".join(f"{k} x{v}" for k, v in s.size_histogram.items())
+        echo(f"{s.split}: image sizes (WxH): {sizes or '-'}")
+        echo(f"{s.split}: box size p5/p25/p50/p75/p95, original px: w {_fmt_pct(s.box_width_px)}, "
+             f"h {_fmt_pct(s.box_height_px)}; long side at 640: w {_fmt_pct(s.box_width_640)}, "
+             f"h {_fmt_pct(s.box_height_640)}")
+    echo(f"problems: {len(report.errors)} error(s), {len(report.warnings)} warning(s)")
+    for p in report.problems:
+        echo(str(p))
+
+
+@grp.command("check")
+def check(
+    path: Annotated[Path, typer.Argument(help="Dataset folder (images/<split>, labels/<split>) or data YAML.")],
+    split: Annotated[list[str] | None, typer.Option("--split", help="Check only this split (repeatable).")] = None,
+    no_decode: Annotated[bool, typer.Option("--no-decode", help="Read image headers only: faster, but misses "
+                                                                 "truncated pixel data and duplicates.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Statistics and every problem (with file and line) of a YOLO-seg dataset; exit 1 on errors.
+
+    Examples:
+
+      asfyolo-rt data check ../shared/datasets/DSB2018
+
+      asfyolo-rt data check ../shared/datasets/BCC --split val --json
+    """
+    with _progress("checking") as progress:
+        report = check_dataset(path, split or None, decode=not no_decode, progress=progress)
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        _print_check(report)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _finish_convert(report: ConvertReport, as_json: bool) -> None:
+    if as_json:
+        typer.echo(json.dumps(report.to_dict(), indent=2))
+    else:
+        typer.echo(f"wrote {report.n_images} images, {report.n_instances} instances -> {report.out}")
+        for p in report.problems:
+            typer.echo(str(p))
+    if any(p.severity == "error" for p in report.problems):
+        raise typer.Exit(1)
+
+
+@convert_grp.command("dsb2018")
+def convert_dsb(
+    src: Annotated[Path, typer.Argument(help="Kaggle stage1_train folder holding <id>/images and <id>/masks.")],
+    out: Annotated[Path, typer.Argument(help="Output YOLO-seg dataset folder.")],
+    split: Annotated[str, typer.Option(help="Split for the samples not in --val-ids.")] = "train",
+    val_ids: Annotated[Path | None, typer.Option("--val-ids", help="Text file, one image id per line, "
+                                                                  "to put in split 'val'.")] = None,
+    rgb8: Annotated[bool, typer.Option("--rgb8", help="Re-encode images as 8-bit RGB PNG (drops alpha).")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Kaggle DSB2018 (one binary PNG per nucleus) -> YOLO-seg.
+
+    Example: asfyolo-rt data convert dsb2018 stage1_train/ datasets/DSB2018 --val-ids val_ids.txt --rgb8
+    """
+    ids = {line.strip() for line in val_ids.read_text().splitlines() if line.strip()} if val_ids else set()
+    with _progress("converting") as progress:
+        report = convert_dsb2018(src, out, split=split, val_ids=ids, rgb8=rgb8, progress=progress)
+    _finish_convert(report, as_json)
+
+
+@convert_grp.command("instances")
+def convert_instances(
+    images: Annotated[Path, typer.Argument(help="Folder of images.")],
+    masks: Annotated[Path, typer.Argument(help="Folder of instance label images (0 = background, k = instance).")],
+    out: Annotated[Path, typer.Argument(help="Output YOLO-seg dataset folder.")],
+    split: Annotated[str, typer.Option(help="Split to write.")] = "train",
+    mask_suffix: Annotated[str, typer.Option(help="Label image name = image stem + this (e.g. _masks).")] = "",
+    rgb8: Annotated[bool, typer.Option("--rgb8", help="Re-encode images as 8-bit RGB PNG.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Instance label images (16-bit TIFF/PNG) -> YOLO-seg.
+
+    Example: asfyolo-rt data convert instances imgs/ masks/ datasets/mine --mask-suffix _masks --split val
+    """
+    with _progress("converting") as progress:
+        report = convert_instance_masks(images, masks, out, split=split, mask_suffix=mask_suffix, rgb8=rgb8,
+                                        progress=progress)
+    _finish_convert(report, as_json)
+
+
+@convert_grp.command("yolo2coco")
+def convert_yolo2coco(
+    dataset: Annotated[Path, typer.Argument(help="YOLO-seg dataset folder or data YAML.")],
+    out_json: Annotated[Path, typer.Argument(help="COCO instance JSON to write.")],
+    split: Annotated[str, typer.Option(help="Split to convert.")] = "val",
+    as_json: JsonOpt = False,
+) -> None:
+    """YOLO-seg split -> COCO instance JSON (polygons, category id = class + 1).
+
+    Example: asfyolo-rt data convert yolo2coco ../shared/datasets/DSB2018 dsb_val.json --split val
+    """
+    with _progress("converting") as progress:
+        report = yolo_to_coco(dataset, split, out_json, progress=progress)
+    _finish_convert(report, as_json)
+
+
+@convert_grp.command("coco2yolo")
+def convert_coco2yolo(
+    coco_json: Annotated[Path, typer.Argument(help="COCO instance JSON (polygon or RLE segmentations).")],
+    images: Annotated[Path, typer.Argument(help="Folder the JSON's file_name entries are relative to.")],
+    out: Annotated[Path, typer.Argument(help="Output YOLO-seg dataset folder.")],
+    split: Annotated[str, typer.Option(help="Split to write.")] = "train",
+    as_json: JsonOpt = False,
+) -> None:
+    """COCO instance JSON -> YOLO-seg (crowd regions skipped; categories mapped to 0, 1, ...).
+
+    Example: asfyolo-rt data convert coco2yolo annotations.json images/ datasets/mine --split val
+    """
+    with _progress("converting") as progress:
+        report = coco_to_yolo(coco_json, images, out, split=split, progress=progress)
+    _finish_convert(report, as_json)
+
+
+class SynthKindOpt(str, Enum):
+    nuclei = "nuclei"
+    tissue = "tissue"
+
+
+@grp.command("synth")
+def synth(
+    out: Annotated[Path, typer.Argument(help="Output YOLO-seg dataset folder.")],
+    kind: Annotated[SynthKindOpt, typer.Option(help="nuclei: fluorescence; tissue: H&E-like.")] = SynthKindOpt.nuclei,
+    train: Annotated[int, typer.Option(min=0, help="Number of training images.")] = 16,
+    val: Annotated[int, typer.Option(min=0, help="Number of validation images.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed; the same seed gives the same images.")] = 0,
+    size: Annotated[int, typer.Option(min=16, help="Square image side in pixels.")] = 256,
+    bit_depth: Annotated[int, typer.Option(help="8 or 16 (16 only for nuclei).")] = 8,
+) -> None:
+    """Write a synthetic YOLO-seg dataset (PNG images, labels, data.yaml) with exact instance labels.
+
+    Example: asfyolo-rt data synth /tmp/synth --kind nuclei --train 32 --val 8 --seed 0
+    """
+    with _progress("generating") as progress:
+        root = write_synth_dataset(out, train, val, kind=kind.value, shape=(size, size), seed=seed,
+                                   bit_depth=bit_depth, progress=progress)
+    typer.echo(f"wrote {train} train + {val} val {kind.value} images -> {root}")

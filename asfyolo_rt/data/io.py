@@ -1,0 +1,332 @@
+"""Reading and writing the images microscopes and datasets produce.
+
+Formats: PNG, JPEG, BMP (decoded by OpenCV) and TIFF (decoded by tifffile); 8- or 16-bit (TIFF also
+32-bit integer and float); grayscale, RGB or RGBA.
+
+Two levels:
+
+* `read_image_raw(path)` returns the pixels as stored: (H, W) or (H, W, C) with C in {3, 4} in RGB(A)
+  channel order, dtype preserved (uint8, uint16, ...).
+* `read_image(path)` returns the model's input format, (H, W, 3) uint8 RGB, through
+  `to_uint8_rgb`:
+  - uint8 data passes through unchanged (it is what the model is trained on);
+  - other dtypes are scaled to [0, 255], by default linearly between the image's own 0.1 and 99.9
+    percentiles (computed jointly over the colour channels, so colour balance is kept); with
+    `method="full-range"`, by the dtype's full range (uint16: 0..65535; floats: 0..1);
+    16-bit data is never truncated to its low byte;
+  - grayscale is replicated to 3 channels; an alpha channel is dropped.
+
+EXIF orientation tags are not applied: pixels come as stored (microscopes do not rotate images).
+Truncated or corrupt files raise `DataError` naming the file. PNG and JPEG files are checked for their
+end marker before decoding, because OpenCV returns a half-grey picture for a truncated JPEG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import struct
+import tempfile
+from pathlib import Path
+from typing import Literal
+
+import cv2
+import numpy as np
+
+from asfyolo_rt.errors import DataError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+"""File name endings (lower case) that are treated as images."""
+
+ScaleMethod = Literal["percentile", "full-range"]
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_JPEG_MAGIC = b"\xff\xd8\xff"
+_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+
+def _sniff(head: bytes) -> str | None:
+    """The format named by a file's first bytes: 'png', 'jpeg', 'bmp', 'tiff' or None."""
+    if head.startswith(_PNG_MAGIC):
+        return "png"
+    if head.startswith(_JPEG_MAGIC):
+        return "jpeg"
+    if head.startswith(b"BM"):
+        return "bmp"
+    if head[:4] in _TIFF_MAGICS:
+        return "tiff"
+    return None
+
+
+def _unknown_format(path: Path, head: bytes) -> DataError:
+    if not head:
+        return DataError(f"{path}: the file is empty (0 bytes)", hint="re-copy or re-export the image")
+    return DataError(
+        f"{path}: not a PNG, JPEG, BMP or TIFF file (first bytes {head[:8]!r})",
+        hint="convert the image to PNG or TIFF, or remove it from the dataset",
+    )
+
+
+def _check_complete(path: Path, fmt: str, data: bytes) -> None:
+    """Raise DataError when a PNG/JPEG/BMP file is visibly cut short."""
+    if fmt == "png" and b"IEND" not in data[-64:]:
+        raise DataError(
+            f"{path}: truncated or corrupt PNG (no IEND chunk at the end of its {len(data)} bytes)",
+            hint="the file was probably cut short while copying; re-copy or re-export it",
+        )
+    if fmt == "jpeg" and b"\xff\xd9" not in data[-4096:]:
+        raise DataError(
+            f"{path}: truncated or corrupt JPEG (no end-of-image marker in its {len(data)} bytes)",
+            hint="the file was probably cut short while copying; re-copy or re-export it",
+        )
+    if fmt == "bmp" and len(data) >= 6:
+        declared = struct.unpack_from("<I", data, 2)[0]
+        if declared > len(data):
+            raise DataError(
+                f"{path}: truncated BMP ({len(data)} bytes, header declares {declared})",
+                hint="the file was probably cut short while copying; re-copy or re-export it",
+            )
+
+
+def _read_tiff(path: Path) -> np.ndarray:
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(path) as tif:
+            series = tif.series[0]
+            axes, array = series.axes, series.asarray()
+    except Exception as exc:  # tifffile raises many types (ValueError, TiffFileError, struct.error)
+        raise DataError(f"{path}: unreadable or corrupt TIFF ({exc})", hint="re-copy or re-export it") from exc
+    squeezed = "".join(a for a, n in zip(axes, array.shape) if n != 1) or "YX"
+    array = array.reshape([n for n in array.shape if n != 1] or [1, 1])
+    if squeezed in ("YX", "YXS"):
+        return array
+    if squeezed in ("SYX", "CYX") and array.shape[0] in (3, 4):
+        return np.ascontiguousarray(np.moveaxis(array, 0, -1))
+    raise DataError(
+        f"{path}: TIFF holds an array of shape {tuple(series.shape)} (axes {axes!r}); "
+        "expected a single 2-D grayscale, RGB or RGBA image",
+        hint="save one plane per file (e.g. a max projection of a z-stack)",
+    )
+
+
+def read_image_raw(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read an image exactly as stored.
+
+    Returns (H, W) for grayscale or (H, W, C), C in {3, 4}, channels in RGB(A) order; the dtype is the
+    file's (uint8, uint16, or for TIFF also int/float types). Raises DataError naming the file when it is
+    missing, empty, of an unknown format, truncated or otherwise undecodable.
+    """
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read image file ({exc.strerror or exc})") from exc
+    fmt = _sniff(data[:16])
+    if fmt is None:
+        raise _unknown_format(path, data[:16])
+    if fmt == "tiff":
+        array = _read_tiff(path)
+    else:
+        _check_complete(path, fmt, data)
+        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        if decoded is None:
+            raise DataError(f"{path}: corrupt {fmt.upper()} file (the decoder rejected it)",
+                            hint="re-copy or re-export the image")
+        array = np.asarray(decoded)
+        if array.ndim == 3 and array.shape[2] == 1:
+            array = array[:, :, 0]
+        elif array.ndim == 3 and array.shape[2] == 3:
+            array = cv2.cvtColor(array, cv2.COLOR_BGR2RGB)
+        elif array.ndim == 3 and array.shape[2] == 4:
+            array = cv2.cvtColor(array, cv2.COLOR_BGRA2RGBA)
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (2, 3, 4)):
+        raise DataError(f"{path}: decoded to shape {array.shape}; expected (H, W) or (H, W, 3|4)")
+    return array
+
+
+def to_uint8_rgb(
+    array: np.ndarray,
+    *,
+    method: ScaleMethod = "percentile",
+    low: float = 0.1,
+    high: float = 99.9,
+) -> np.ndarray:
+    """Convert any supported image array to the model's input format.
+
+    array: (H, W), (H, W, 1), (H, W, 2) (grey + alpha), (H, W, 3) RGB or (H, W, 4) RGBA; any integer,
+        float or bool dtype.
+    method: how non-uint8 data reaches [0, 255]. "percentile": linearly map the image's own `low`..`high`
+        percentiles (in %, over all colour channels together) to 0..255 and clip; "full-range": map the
+        dtype's range (integers: iinfo min..max; floats: 0..1; bool: False/True) to 0..255.
+        uint8 input is returned unchanged whatever the method; a constant image maps to 0.
+    Returns: (H, W, 3) uint8 RGB, C-contiguous (a new array).
+    """
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] in (1, 2):
+        a = a[:, :, 0]  # grey, or grey + alpha: drop the alpha
+    elif a.ndim == 3 and a.shape[2] == 4:
+        a = a[:, :, :3]  # RGBA: drop the alpha
+    elif not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        raise DataError(f"image array of shape {a.shape}; expected (H, W), (H, W, 1|2|3|4)")
+    if method not in ("percentile", "full-range"):
+        raise DataError(f"unknown scaling method {method!r}; expected 'percentile' or 'full-range'")
+    if not 0.0 <= low < high <= 100.0:
+        raise DataError(f"percentiles low={low}, high={high}; expected 0 <= low < high <= 100")
+    if a.dtype == np.uint8:
+        out = a
+    elif a.dtype == np.bool_:
+        out = a.astype(np.uint8) * np.uint8(255)
+    elif a.dtype.kind not in "uif":
+        raise DataError(f"image array of dtype {a.dtype}; expected an integer, float or bool dtype")
+    else:
+        if method == "percentile":
+            finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a
+            if finite.size == 0:
+                lo, hi = 0.0, 1.0
+            else:
+                lo, hi = (float(v) for v in np.percentile(finite, [low, high]))
+        elif a.dtype.kind == "f":
+            lo, hi = 0.0, 1.0
+        else:
+            info = np.iinfo(a.dtype)
+            lo, hi = float(info.min), float(info.max)
+        scaled = (a.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo)) if hi > lo else (
+            np.zeros(a.shape, np.float32))
+        out = np.clip(np.nan_to_num(scaled, nan=0.0) + 0.5, 0, 255).astype(np.uint8)
+    if out.ndim == 2:
+        out = np.repeat(out[:, :, None], 3, axis=2)
+    return np.ascontiguousarray(out)
+
+
+def read_image(
+    path: str | os.PathLike[str],
+    *,
+    method: ScaleMethod = "percentile",
+    low: float = 0.1,
+    high: float = 99.9,
+) -> np.ndarray:
+    """Read an image file as the model's input: (H, W, 3) uint8 RGB. See `to_uint8_rgb` for scaling."""
+    return to_uint8_rgb(read_image_raw(path), method=method, low=low, high=high)
+
+
+def _jpeg_size(f) -> tuple[int, int] | None:
+    f.seek(2)
+    while True:
+        byte = f.read(1)
+        while byte and byte != b"\xff":
+            byte = f.read(1)
+        while byte == b"\xff":
+            byte = f.read(1)
+        if not byte:
+            return None
+        marker = byte[0]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            continue  # markers without a length field
+        seg = f.read(2)
+        if len(seg) < 2:
+            return None
+        length = struct.unpack(">H", seg)[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            body = f.read(5)
+            if len(body) < 5:
+                return None
+            h, w = struct.unpack(">xHH", body)
+            return h, w
+        f.seek(length - 2, os.SEEK_CUR)
+
+
+def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
+    """(H, W) of an image read from its header only (no pixel decoding). Raises DataError naming the file."""
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(32)
+            fmt = _sniff(head)
+            size: tuple[int, int] | None = None
+            if fmt == "png" and len(head) >= 24 and head[12:16] == b"IHDR":
+                w, h = struct.unpack(">II", head[16:24])
+                size = (h, w)
+            elif fmt == "bmp" and len(head) >= 26:
+                if struct.unpack_from("<I", head, 14)[0] == 12:  # OS/2 BITMAPCOREHEADER
+                    w, h = struct.unpack_from("<HH", head, 18)
+                else:
+                    w, h = struct.unpack_from("<ii", head, 18)
+                size = (abs(h), w)
+            elif fmt == "jpeg":
+                size = _jpeg_size(f)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read image file ({exc.strerror or exc})") from exc
+    if fmt is None:
+        raise _unknown_format(path, head)
+    if fmt == "tiff":
+        import tifffile
+
+        try:
+            with tifffile.TiffFile(path) as tif:
+                page = tif.pages[0]
+                size = (int(page.imagelength), int(page.imagewidth))  # type: ignore[union-attr]
+        except Exception as exc:
+            raise DataError(f"{path}: unreadable or corrupt TIFF header ({exc})") from exc
+    if size is None or size[0] <= 0 or size[1] <= 0:
+        raise DataError(f"{path}: corrupt {fmt.upper()} header (no valid image size found)",
+                        hint="re-copy or re-export the image")
+    return size
+
+
+def pixel_hash(array: np.ndarray) -> str:
+    """Hex digest identifying an image by its pixels (dtype and shape included), not its file bytes."""
+    a = np.ascontiguousarray(array)
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{a.dtype.str}{a.shape}".encode())
+    h.update(a.data)
+    return h.hexdigest()
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_image(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Write an image atomically; the format follows the suffix (.png, .jpg/.jpeg, .bmp, .tif/.tiff).
+
+    array: (H, W) grayscale or (H, W, 3|4) RGB(A); uint8 or uint16 (TIFF: any dtype tifffile writes).
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    a = np.ascontiguousarray(array)
+    if suffix in (".tif", ".tiff"):
+        import io
+
+        import tifffile
+
+        buf = io.BytesIO()
+        photometric = "rgb" if a.ndim == 3 else "minisblack"
+        extrasamples = ("unassalpha",) if a.ndim == 3 and a.shape[2] == 4 else None
+        tifffile.imwrite(buf, a, photometric=photometric, extrasamples=extrasamples)
+        atomic_write_bytes(path, buf.getvalue())
+        return
+    if suffix not in IMAGE_SUFFIXES:
+        raise DataError(f"{path}: cannot write images with suffix {suffix!r}; expected one of {IMAGE_SUFFIXES}")
+    if a.ndim == 3 and a.shape[2] == 3:
+        a = cv2.cvtColor(a, cv2.COLOR_RGB2BGR)
+    elif a.ndim == 3 and a.shape[2] == 4:
+        a = cv2.cvtColor(a, cv2.COLOR_RGBA2BGRA)
+    ok, encoded = cv2.imencode(suffix, a)
+    if not ok:
+        raise DataError(f"{path}: OpenCV could not encode an array of shape {array.shape} "
+                        f"and dtype {array.dtype} as {suffix}")
+    atomic_write_bytes(path, encoded.tobytes())

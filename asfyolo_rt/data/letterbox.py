@@ -1,0 +1,201 @@
+"""The one pre-processing of the project: letterbox resize + pad, and its inverse transform.
+
+Used by validation, prediction, calibration and benchmarks alike. Semantics follow the official
+validation (ASF-YOLO.md §6.3):
+
+1. resize with one scale factor for both axes, so that the long side equals the target size exactly
+   (`size`, or by default the largest size that fits `new_shape`); the short side becomes
+   ceil(short * scale), at most the target; cv2.INTER_LINEAR when enlarging, cv2.INTER_AREA when
+   shrinking;
+2. pad centred with grey 114 to `new_shape` (an odd padding puts the extra pixel right/bottom).
+
+Official rectangular validation = `letterbox(img, rect_shape(h, w, 640), size=640)`: a square image is
+resized to 640x640 and padded to 672x672 (a 16-pixel border on every side).
+
+Coordinates: pixel-edge convention, x to the right, y down; network = scale * original + pad.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TypeVar
+
+import cv2
+import numpy as np
+import torch
+
+from asfyolo_rt.errors import DataError
+
+ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+
+
+@dataclass(frozen=True)
+class LetterboxTransform:
+    """How an original image was placed into the network input.
+
+    scale: network pixels per original pixel (same for x and y).
+    pad: (pad_x, pad_y) added on the left / top, in network pixels.
+    orig_shape: (H0, W0) of the original image; net_shape: (H, W) of the network input.
+    """
+
+    scale: float
+    pad: tuple[float, float]
+    orig_shape: tuple[int, int]
+    net_shape: tuple[int, int]
+
+    def boxes_to_original(self, boxes: ArrayT) -> ArrayT:
+        """(..., 4) xyxy boxes in network pixels -> original pixels, clipped to [0, W0] x [0, H0].
+
+        Returns a new array/tensor of the input's type, dtype and device.
+        """
+        out = _affine(boxes, 4, 1.0 / self.scale, -self.pad[0] / self.scale, -self.pad[1] / self.scale)
+        h0, w0 = self.orig_shape
+        if isinstance(out, torch.Tensor):
+            out[..., 0::2] = out[..., 0::2].clamp(0, w0)
+            out[..., 1::2] = out[..., 1::2].clamp(0, h0)
+        else:
+            out[..., 0::2] = np.clip(out[..., 0::2], 0, w0)
+            out[..., 1::2] = np.clip(out[..., 1::2], 0, h0)
+        return out
+
+    def boxes_to_network(self, boxes: ArrayT) -> ArrayT:
+        """(..., 4) xyxy boxes in original pixels -> network pixels (not clipped). New array/tensor."""
+        return _affine(boxes, 4, self.scale, self.pad[0], self.pad[1])
+
+    def points_to_original(self, points: ArrayT) -> ArrayT:
+        """(..., 2) xy points in network pixels -> original pixels (not clipped). New array/tensor."""
+        return _affine(points, 2, 1.0 / self.scale, -self.pad[0] / self.scale, -self.pad[1] / self.scale)
+
+    def points_to_network(self, points: ArrayT) -> ArrayT:
+        """(..., 2) xy points in original pixels -> network pixels. New array/tensor."""
+        return _affine(points, 2, self.scale, self.pad[0], self.pad[1])
+
+    def content_box(self) -> tuple[float, float, float, float]:
+        """x1, y1, x2, y2 in network pixels of the region showing the image (the rest is padding)."""
+        h0, w0 = self.orig_shape
+        h, w = self.net_shape
+        return (self.pad[0], self.pad[1], min(self.pad[0] + w0 * self.scale, w),
+                min(self.pad[1] + h0 * self.scale, h))
+
+
+def _affine(values: ArrayT, width: int, gain: float, off_x: float, off_y: float) -> ArrayT:
+    if values.shape[-1] != width:
+        raise DataError(f"coordinates of shape {tuple(values.shape)}; expected (..., {width})")
+    offset = [off_x, off_y] * (width // 2)
+    if isinstance(values, torch.Tensor):
+        v = values if values.is_floating_point() else values.float()
+        return v * gain + torch.tensor(offset, dtype=v.dtype, device=v.device)
+    v = values if np.issubdtype(values.dtype, np.floating) else values.astype(np.float32)
+    return (v * gain + np.asarray(offset, dtype=v.dtype)).astype(v.dtype, copy=False)
+
+
+def _as_hw(shape: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(shape, (int, np.integer)):
+        h = w = int(shape)
+    else:
+        if len(shape) != 2:
+            raise DataError(f"shape {shape!r}; expected an int or (H, W)")
+        h, w = int(shape[0]), int(shape[1])
+    if h <= 0 or w <= 0:
+        raise DataError(f"shape {(h, w)}; expected positive sizes")
+    return h, w
+
+
+def _scaled(n: int, r: float) -> int:
+    # ceil like the official loader, minus float noise (696 * 640/696 = 640.0000000000001 must stay 640)
+    return max(1, math.ceil(n * r - 1e-6))
+
+
+def letterbox(
+    image: np.ndarray,
+    new_shape: int | tuple[int, int],
+    *,
+    color: int = 114,
+    scaleup: bool = True,
+    size: int | None = None,
+) -> tuple[np.ndarray, LetterboxTransform]:
+    """Resize keeping the aspect ratio, then pad centred to `new_shape`.
+
+    image: (H0, W0, C) or (H0, W0), any dtype OpenCV resizes (normally uint8 RGB).
+    new_shape: output (H, W), or an int for a square.
+    size: the long side after resizing; default: the largest that fits new_shape. Must fit new_shape.
+    scaleup: False never enlarges (only shrinks).
+    Returns the padded image (H, W[, C]) of the input dtype and the transform back to the original.
+    """
+    if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or 0 in image.shape[:2]:
+        raise DataError(f"image of shape {getattr(image, 'shape', None)}; expected an (H, W[, C]) numpy array")
+    h, w = _as_hw(new_shape)
+    h0, w0 = image.shape[:2]
+    channels = image.shape[2] if image.ndim == 3 else 0
+    r = min(h / h0, w / w0) if size is None else size / max(h0, w0)
+    if not scaleup:
+        r = min(r, 1.0)
+    nh, nw = _scaled(h0, r), _scaled(w0, r)
+    if size is None:  # fits by construction; only float noise can push a side over
+        nh, nw = min(nh, h), min(nw, w)
+    elif nh > h or nw > w:
+        raise DataError(f"an image of (H, W) {(h0, w0)} resized to long side {size} is {(nh, nw)}, "
+                        f"which does not fit the target shape {(h, w)}",
+                        hint="use a larger new_shape (see rect_shape) or a smaller size")
+    if (nh, nw) != (h0, w0):
+        interp = cv2.INTER_LINEAR if r > 1 else cv2.INTER_AREA
+        image = cv2.resize(image, (nw, nh), interpolation=interp)
+    top, left = (h - nh) // 2, (w - nw) // 2
+    fill = [color] * max(channels, 1)
+    out = cv2.copyMakeBorder(image, top, h - nh - top, left, w - nw - left, cv2.BORDER_CONSTANT, value=fill)
+    if out.ndim == 2 and channels:  # OpenCV drops a single channel axis
+        out = out[:, :, None]
+    return out, LetterboxTransform(scale=float(r), pad=(float(left), float(top)), orig_shape=(h0, w0),
+                                   net_shape=(h, w))
+
+
+def rect_shape(h: int, w: int, img_size: int = 640, stride: int = 32, pad: float = 0.5) -> tuple[int, int]:
+    """Network (H, W) of the official rectangular validation for one image of size (h, w).
+
+    ceil(aspect_shape * img_size / stride + pad) * stride, with aspect_shape = (h/w, 1) for wide images,
+    (1, w/h) for tall ones and (1, 1) for squares: a square image at 640 gives (672, 672).
+    """
+    return rect_shape_batch([(h, w)], img_size=img_size, stride=stride, pad=pad)
+
+
+def rect_shape_batch(
+    shapes: Sequence[tuple[int, int]], img_size: int = 640, stride: int = 32, pad: float = 0.5
+) -> tuple[int, int]:
+    """The official batch shape for images (h, w) batched together (sorted by aspect ratio upstream)."""
+    if not shapes:
+        raise DataError("rect_shape_batch got no image shapes")
+    ar = np.array([h / w for h, w in shapes], dtype=np.float64)
+    lo, hi = float(ar.min()), float(ar.max())
+    aspect = [hi, 1.0] if hi < 1 else ([1.0, 1.0 / lo] if lo > 1 else [1.0, 1.0])
+    out = np.ceil(np.array(aspect) * img_size / stride + pad).astype(int) * stride
+    return int(out[0]), int(out[1])
+
+
+def preprocess(
+    images: Sequence[np.ndarray],
+    shape: int | tuple[int, int],
+    *,
+    size: int | None = None,
+) -> tuple[torch.Tensor, list[LetterboxTransform]]:
+    """Letterbox a batch of RGB images into one network input tensor.
+
+    images: B arrays (H_i, W_i, 3) uint8 RGB (see `read_image`).
+    shape: network (H, W) or an int; size: long side after resizing (default: fit `shape`).
+    Returns (B, 3, H, W) float32 in [0, 1], RGB, contiguous, on the CPU; and B transforms.
+    """
+    h, w = _as_hw(shape)
+    batch = np.empty((len(images), h, w, 3), np.uint8)
+    transforms = []
+    for i, image in enumerate(images):
+        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+            raise DataError(
+                f"preprocess image {i}: got {type(image).__name__} {getattr(image, 'shape', '')} "
+                f"{getattr(image, 'dtype', '')}; expected (H, W, 3) uint8 RGB",
+                hint="read images with asfyolo_rt.data.read_image or convert with to_uint8_rgb",
+            )
+        batch[i], t = letterbox(image, (h, w), size=size)
+        transforms.append(t)
+    tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    return tensor, transforms
