@@ -78,11 +78,9 @@ def parity(
 
     files, bundle_weights = discover(list(paths or []))
     ref_path = resolve_weights(weights) if weights else (bundle_weights or resolve_weights(None))
-    model, cfg = load_checkpoint(ref_path) if ref_path.suffix == ".safetensors" else (None, None)
-    if model is None:
-        from asfyolo_rt.model.weights import import_official
+    from asfyolo_rt.model.weights import import_official
 
-        model, cfg = import_official(ref_path)
+    model, cfg = load_checkpoint(ref_path) if ref_path.suffix == ".safetensors" else import_official(ref_path)
     cands = [Candidate(f"torch fp32 {ref_path.name}", TorchBackend(model, device=device, names=cfg.names))]
     if torch_lowp:
         import copy

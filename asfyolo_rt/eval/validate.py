@@ -168,15 +168,14 @@ def validate(
     loaded.sort(key=lambda x: x[1].shape[0] / x[1].shape[1])
     bs = backend.max_batch or cfg.batch_size
     done = 0
-    mosaic_payload: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    mosaic_payload: list[tuple[np.ndarray, _DetView, _DetView]] = []
     for start in range(0, len(loaded), bs):
         chunk = loaded[start : start + bs]
         imgs = [im for _, im in chunk]
         t0 = time.perf_counter()
-        if backend.input_shape is not None or cfg.fixed_shape is not None:
-            shape, size = backend.input_shape or cfg.fixed_shape, None  # type: ignore[assignment]
-        else:
-            shape, size = rect_shape_batch([im.shape[:2] for im in imgs], cfg.img_size), cfg.img_size
+        fixed = backend.input_shape or cfg.fixed_shape
+        shape: tuple[int, int] = fixed if fixed is not None else rect_shape_batch([im.shape[:2] for im in imgs], cfg.img_size)
+        size = None if fixed is not None else cfg.img_size
         x, transforms = preprocess(imgs, shape, size=size)
         n_real = x.shape[0]
         if backend.max_batch and n_real < backend.max_batch:  # static batch: pad with blank images
@@ -193,7 +192,7 @@ def validate(
             masks = process_masks_proto(pr, det.coeffs, det.boxes, net_shape)
             boxes_orig = t.boxes_to_original(det.boxes.clone())
             polys, gt_boxes, gt_cls = gt_instances(sample, img.shape[:2])
-            gtm = gt_masks_proto(polys, t, tuple(masks.shape[1:]) if masks.ndim == 3 else (pr.shape[1], pr.shape[2]))
+            gtm = gt_masks_proto(polys, t, (int(pr.shape[1]), int(pr.shape[2])))
             acc.update(_DetView(boxes_orig, det.scores, det.classes), masks, torch.from_numpy(gt_boxes),
                        torch.from_numpy(gt_cls), gtm)
             if cfg.coco or cfg.dsb:

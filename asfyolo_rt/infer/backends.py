@@ -52,8 +52,9 @@ class TorchBackend:
             raise ConfigError(f"PyTorch backend precision must be one of {sorted(dtypes)}, got {self.precision!r}")
         self.dtype = dtypes[self.precision]
         self.model = self.model.to(self.device, self.dtype).eval()
-        if hasattr(self.model, "set_kernel_impl"):
-            self.model.set_kernel_impl(self.kernel_impl)
+        set_impl = getattr(self.model, "set_kernel_impl", None)
+        if callable(set_impl):
+            set_impl(self.kernel_impl)
         self.nc = int(getattr(self.model, "nc", 1))
 
     @torch.inference_mode()

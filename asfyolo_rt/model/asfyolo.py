@@ -154,13 +154,14 @@ class ASFYOLO(nn.Module):
 
     @property
     def stride(self) -> Tensor:
-        return self.head.stride
+        return self.head.stride  # type: ignore[return-value]
 
     def fuse(self) -> ASFYOLO:
         """Fold every BatchNorm into its convolution, in place (inference only). Returns self."""
         for m in self.modules():
-            if m is not self and hasattr(m, "fuse"):
-                m.fuse()
+            fuse = getattr(m, "fuse", None)
+            if m is not self and callable(fuse):
+                fuse()
         return self
 
     def set_kernel_impl(self, impl: str) -> None:

@@ -38,7 +38,7 @@ class Conv(nn.Module):
         """Fold the BatchNorm into the convolution (inference only)."""
         if isinstance(self.bn, nn.Identity):
             return
-        self.conv = fuse_conv_bn(self.conv, self.bn)  # type: ignore[arg-type]
+        self.conv = fuse_conv_bn(self.conv, self.bn)  # type: ignore[arg-type,assignment]
         self.bn = nn.Identity()
 
 

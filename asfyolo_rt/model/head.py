@@ -46,6 +46,9 @@ class SegmentHead(nn.Module):
     (network pixels), sigmoid(objectness), sigmoid(class logits), raw mask coefficients.
     """
 
+    stride: Tensor
+    anchors: Tensor
+
     def __init__(
         self,
         nc: int,
@@ -72,7 +75,7 @@ class SegmentHead(nn.Module):
     def initialize_biases(self, image_size: int = 640) -> None:
         """Objectness prior ln(8 / (640/s)^2), class prior ln(0.6 / (nc - 0.99999)) (§3.4)."""
         for conv, s in zip(self.m, self.stride.tolist()):
-            b = conv.bias.view(self.na, -1)  # type: ignore[union-attr]
+            b = conv.bias.view(self.na, -1)  # type: ignore[union-attr,operator]
             b[:, 4] += math.log(8 / (image_size / s) ** 2)
             b[:, 5 : 5 + self.nc] += math.log(0.6 / (self.nc - 0.99999))
 

@@ -103,8 +103,8 @@ class ChannelPositionAttention(nn.Module):
 
     def forward(self, x: list[Tensor]) -> Tensor:
         t, s = x
-        if self.impl != "torch" and not self.training and t.is_cuda:
-            return self._fused(t, s)
+        if not self.training and (self.impl == "triton" or (self.impl == "auto" and t.is_cuda)):
+            return self._fused(t, s)  # explicit "triton" on CPU raises unless TRITON_INTERPRET=1
         u = t * self.channel_gate(t) + s
         h, w = u.shape[-2:]
         z_h = u.mean(dim=3, keepdim=True).transpose(2, 3)  # (B, C, 1, H)
@@ -117,7 +117,7 @@ class ChannelPositionAttention(nn.Module):
 
     def folded_reduce(self) -> tuple[Tensor, Tensor]:
         """The reduce conv with its BatchNorm folded in: weight (C/r, C), bias (C/r,)."""
-        conv = self.reduce if isinstance(self.reduce_bn, nn.Identity) else fuse_conv_bn(self.reduce, self.reduce_bn)
+        conv = self.reduce if isinstance(self.reduce_bn, nn.Identity) else fuse_conv_bn(self.reduce, self.reduce_bn)  # type: ignore[arg-type]
         w = conv.weight.flatten(1)
         b = conv.bias if conv.bias is not None else torch.zeros(w.shape[0], device=w.device, dtype=w.dtype)
         return w, b
