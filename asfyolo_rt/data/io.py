@@ -27,13 +27,13 @@ import hashlib
 import logging
 import os
 import struct
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 import cv2
 import numpy as np
 
+from asfyolo_rt.atomic import atomic_write_bytes
 from asfyolo_rt.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -284,20 +284,6 @@ def pixel_hash(array: np.ndarray) -> str:
     h.update(f"{a.dtype.str}{a.shape}".encode())
     h.update(a.data)
     return h.hexdigest()
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_image(path: str | os.PathLike[str], array: np.ndarray) -> None:

@@ -14,9 +14,7 @@ is collected and mapped onto our module names (`official_key_map`).
 from __future__ import annotations
 
 import json
-import os
 import pickle
-import tempfile
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ from typing import Any
 
 import torch
 
+from asfyolo_rt.atomic import atomic_write_bytes
 from asfyolo_rt.errors import CheckpointError
 from asfyolo_rt.model.asfyolo import ASFYOLO, build_model
 from asfyolo_rt.model.head import DEFAULT_ANCHORS
@@ -72,22 +71,6 @@ def config_of(model: ASFYOLO, **kwargs: Any) -> ModelConfig:
     return ModelConfig(variant=model.variant, nc=model.nc, anchors=anchors, **kwargs)
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(model: ASFYOLO, path: str | Path, config: ModelConfig, *, half: bool = False) -> Path:
     """Save weights + config as one safetensors file, atomically. `half` stores float tensors as FP16."""
     from safetensors.torch import save
@@ -113,7 +96,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCon
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except Exception as exc:
         raise CheckpointError(
             f"{path}: not a readable safetensors checkpoint ({exc})",
@@ -354,6 +337,6 @@ def import_official(path: str | Path, variant: str = "l") -> tuple[ASFYOLO, Mode
     return model.eval(), cfg
 
 
-def state_dict_to_official(model: ASFYOLO) -> "OrderedDict[str, torch.Tensor]":
+def state_dict_to_official(model: ASFYOLO) -> OrderedDict[str, torch.Tensor]:
     """Our state dict under official layer-indexed names (for interoperability tests and exports)."""
     return OrderedDict((official_key_unmap(k), v) for k, v in model.state_dict().items())

@@ -1,0 +1,31 @@
+"""Atomic file writes: a temporary file in the target folder, fsync, usual permissions, rename.
+
+Every output that takes long to make (checkpoints, ONNX files, engines, calibration caches, reports)
+goes through here, so an interrupted run never leaves a truncated file behind a valid name.
+Imports only the standard library (the TensorRT runner uses it on machines without torch).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write `data` to `path` atomically; the file gets rw-r--r-- (minus the umask), not mkstemp's 0600."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

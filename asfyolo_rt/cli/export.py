@@ -1,0 +1,169 @@
+"""`asfyolo-rt export` (deployment bundle: ONNX FP32/FP16/INT8, reports) and `asfyolo-rt build` (engines)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from asfyolo_rt.cli.main import app
+
+
+@contextlib.contextmanager
+def _stages() -> Iterator[Callable[[str, int, int], None]]:
+    """A `progress(stage, done, total)` callback: one Rich bar per stage on stderr."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from asfyolo_rt.cli._common import stderr
+
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=stderr) as bar:
+        tasks: dict[str, int] = {}
+
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                for t in tasks.values():  # a new stage starts: finish the previous ones
+                    task = bar.tasks[t]
+                    bar.update(t, completed=task.total or 1, total=task.total or 1)
+                tasks[stage] = bar.add_task(stage, total=total or None)
+            bar.update(tasks[stage], completed=done, total=total or None)
+
+        yield update
+
+
+@app.command()
+def export(
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="Checkpoint (.safetensors) or official "
+                                                 "ASF-YOLO .pt; default: the shipped DSB2018 model.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write.")] = Path("bundle"),
+    img_size: Annotated[int | None, typer.Option("--img-size", help="Input size (multiple of 32); default: the "
+                                                  "checkpoint's training size.")] = None,
+    dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch and input size (default: static).")] = False,
+    fp16: Annotated[bool, typer.Option("--fp16", help="Also write model.fp16.onnx.")] = False,
+    int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (TensorRT Q/DQ) and "
+                                        "model.int8-cpu.onnx (ONNX Runtime CPU), calibrated on --data.")] = False,
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset folder/YAML or image folder: calibration "
+                                               "images (train split) and accuracy evaluation (val split).")] = None,
+    calib_images: Annotated[int | None, typer.Option("--calib-images", help="Calibration images (default "
+                                                      "min(500, all); 64 synthetic without --data).")] = None,
+    calib_method: Annotated[str, typer.Option("--calib-method", help="entropy or max.")] = "entropy",
+    int8_exclude: Annotated[list[str] | None, typer.Option("--int8-exclude", help="Regex of node names to keep "
+                                                            "unquantized (repeatable).")] = None,
+    int8_include: Annotated[list[str] | None, typer.Option("--int8-include", help="Regex of nodes to quantize "
+                                                            "despite the default exclusions (repeatable).")] = None,
+    int8_sensitivity: Annotated[bool, typer.Option("--int8-sensitivity", help="Rank blocks by INT8 damage and "
+                                                    "suggest an exclude list.")] = False,
+    end2end: Annotated[bool, typer.Option("--end2end", help="Also write end-to-end models (top-k, NMS, masks).")] = False,
+    conf: Annotated[float, typer.Option("--conf", help="End-to-end score threshold.")] = 0.25,
+    iou: Annotated[float, typer.Option("--iou", help="End-to-end NMS IoU threshold.")] = 0.6,
+    max_det: Annotated[int, typer.Option("--max-det", help="End-to-end detections per image.")] = 300,
+    topk: Annotated[int, typer.Option("--topk", help="End-to-end candidates into NMS (<= 5000).")] = 5000,
+    label_map: Annotated[bool, typer.Option("--label-map", help="End-to-end: also output the instance label map.")] = False,
+    eval_images: Annotated[int, typer.Option("--eval-images", help="Val images for accuracy per precision "
+                                              "(with --data).")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print bundle.json and the export report as JSON.")] = False,
+) -> None:
+    """Export a deployment bundle: ONNX per precision, calibration, parity and accuracy reports, bundle.json.
+
+    With TensorRT and a GPU present the engines are built too; otherwise the `asfyolo-rt build` (and trtexec)
+    commands to run on the target device are printed.
+
+    Examples:
+      asfyolo-rt export --out bundle
+      asfyolo-rt export --weights runs/train/best.safetensors --fp16 --int8 --data ../shared/datasets/DSB2018 --out bundle
+      asfyolo-rt export --int8 --calib-method max --img-size 320 --dynamic --end2end --out bundle320
+    """
+    from rich.table import Table
+
+    from asfyolo_rt.cli._common import print_json, stderr, stdout_console
+    from asfyolo_rt.export.bundle import BundleOptions, export_bundle
+    from asfyolo_rt.export.end2end import End2EndConfig
+
+    opts = BundleOptions(
+        out=out, weights=Path(weights) if weights else None, img_size=img_size, dynamic=dynamic, fp16=fp16,
+        int8=int8, data=data, calib_images=calib_images, calib_method=calib_method,
+        int8_exclude=tuple(int8_exclude or ()), int8_include=tuple(int8_include or ()),
+        int8_sensitivity=int8_sensitivity, end2end=end2end,
+        e2e=End2EndConfig(conf_threshold=conf, iou_threshold=iou, max_det=max_det, topk=topk, label_map=label_map),
+        eval_images=eval_images,
+    )
+    with _stages() as progress:
+        result = export_bundle(opts, progress=progress)
+    for w in result.warnings:
+        stderr.print(f"[yellow]warning:[/] {w}")
+    if as_json:
+        print_json({"bundle": result.bundle, "report": result.report})
+        return
+    console = stdout_console()
+    table = Table(title=f"bundle {result.out} (ONNX Runtime CPU vs PyTorch FP32)")
+    for col in ("precision", "file", "pred max|err|", "pred mean|err|", "protos max|err|"):
+        table.add_column(col)
+    names = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx",
+             "int8-cpu": "model.int8-cpu.onnx"}
+    for prec, par in result.report["parity"].items():
+        w = par["worst"]
+        table.add_row(prec, names[prec], f"{w['pred']['max_abs']:.3g}", f"{w['pred']['mean_abs']:.3g}",
+                      f"{w['protos']['max_abs']:.3g}")
+    console.print(table)
+    acc = result.report.get("accuracy", {}).get("metrics")
+    if acc:
+        t2 = Table(title="accuracy on val images")
+        for col in ("backend", "box mAP50", "box mAP50-95", "mask mAP50", "mask mAP50-95"):
+            t2.add_column(col)
+        for name, m in acc.items():
+            t2.add_row(name, *(f"{m[k]:.4f}" for k in ("box_map50", "box_map", "mask_map50", "mask_map")))
+        console.print(t2)
+    eng = result.report["engines"]
+    if eng["built"]:
+        for prec, e in eng["built"].items():
+            console.print(f"engine {prec}: {result.out / e['engine']}")
+    else:
+        console.print(f"No engine built here ({eng['unavailable']}). On the target device run:")
+        for prec, cmd in eng["commands"].items():
+            console.print(f"  {cmd}")
+            console.print(f"  # or: {eng['trtexec'][prec]}")
+
+
+@app.command()
+def build(
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder written by `asfyolo-rt export`.")],
+    precision: Annotated[str, typer.Option("--precision", "-p", help="fp32, fp16 or int8.")] = "fp16",
+    dla_core: Annotated[int | None, typer.Option("--dla-core", help="Build for DLA core N (Jetson Orin; "
+                                                  "TensorRT 8.6-10.x weakly typed path).")] = None,
+    workspace: Annotated[float, typer.Option("--workspace", help="Builder workspace limit in GiB.")] = 4.0,
+    end2end: Annotated[bool, typer.Option("--end2end", help="Build the end-to-end model of this precision.")] = False,
+    kernels: Annotated[Path | None, typer.Option("--kernels", help="manifest.json of `asfyolo-rt kernels compile` "
+                                                  "(end-to-end models with the plugin mask assembly).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the engine sidecar as JSON.")] = False,
+) -> None:
+    """Build a TensorRT engine from a bundle, on the device that will run it (plan + <name>.engine.json).
+
+    Examples:
+      asfyolo-rt build bundle --precision int8
+      asfyolo-rt build bundle --precision fp16 --dla-core 0
+    """
+    from asfyolo_rt.cli._common import print_json, stdout_console
+    from asfyolo_rt.errors import ConfigError
+    from asfyolo_rt.export.engine.build import ONNX_FOR_PRECISION, BuildConfig, build_engine
+
+    if not bundle.is_dir():
+        raise ConfigError(f"bundle folder {bundle} does not exist", hint="write one with `asfyolo-rt export --out DIR`")
+    cfg = BuildConfig(precision=precision, workspace_gib=workspace, dla_core=dla_core,
+                      timing_cache=bundle / "timing.cache")
+    onnx_name = ONNX_FOR_PRECISION[precision]
+    if end2end:
+        onnx_name = "model.end2end.onnx" if precision == "fp32" else f"model.{precision}.end2end.onnx"
+    stem = onnx_name.removesuffix(".onnx")
+    engine = bundle / (f"{stem}.dla{dla_core}.engine" if dla_core is not None else f"{stem}.engine")
+    from asfyolo_rt.cli._common import progress_bar
+
+    with progress_bar(f"building {engine.name}") as progress:
+        art = build_engine(bundle / onnx_name, engine, cfg, manifest=kernels, progress=progress)
+    if as_json:
+        print_json(art.sidecar.to_dict())
+    else:
+        stdout_console().print(f"engine {art.engine} ({art.sidecar.precision}, TensorRT {art.sidecar.tensorrt_version}, "
+                               f"sm {art.sidecar.compute_capability}) + {art.sidecar_path.name} in {art.seconds:.0f} s")

@@ -1,0 +1,308 @@
+"""The deployment bundle: every ONNX flavour, calibration report and caches, export report, bundle.json.
+
+`export_bundle(options)` runs the whole export on this machine (CPU is enough) and, where TensorRT and a
+GPU are present, builds the engines; elsewhere it records the exact `asfyolo-rt build` and trtexec
+commands to run on the target device. Files in `out/`:
+
+    model.onnx                 FP32, metadata, parity-checked against PyTorch
+    model.fp16.onnx            --fp16: FP16 with FP32 islands (report: kept_fp32)
+    model.int8.onnx            --int8: TensorRT Q/DQ (symmetric int8, per-channel weights) + FP16 remainder
+    model.int8-cpu.onnx        --int8: ONNX Runtime CPU flavour (uint8 activations, int8 weights)
+    model[.fp16|.int8].end2end.onnx   --end2end: + top-k, NMS, masks (fixed-size outputs)
+    calibration_report.json, model.int8.calib.json, model.int8-cpu.calib.json (fingerprinted caches)
+    export_report.json         parity (ORT vs PyTorch per output and precision), FP16 notes, accuracy
+    bundle.json                file list with SHA-256, model config, engine build commands
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from asfyolo_rt.export.compare import check_sizes, compare_runners, ort_runner, torch_runner, worst
+from asfyolo_rt.export.end2end import End2EndConfig
+from asfyolo_rt.export.onnx_export import as_hw, file_sha256
+
+from asfyolo_rt.errors import AsfYoloError, ConfigError, EngineBuildError
+from asfyolo_rt.model.weights import atomic_write_bytes
+
+log = logging.getLogger(__name__)
+
+StageProgress = Callable[[str, int, int], None]
+FORMAT = "asfyolo-rt-bundle/1"
+
+
+@dataclass(frozen=True)
+class BundleOptions:
+    out: Path
+    weights: Path | None = None  # None: the shipped DSB2018 model
+    img_size: int | None = None  # None: the checkpoint's training size
+    dynamic: bool = False
+    fp16: bool = False
+    int8: bool = False
+    data: Path | None = None
+    calib_images: int | None = None
+    calib_method: str = "entropy"
+    calib_seed: int = 0
+    int8_exclude: tuple[str, ...] = ()
+    int8_include: tuple[str, ...] = ()
+    int8_sensitivity: bool = False
+    end2end: bool = False
+    e2e: End2EndConfig = field(default_factory=End2EndConfig)
+    eval_images: int = 50
+    build_engines: bool | None = None  # None: when TensorRT and a GPU are present
+    opset: int = 18
+
+
+@dataclass
+class BundleResult:
+    out: Path
+    bundle: dict[str, Any]
+    report: dict[str, Any]
+    warnings: list[str] = field(default_factory=list)
+
+
+def _stage(progress: StageProgress | None, name: str) -> Callable[[int, int], None] | None:
+    if progress is None:
+        return None
+    progress(name, 0, 1)
+    return lambda done, total: progress(name, done, total)
+
+
+def _parity(model: Any, path: Path, sizes: list[tuple[int, int]], images: np.ndarray | None) -> dict[str, Any]:
+    rows = compare_runners(torch_runner(model), ort_runner(path), [(1, *s) for s in sizes], images=images)
+    return {"worst": worst(rows), "rows": [r.to_dict() for r in rows]}
+
+
+def engine_availability() -> str | None:
+    """None when TensorRT and a CUDA GPU are usable here, else the reason."""
+    try:
+        from asfyolo_rt.export.engine.build import import_tensorrt
+        from asfyolo_rt.export.engine.cuda import device_info
+
+        import_tensorrt()
+        device_info(0)
+    except EngineBuildError as exc:
+        return str(exc)
+    return None
+
+
+def _evaluate(opts: BundleOptions, model: Any, names: dict[int, str], files: dict[str, Path], img: int,
+              progress: StageProgress | None) -> dict[str, Any]:
+    from asfyolo_rt.data.dataset import load_split
+    from asfyolo_rt.eval.validate import ValConfig, validate
+    from asfyolo_rt.infer.backends import OrtBackend, TorchBackend
+
+    assert opts.data is not None
+    try:
+        split = load_split(opts.data, "val", on_problem="skip")
+    except AsfYoloError as exc:
+        return {"error": f"no val split to evaluate on: {exc}"}
+    cfg = ValConfig(img_size=img, max_images=opts.eval_images, batch_size=1)
+    runs: dict[str, Any] = {}
+    static = None if opts.dynamic else (img, img)  # PyTorch letterboxed like the static ONNX models
+    backends: list[tuple[str, Any]] = [("pytorch-fp32", lambda: TorchBackend(model, names=names, input_shape=static))]
+    backends += [(f"onnxruntime-{k}", (lambda p=p: OrtBackend(p))) for k, p in files.items()]
+    for name, make in backends:
+        res = validate(make(), split, cfg, progress=_stage(progress, f"validate {name}"))
+        runs[name] = {k: float(v) for k, v in res.summary().items()
+                      if k in ("box_map50", "box_map", "mask_map50", "mask_map")}
+    ref = runs["pytorch-fp32"]
+    deltas = {n: {k: r[k] - ref[k] for k in r} for n, r in runs.items() if n != "pytorch-fp32"}
+    return {"split": "val", "images": min(opts.eval_images, len(split)), "img_size": img, "metrics": runs,
+            "delta_vs_pytorch": deltas}
+
+
+def _mask_map50_evaluator(opts: BundleOptions, img: int, n_images: int = 8) -> Callable[[Path], float] | None:
+    """With --data: ONNX path -> mask mAP50 on a few val images (the sensitivity metric); else None."""
+    if opts.data is None:
+        return None
+    from asfyolo_rt.data.dataset import load_split
+    from asfyolo_rt.eval.validate import ValConfig, validate
+    from asfyolo_rt.infer.backends import OrtBackend
+
+    try:
+        split = load_split(opts.data, "val", on_problem="skip")
+    except AsfYoloError:
+        return None
+    cfg = ValConfig(img_size=img, max_images=min(n_images, opts.eval_images or n_images), batch_size=1)
+    return lambda path: float(validate(OrtBackend(path), split, cfg).metrics.mask_map50)
+
+
+def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) -> BundleResult:
+    """Run the export (module docstring). Returns the bundle.json and export report dicts."""
+    from asfyolo_rt.export.fp16 import ORT_CPU_NOTE, convert_fp16, torch_half_estimate
+    from asfyolo_rt.export.onnx_export import export_onnx, load_weights
+
+    from asfyolo_rt import __version__
+    from asfyolo_rt.weights_registry import resolve_weights
+
+    t0 = time.perf_counter()
+    if opts.int8_sensitivity and not opts.int8:
+        raise ConfigError("--int8-sensitivity needs --int8")
+    if (opts.calib_images is not None or opts.int8_exclude or opts.int8_include) and not opts.int8:
+        raise ConfigError("--calib-images / --int8-exclude / --int8-include need --int8")
+    out = Path(opts.out)
+    out.mkdir(parents=True, exist_ok=True)
+    weights = resolve_weights(opts.weights)
+    model, mcfg = load_weights(weights)
+    hw = as_hw(opts.img_size or mcfg.img_size)
+    warnings: list[str] = []
+    files: dict[str, Path] = {}
+    report: dict[str, Any] = {"weights": str(weights), "img_size": list(hw), "dynamic": opts.dynamic}
+
+    fp32 = export_onnx(model, out / "model.onnx", mcfg, img_size=hw, dynamic_batch=opts.dynamic,
+                       dynamic_size=opts.dynamic, opset=opts.opset, progress=_stage(progress, "export FP32 ONNX"))
+    files["fp32"] = fp32.path
+    warnings += fp32.notes
+
+    calib = None
+    if opts.int8 or opts.data is not None or opts.fp16:
+        from asfyolo_rt.calib.dataset import SYNTHETIC_WARNING, build_calibration_set
+
+        if opts.int8:
+            calib = build_calibration_set(opts.data, hw, n=opts.calib_images, seed=opts.calib_seed,
+                                          progress=_stage(progress, "calibration images"))
+            if calib.synthetic:
+                warnings.append(SYNTHETIC_WARNING)
+        else:  # FP16 range probing / parity inputs: a few images, real when --data is given
+            calib = build_calibration_set(opts.data, hw, n=4, seed=opts.calib_seed)
+    sample = calib.float_images(0, min(4, len(calib))) if calib is not None else None
+    sizes = check_sizes(hw, opts.dynamic)
+    model_fused = model.float().eval()
+    parity: dict[str, Any] = {"fp32": _parity(model_fused, fp32.path, sizes, sample)}
+
+    if opts.fp16:
+        fp16 = convert_fp16(fp32.path, out / "model.fp16.onnx", sample_batches=[sample] if sample is not None else None,
+                            progress=_stage(progress, "FP16 ONNX"))
+        files["fp16"] = fp16.artifact.path
+        parity["fp16"] = _parity(model_fused, fp16.artifact.path, sizes, sample)
+        report["fp16"] = {**fp16.to_dict(), "ort_cpu_note": ORT_CPU_NOTE}
+        if progress:
+            progress("PyTorch half-precision estimate", 0, 1)
+        few = sample[:2] if sample is not None else np.random.default_rng(0).random((1, 3, *hw), dtype=np.float32)
+        report["fp16"]["pytorch_half_estimate"] = {
+            "images": int(few.shape[0]),
+            "errors_vs_fp32": torch_half_estimate(model_fused, few),
+            "note": "PyTorch CPU model.half() (and bfloat16) vs FP32 on the same images: the FP16 arithmetic "
+                    "estimate (ONNX Runtime on CPU runs FP16 graphs in FP32)",
+        }
+
+    if opts.int8:
+        from asfyolo_rt.calib.quantize import QuantConfig, quantize_ort_cpu, quantize_tensorrt
+        from asfyolo_rt.calib.report import calibration_report, write_report
+
+        assert calib is not None
+        qcfg = QuantConfig(method=opts.calib_method, exclude=opts.int8_exclude, include=opts.int8_include)
+        q_trt = quantize_tensorrt(fp32.path, out / "model.int8.onnx", calib, qcfg,
+                                  cache_path=out / "model.int8.calib.json", progress=_stage(progress, "INT8 (TensorRT)"))
+        q_cpu = quantize_ort_cpu(fp32.path, out / "model.int8-cpu.onnx", calib, qcfg,
+                                 cache_path=out / "model.int8-cpu.calib.json", progress=_stage(progress, "INT8 (CPU)"))
+        files["int8"], files["int8-cpu"] = q_trt.artifact.path, q_cpu.artifact.path
+        parity["int8"] = _parity(model_fused, q_trt.artifact.path, sizes, sample)
+        parity["int8-cpu"] = _parity(model_fused, q_cpu.artifact.path, sizes, sample)
+        sens = None
+        if opts.int8_sensitivity:
+            from asfyolo_rt.calib.sensitivity import layer_sensitivity
+
+            sens = layer_sensitivity(fp32.path, calib, qcfg, cache_path=out / "model.int8.calib.json",
+                                     evaluate=_mask_map50_evaluator(opts, max(hw)),
+                                     progress=_stage(progress, "INT8 sensitivity")).to_dict()
+        write_report(out / "calibration_report.json", calibration_report(calib, [q_trt, q_cpu], sensitivity=sens))
+        report["int8"] = {"calibration_report": "calibration_report.json", "method": opts.calib_method,
+                          "images": len(calib), "synthetic": calib.synthetic,
+                          "excluded": {"tensorrt": len(q_trt.excluded), "cpu": len(q_cpu.excluded)}}
+        if sens is not None:
+            report["int8"]["sensitivity_suggested_exclude"] = sens["suggested_exclude"]
+    report["parity"] = parity
+    report["parity_note"] = ("ONNX Runtime (CPU) vs PyTorch FP32 on the same input, per output; max/mean absolute "
+                             "error; sizes " + ", ".join(f"{h}x{w}" for h, w in sizes)
+                             + (" (dynamic export: checked away from the traced size)" if opts.dynamic else ""))
+
+    if opts.end2end:
+        report["end2end"] = _end2end(opts, files, out, progress)
+
+    if opts.data is not None:
+        report["accuracy"] = _evaluate(opts, model_fused, mcfg.names, {k: v for k, v in files.items()},
+                                       max(hw), progress)  # square exports: img_size = side
+
+    report["engines"] = _engines(opts, files, out, progress)
+    bundle = {
+        "format": FORMAT,
+        "asfyolo_rt": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": {"variant": mcfg.variant, "nc": mcfg.nc, "names": {str(k): v for k, v in mcfg.names.items()},
+                  "img_size": list(hw), "dynamic": opts.dynamic, "weights": str(weights),
+                  "weights_sha256": file_sha256(weights)},
+        "files": {k: {"path": p.name, "sha256": file_sha256(p)} for k, p in sorted(_all_files(out).items())},
+        "engines": report["engines"],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    report["warnings"] = warnings
+    _write_json(out / "export_report.json", report)
+    bundle["files"]["export_report.json"] = {"path": "export_report.json",
+                                             "sha256": file_sha256(out / "export_report.json")}
+    _write_json(out / "bundle.json", bundle)
+    return BundleResult(out, bundle, report, warnings)
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    from asfyolo_rt.export.onnx_export import publish
+
+    atomic_write_bytes(path, json.dumps(obj, indent=1, default=str).encode())
+    publish(path)
+
+
+def _all_files(out: Path) -> dict[str, Path]:
+    """Every file of the bundle folder by name (bundle.json itself and hidden files excepted)."""
+    return {p.name: p for p in sorted(out.iterdir())
+            if p.is_file() and p.name not in ("bundle.json", "export_report.json") and not p.name.startswith(".")}
+
+
+def _end2end(opts: BundleOptions, files: dict[str, Path], out: Path, progress: StageProgress | None) -> dict[str, Any]:
+    from asfyolo_rt.export.end2end import export_end2end
+
+    made: dict[str, Any] = {}
+    for prec in ("fp32", "fp16", "int8"):
+        if prec not in files:
+            continue
+        name = "model.end2end.onnx" if prec == "fp32" else f"model.{prec}.end2end.onnx"
+        if progress:
+            progress(f"end-to-end {prec}", 0, 1)
+        art = export_end2end(files[prec], out / name, opts.e2e)
+        made[prec] = {"path": name, "sha256": art.sha256}
+    return {"config": asdict(opts.e2e), "models": made,
+            "equivalent_python": "non_max_suppression(pred, conf_threshold, iou_threshold, max_det, max_nms=topk) + "
+                                 "process_masks_proto"}
+
+
+def _engines(opts: BundleOptions, files: dict[str, Path], out: Path, progress: StageProgress | None) -> dict[str, Any]:
+    from asfyolo_rt.export.engine.build import (
+        BuildConfig,
+        build_command,
+        build_engine,
+        onnx_metadata,
+        trtexec_command,
+    )
+
+    reason = engine_availability()
+    build = opts.build_engines if opts.build_engines is not None else reason is None
+    result: dict[str, Any] = {"built": {}, "commands": {}, "trtexec": {}, "unavailable": reason}
+    for prec in ("fp32", "fp16", "int8"):
+        if prec not in files:
+            continue
+        engine = out / f"model.{prec}.engine" if prec != "fp32" else out / "model.engine"
+        _, dims, _ = onnx_metadata(files[prec])
+        result["commands"][prec] = build_command(out, prec)
+        result["trtexec"][prec] = trtexec_command(files[prec].name, engine.name, precision=prec, dims=dims,
+                                                  img_size=[int(d) for d in dims[2:] if isinstance(d, int)])
+        if build:
+            art = build_engine(files[prec], engine, BuildConfig(precision=prec), progress=_stage(progress, f"engine {prec}"))
+            result["built"][prec] = {"engine": art.engine.name, "sidecar": art.sidecar_path.name}
+    return result

@@ -1,0 +1,295 @@
+"""End-to-end ONNX: the model plus score filter, top-k, NMS, coefficient gather and mask assembly.
+
+Appended to any of our exported models (FP32, FP16, INT8: quantize before appending, plugin nodes
+last), working on its `pred` (B, N, 5 + nc + 32) and `protos` (B, 32, Hp, Wp) outputs:
+
+1. confidence = objectness x class probability of the best class; class = its index (ArgMax);
+2. top-k of the confidence per image (k = min(topk, N); TensorRT's NMS layer takes <= 5000 boxes);
+3. ONNX NonMaxSuppression (TensorRT maps it to INMSLayer, TensorRT >= 8.6) on xyxy boxes shifted by
+   class x 7680 px (class-aware, as `non_max_suppression`; `agnostic=True` drops the shift), score
+   threshold `conf_threshold` (strictly greater), IoU threshold (suppression when strictly greater),
+   at most `max_det` boxes per image;
+4. the selected detections are scattered into fixed-size outputs (padding is zeros);
+5. mask assembly at prototype resolution, exactly the validation masks of
+   `asfyolo_rt.infer.masks.process_masks_proto`: sigmoid(coeffs @ protos) > mask_threshold, cropped to
+   box / 4 (pixel c kept if x1 <= c < x2); either pure ONNX ops (MatMul, Sigmoid, comparisons) or one
+   TensorRT quickly-deployable-plugin node (`export.end2end_masks`);
+6. optionally the instance label map: each proto pixel holds 1 + the index of the highest-scoring
+   detection whose mask covers it, 0 for background.
+
+Outputs (fixed size): num_dets (B,) int32; boxes (B, max_det, 4) float32 xyxy in network pixels;
+scores (B, max_det) float32; classes (B, max_det) int32; masks (B, max_det, Hp, Wp) uint8 in {0, 1};
+[label_map (B, Hp, Wp) int32]. Equivalent Python: `non_max_suppression(pred, conf_threshold=...,
+iou_threshold=..., max_det=..., max_nms=topk)` then `process_masks_proto` per image.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+from asfyolo_rt.export.onnx_export import (
+    OnnxArtifact,
+    file_sha256,
+    get_metadata,
+    input_shape_of,
+    save_model,
+    set_metadata,
+)
+from onnx import TensorProto, helper, numpy_helper
+
+from asfyolo_rt.errors import ConfigError, ExportError
+
+log = logging.getLogger(__name__)
+
+MAX_WH = 7680.0  # class offset of class-aware NMS (asfyolo_rt.infer.nms.MAX_WH)
+TRT_NMS_LIMIT = 5000  # INMSLayer considers at most this many boxes per image
+E2E_OUTPUTS = ("num_dets", "boxes", "scores", "classes", "masks")
+
+
+@dataclass(frozen=True)
+class End2EndConfig:
+    conf_threshold: float = 0.25
+    iou_threshold: float = 0.6
+    max_det: int = 300
+    topk: int = TRT_NMS_LIMIT
+    mask_threshold: float = 0.5
+    agnostic: bool = False
+    label_map: bool = False
+    masks: str = "onnx"  # "onnx" (pure ONNX ops) or "plugin" (TensorRT AOT plugin node)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.conf_threshold < 1.0:
+            raise ConfigError(f"conf_threshold={self.conf_threshold}; expected [0, 1)")
+        if not 0.0 <= self.iou_threshold <= 1.0:
+            raise ConfigError(f"iou_threshold={self.iou_threshold}; expected [0, 1]")
+        if not 1 <= self.topk <= TRT_NMS_LIMIT:
+            raise ConfigError(f"topk={self.topk}; TensorRT's NMS layer takes 1..{TRT_NMS_LIMIT} boxes per image")
+        if not 1 <= self.max_det <= self.topk:
+            raise ConfigError(f"max_det={self.max_det}; expected 1..topk ({self.topk})")
+        if not 0.0 < self.mask_threshold < 1.0:
+            raise ConfigError(f"mask_threshold={self.mask_threshold}; expected (0, 1)")
+        if self.masks not in ("onnx", "plugin"):
+            raise ConfigError(f"masks={self.masks!r}; expected 'onnx' or 'plugin'")
+
+
+class GraphBuilder:
+    """Appends nodes/initializers with unique names under a prefix."""
+
+    def __init__(self, prefix: str = "/post") -> None:
+        self.prefix = prefix
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._k = 0
+
+    def _name(self, base: str) -> str:
+        self._k += 1
+        return f"{self.prefix}/{base}_{self._k}"
+
+    def const(self, value: np.ndarray | float | list[int], base: str = "c", dtype: type = np.float32) -> str:
+        arr = np.asarray(value, dtype=dtype)
+        name = self._name(base)
+        self.inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    def i64(self, values: Sequence[int] | int) -> str:
+        return self.const(np.asarray(values, np.int64), "i64", np.int64)
+
+    def op(self, op_type: str, inputs: Sequence[str], base: str | None = None, n_out: int = 1,
+           outputs: Sequence[str] | None = None, domain: str = "", **attrs: object) -> str | list[str]:
+        name = self._name(base or op_type)
+        outs = list(outputs) if outputs is not None else [f"{name}_out{i}" if n_out > 1 else f"{name}_out"
+                                                           for i in range(n_out)]
+        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=name, domain=domain, **attrs))
+        return outs if n_out > 1 else outs[0]
+
+    def one(self, op_type: str, inputs: Sequence[str], base: str | None = None, **attrs: object) -> str:
+        out = self.op(op_type, inputs, base, **attrs)
+        assert isinstance(out, str)
+        return out
+
+    def slice_last(self, x: str, start: int, end: int) -> str:
+        return self.one("Slice", [x, self.i64([start]), self.i64([end]), self.i64([-1])])
+
+
+def _detections(g: GraphBuilder, pred: str, images: str, nc: int, nm: int, cfg: End2EndConfig) -> dict[str, str]:
+    """Score filter, top-k, NMS, scatter into fixed (B, max_det, F) rows. Returns named tensors."""
+    xywh = g.slice_last(pred, 0, 4)
+    obj = g.slice_last(pred, 4, 5)
+    cls_p = g.slice_last(pred, 5, 5 + nc)
+    coeffs = g.slice_last(pred, 5 + nc, 5 + nc + nm)
+    conf_all = g.one("Mul", [cls_p, obj])
+    conf = g.one("ReduceMax", [conf_all, g.i64([2])], keepdims=0)  # (B, N)
+    cls_id = g.one("ArgMax", [conf_all], axis=2, keepdims=0)  # (B, N) int64, first max
+    xy, wh = g.slice_last(xywh, 0, 2), g.slice_last(xywh, 2, 4)
+    half = g.one("Div", [wh, g.const(2.0)])
+    boxes = g.one("Concat", [g.one("Sub", [xy, half]), g.one("Add", [xy, half])], axis=2)  # (B, N, 4) xyxy
+    n_anchor = g.one("Slice", [g.one("Shape", [conf]), g.i64([1]), g.i64([2])])
+    k = g.one("Min", [n_anchor, g.i64([cfg.topk])])
+    top_v, top_i = g.op("TopK", [conf, k], n_out=2, axis=1, largest=1, sorted=1)  # (B, K)
+    feat = g.one("Concat", [boxes, g.one("Unsqueeze", [conf, g.i64([2])]),
+                            g.one("Unsqueeze", [g.one("Cast", [cls_id], to=TensorProto.FLOAT), g.i64([2])]),
+                            coeffs], axis=2)  # (B, N, 6 + nm): x1 y1 x2 y2 score class coeffs...
+    width = 6 + nm
+    idx = g.one("Unsqueeze", [top_i, g.i64([2])])
+    idx = g.one("Expand", [idx, g.one("Concat", [g.one("Shape", [top_i]), g.i64([width])], axis=0)])
+    feat_k = g.one("GatherElements", [feat, idx], axis=1)  # (B, K, F)
+    boxes_k = g.slice_last(feat_k, 0, 4)
+    if not cfg.agnostic:
+        offset = g.one("Mul", [g.slice_last(feat_k, 5, 6), g.const(MAX_WH)])
+        boxes_k = g.one("Add", [boxes_k, offset])
+    scores_k = g.one("Unsqueeze", [top_v, g.i64([1])])  # (B, 1, K)
+    selected = g.one("NonMaxSuppression", [boxes_k, scores_k, g.i64([cfg.max_det]),
+                                           g.const([cfg.iou_threshold]), g.const([cfg.conf_threshold])],
+                     center_point_box=0)  # (S, 3) int64 [batch, class, box]
+    b_idx = g.one("Gather", [selected, g.i64(0)], axis=1)  # (S,)
+    k_idx = g.one("Gather", [selected, g.i64(2)], axis=1)
+    bk = g.one("Concat", [g.one("Unsqueeze", [b_idx, g.i64([1])]), g.one("Unsqueeze", [k_idx, g.i64([1])])], axis=1)
+    rows = g.one("GatherND", [feat_k, bk])  # (S, F)
+    # position of each selected row within its image: earlier rows of the same image (CumSum, exclusive)
+    batch = g.one("Slice", [g.one("Shape", [images]), g.i64([0]), g.i64([1])])
+    ar_b = g.one("Range", [g.i64(0), g.one("Squeeze", [batch, g.i64([0])]), g.i64(1)])  # (B,)
+    onehot = g.one("Cast", [g.one("Equal", [g.one("Unsqueeze", [b_idx, g.i64([1])]),
+                                            g.one("Unsqueeze", [ar_b, g.i64([0])])])], to=TensorProto.INT64)  # (S, B)
+    before = g.one("CumSum", [onehot, g.i64(0)], exclusive=1)
+    pos = g.one("ReduceSum", [g.one("Mul", [before, onehot]), g.i64([1])], keepdims=0)  # (S,)
+    counts = g.one("ReduceSum", [onehot, g.i64([0])], keepdims=0)  # (B,)
+    where = g.one("Concat", [g.one("Unsqueeze", [b_idx, g.i64([1])]), g.one("Unsqueeze", [pos, g.i64([1])])], axis=1)
+    shape = g.one("Concat", [batch, g.i64([cfg.max_det]), g.i64([width])], axis=0)
+    zeros = g.one("ConstantOfShape", [shape], value=helper.make_tensor("v", TensorProto.FLOAT, [1], [0.0]))
+    dets = g.one("ScatterND", [zeros, where, rows])  # (B, max_det, F)
+    return {
+        "num_dets": g.one("Cast", [counts], to=TensorProto.INT32),
+        "boxes": g.slice_last(dets, 0, 4),
+        "scores": g.one("Squeeze", [g.slice_last(dets, 4, 5), g.i64([2])]),
+        "classes": g.one("Cast", [g.one("Squeeze", [g.slice_last(dets, 5, 6), g.i64([2])])], to=TensorProto.INT32),
+        "coeffs": g.slice_last(dets, 6, width),
+    }
+
+
+def _masks_onnx(g: GraphBuilder, protos: str, images: str, coeffs: str, boxes: str, nm: int,
+                threshold: float) -> str:
+    """(B, D, Hp, Wp) uint8 masks at prototype resolution from pure ONNX ops."""
+    flat = g.one("Reshape", [protos, g.i64([0, nm, -1])])  # (B, nm, Hp*Wp)
+    prob = g.one("Sigmoid", [g.one("MatMul", [coeffs, flat])])  # (B, D, Hp*Wp)
+    pshape = g.one("Shape", [protos])
+    hp_wp = g.one("Slice", [pshape, g.i64([2]), g.i64([4])])
+    out_shape = g.one("Concat", [g.one("Slice", [g.one("Shape", [coeffs]), g.i64([0]), g.i64([2])]), hp_wp], axis=0)
+    prob = g.one("Reshape", [prob, out_shape])  # (B, D, Hp, Wp)
+    size = g.one("Cast", [hp_wp], to=TensorProto.FLOAT)
+    net = g.one("Cast", [g.one("Slice", [g.one("Shape", [images]), g.i64([2]), g.i64([4])])], to=TensorProto.FLOAT)
+    scale_hw = g.one("Div", [size, net])  # (2,) [Hp/H, Wp/W]
+    scale = g.one("Concat", [g.one("Slice", [scale_hw, g.i64([1]), g.i64([2])]),
+                             g.one("Slice", [scale_hw, g.i64([0]), g.i64([1])])] * 2, axis=0)  # [sx, sy, sx, sy]
+    b = g.one("Unsqueeze", [g.one("Mul", [boxes, scale]), g.i64([3])])  # (B, D, 4, 1)
+    hp = g.one("Squeeze", [g.one("Slice", [hp_wp, g.i64([0]), g.i64([1])]), g.i64([0])])
+    wp = g.one("Squeeze", [g.one("Slice", [hp_wp, g.i64([1]), g.i64([2])]), g.i64([0])])
+    cols = g.one("Cast", [g.one("Range", [g.i64(0), wp, g.i64(1)])], to=TensorProto.FLOAT)  # (Wp,)
+    rows = g.one("Unsqueeze", [g.one("Cast", [g.one("Range", [g.i64(0), hp, g.i64(1)])], to=TensorProto.FLOAT),
+                               g.i64([1])])  # (Hp, 1)
+
+    def coord(i: int) -> str:
+        return g.one("Slice", [b, g.i64([i]), g.i64([i + 1]), g.i64([2])])  # (B, D, 1, 1)
+
+    x1, y1, x2, y2 = (coord(i) for i in range(4))
+    inside_x = g.one("And", [g.one("GreaterOrEqual", [cols, x1]), g.one("Less", [cols, x2])])  # (B, D, 1, Wp)
+    inside_y = g.one("And", [g.one("GreaterOrEqual", [rows, y1]), g.one("Less", [rows, y2])])  # (B, D, Hp, 1)
+    on = g.one("Greater", [prob, g.const(threshold)])
+    mask = g.one("And", [on, g.one("And", [inside_y, inside_x])])
+    return g.one("Cast", [mask], to=TensorProto.UINT8)
+
+
+def _label_map(g: GraphBuilder, masks: str, max_det: int) -> str:
+    """(B, Hp, Wp) int32: 1 + index of the first (highest-scoring) detection covering each pixel, else 0."""
+    m = g.one("Cast", [masks], to=TensorProto.FLOAT)
+    weights = g.const(np.arange(max_det, 0, -1, dtype=np.float32).reshape(1, max_det, 1, 1))
+    first = g.one("ArgMax", [g.one("Mul", [m, weights])], axis=1, keepdims=0)  # (B, Hp, Wp)
+    covered = g.one("Greater", [g.one("ReduceMax", [m, g.i64([1])], keepdims=0), g.const(0.0)])
+    label = g.one("Where", [covered, g.one("Add", [first, g.i64(1)]), g.i64(0)])
+    return g.one("Cast", [label], to=TensorProto.INT32)
+
+
+def _output_info(name: str, elem: int, dims: list[int | str]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(name, elem, dims)
+
+
+def build_end2end(model: onnx.ModelProto, cfg: End2EndConfig = End2EndConfig()) -> onnx.ModelProto:
+    """A copy of `model` (outputs pred, protos) with the post-processing appended (module docstring)."""
+    outs = [o.name for o in model.graph.output]
+    if outs != ["pred", "protos"]:
+        raise ExportError(f"end-to-end graphs are built on models with outputs ['pred', 'protos'], got {outs}")
+    meta = get_metadata(model)
+    nc = int(meta.get("nc", "1"))
+    nm = int(meta.get("nm", "32"))
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    images = m.graph.input[0].name
+    g = GraphBuilder()
+    det = _detections(g, "pred", images, nc, nm, cfg)
+    if cfg.masks == "plugin":
+        from asfyolo_rt.export.end2end_masks import plugin_mask_node
+
+        masks = plugin_mask_node(g, "protos", det["coeffs"], det["boxes"], det["num_dets"], cfg.mask_threshold)
+    else:
+        masks = _masks_onnx(g, "protos", images, det["coeffs"], det["boxes"], nm, cfg.mask_threshold)
+    named = {k: det[k] for k in ("num_dets", "boxes", "scores", "classes")}
+    named["masks"] = masks
+    if cfg.label_map:
+        named["label_map"] = _label_map(g, masks, cfg.max_det)
+    for out_name, tensor in named.items():  # rename via Identity so outputs have stable names
+        g.nodes.append(helper.make_node("Identity", [tensor], [out_name], name=f"/post/output/{out_name}"))
+    m.graph.node.extend(g.nodes)
+    m.graph.initializer.extend(g.inits)
+    # pred/protos become internal: their output types become value_info (replacing stale converter entries)
+    old_outputs = list(m.graph.output)
+    stale = [v for v in m.graph.value_info if v.name in ("pred", "protos")]
+    for v in stale:
+        m.graph.value_info.remove(v)
+    m.graph.value_info.extend(old_outputs)
+    del m.graph.output[:]
+    b: int | str = "batch"
+    dims = m.graph.input[0].type.tensor_type.shape.dim
+    if dims and dims[0].HasField("dim_value"):
+        b = dims[0].dim_value
+    pshape = [d.dim_value if d.HasField("dim_value") else "proto_" + str(i)
+              for i, d in enumerate(model.graph.output[1].type.tensor_type.shape.dim)][2:]
+    d = cfg.max_det
+    m.graph.output.extend([
+        _output_info("num_dets", TensorProto.INT32, [b]),
+        _output_info("boxes", TensorProto.FLOAT, [b, d, 4]),
+        _output_info("scores", TensorProto.FLOAT, [b, d]),
+        _output_info("classes", TensorProto.INT32, [b, d]),
+        _output_info("masks", TensorProto.UINT8, [b, d, *pshape]),
+    ] + ([_output_info("label_map", TensorProto.INT32, [b, *pshape])] if cfg.label_map else []))
+    if cfg.masks == "plugin":
+        m.opset_import.append(helper.make_opsetid("asfyolo_rt", 1))
+    meta.update({
+        "end2end": "true", "e2e_conf_threshold": repr(cfg.conf_threshold), "e2e_iou_threshold": repr(cfg.iou_threshold),
+        "e2e_max_det": str(cfg.max_det), "e2e_topk": str(cfg.topk), "e2e_mask_threshold": repr(cfg.mask_threshold),
+        "e2e_agnostic": str(cfg.agnostic).lower(), "e2e_masks": cfg.masks, "e2e_mask_resolution": "prototype",
+    })
+    set_metadata(m, meta)
+    return m
+
+
+def export_end2end(source: str | Path, out_path: str | Path, cfg: End2EndConfig = End2EndConfig()) -> OnnxArtifact:
+    """Load an exported model, append the post-processing, check and write it. Returns the artifact."""
+    source, out_path = Path(source), Path(out_path)
+    m = build_end2end(onnx.load(str(source)), cfg)
+    if cfg.masks == "onnx":
+        try:
+            onnx.checker.check_model(m, full_check=True)
+        except Exception as exc:
+            raise ExportError(f"the end-to-end graph {out_path.name} fails onnx.checker: {exc}") from exc
+    else:  # custom-domain plugin nodes: structural check only (no schema for asfyolo_rt::mask_assembly)
+        onnx.checker.check_model(m, full_check=False)
+    save_model(m, out_path)
+    meta = get_metadata(m)
+    opset = next((o.version for o in m.opset_import if o.domain in ("", "ai.onnx")), 0)
+    return OnnxArtifact(path=out_path, sha256=file_sha256(out_path), precision=f"end2end-{meta.get('precision', '')}",
+                        input_shape=input_shape_of(m), opset=int(opset), exporter=f"end2end ({cfg.masks} masks)",
+                        metadata=meta)

@@ -1,0 +1,104 @@
+"""The sidecar JSON of a TensorRT engine: `<name>.engine.json` next to the plain plan `<name>.engine`.
+
+Torch-free (it runs on devices that only have TensorRT and cuda-python). The plan file is exactly what
+TensorRT serialized (trtexec, C++ runtimes and Triton Inference Server load it
+as is); everything else a runtime needs lives here: precision, I/O shapes and the optimization profile,
+TensorRT version, compute capability and device, the source ONNX's SHA-256, class names, pre-processing,
+end-to-end thresholds. No TensorRT is needed to read or write it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from asfyolo_rt.errors import EngineBuildError
+
+FORMAT = "asfyolo-rt-engine/1"
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+@dataclass
+class EngineSidecar:
+    engine: str  # plan file name (relative to the sidecar)
+    precision: str  # fp32 | fp16 | int8
+    onnx: str  # source ONNX file name
+    onnx_sha256: str
+    tensorrt_version: str
+    compute_capability: str  # "8.7"
+    device: str = ""
+    strongly_typed: bool = True
+    dla_core: int | None = None
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {dtype, shape, profile}
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {dtype, shape}
+    names: dict[str, str] = field(default_factory=dict)
+    nc: int = 1
+    img_size: list[int] = field(default_factory=list)
+    preprocess: dict[str, Any] = field(default_factory=dict)
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    end2end: bool = False
+    build: dict[str, Any] = field(default_factory=dict)  # workspace, timing cache, flags, seconds
+    asfyolo_rt: str = ""
+    format: str = FORMAT
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def atomic_write(path: str | Path, data: bytes) -> None:
+    """Atomic write (see asfyolo_rt.atomic; standard library only, no torch)."""
+    from asfyolo_rt.atomic import atomic_write_bytes
+
+    atomic_write_bytes(path, data)
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sidecar_path(engine_path: str | Path) -> Path:
+    """model.int8.engine -> model.int8.engine.json."""
+    p = Path(engine_path)
+    return p.with_name(p.name + ".json")
+
+
+def write_sidecar(engine_path: str | Path, sidecar: EngineSidecar) -> Path:
+    if sidecar.precision not in PRECISIONS:
+        raise EngineBuildError(f"sidecar precision {sidecar.precision!r}; expected one of {PRECISIONS}")
+    path = sidecar_path(engine_path)
+    atomic_write(path, json.dumps(sidecar.to_dict(), indent=2, sort_keys=True).encode())
+    return path
+
+
+def read_sidecar(engine_path: str | Path) -> EngineSidecar:
+    """The sidecar of an engine; EngineBuildError naming the file when it is missing or malformed."""
+    path = sidecar_path(engine_path)
+    if not path.is_file():
+        raise EngineBuildError(
+            f"{path} does not exist: an engine without its sidecar has no class names or pre-processing",
+            hint="build engines with `asfyolo-rt build`, which writes <name>.engine.json beside the plan",
+        )
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise EngineBuildError(f"{path}: not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise EngineBuildError(f"{path}: format {doc.get('format') if isinstance(doc, dict) else None!r}, "
+                               f"expected {FORMAT!r}")
+    known = {f.name for f in fields(EngineSidecar)}
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        raise EngineBuildError(f"{path}: unknown keys {unknown} (written by a newer asfyolo-rt?)")
+    required = ("engine", "precision", "onnx", "onnx_sha256", "tensorrt_version", "compute_capability")
+    missing = [k for k in required if k not in doc]
+    if missing:
+        raise EngineBuildError(f"{path}: missing keys {missing}")
+    if doc["precision"] not in PRECISIONS:
+        raise EngineBuildError(f"{path}: precision {doc['precision']!r}; expected one of {PRECISIONS}")
+    return EngineSidecar(**doc)
