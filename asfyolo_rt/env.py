@@ -79,7 +79,7 @@ def environment() -> dict[str, Any]:
                 {
                     "index": i,
                     "name": torch.cuda.get_device_name(i),
-                    "capability": "sm_%d%d" % torch.cuda.get_device_capability(i),
+                    "capability": "sm_{}{}".format(*torch.cuda.get_device_capability(i)),
                     "memory_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1),
                 }
                 for i in range(torch.cuda.device_count())

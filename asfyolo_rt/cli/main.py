@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 # Register every command module (they import `app` from this, already initialised, module).
-from asfyolo_rt.cli import commands as _commands  # noqa: E402,F401
+from asfyolo_rt.cli import commands as _commands  # noqa: E402, F401
 
 if __name__ == "__main__":
     main()

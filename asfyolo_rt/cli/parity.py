@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
@@ -51,16 +50,16 @@ def discover(paths: list[Path]) -> tuple[list[Path], Path | None]:
 
 @app.command()
 def parity(
-    paths: Annotated[Optional[list[Path]], typer.Argument(help="Bundle folders and/or model files (.onnx, .engine).")] = None,
+    paths: Annotated[list[Path] | None, typer.Argument(help="Bundle folders and/or model files (.onnx, .engine).")] = None,
     data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder or YAML; its val split is used.")] = Path("../shared/datasets/DSB2018"),
-    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Reference checkpoint (default: the bundle's source, else the shipped DSB2018 model).")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="Reference checkpoint (default: the bundle's source, else the shipped DSB2018 model).")] = None,
     images: Annotated[int, typer.Option("--images", "-n", help="Number of val images.")] = 50,
-    img_size: Annotated[Optional[int], typer.Option("--img-size", help="Square input when no model is static.")] = None,
+    img_size: Annotated[int | None, typer.Option("--img-size", help="Square input when no model is static.")] = None,
     split: Annotated[str, typer.Option(help="Dataset split.")] = "val",
-    threshold: Annotated[Optional[list[str]], typer.Option("--threshold", help="Allowed mask mAP50 loss in points, e.g. --threshold int8=0.5 (defaults fp32=0.1 fp16=0.3 int8=1.0).")] = None,
+    threshold: Annotated[list[str] | None, typer.Option("--threshold", help="Allowed mask mAP50 loss in points, e.g. --threshold int8=0.5 (defaults fp32=0.1 fp16=0.3 int8=1.0).")] = None,
     torch_lowp: Annotated[bool, typer.Option("--torch-lowp/--no-torch-lowp", help="Also evaluate PyTorch bf16 (CPU) / fp16 (CUDA).")] = True,
     device: Annotated[str, typer.Option(help="Device of the PyTorch reference.")] = "cpu",
-    report: Annotated[Optional[Path], typer.Option("--report", help="Write parity.json, parity.md and disagreement PNGs here.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Write parity.json, parity.md and disagreement PNGs here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
     """Accuracy parity: same images, same post-processing, metric deltas vs PyTorch FP32; exit 1 on failure.

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from asfyolo_rt.cli._common import print_json, progress_bar, resolve_model_source, stdout_console
@@ -18,10 +17,10 @@ console = stdout_console()
 @app.command()
 def val(
     data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder or data YAML (YOLO-seg layout).")],
-    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Checkpoint (.safetensors, official .pt) or shipped name (dsb2018, bcc). Default: the shipped DSB2018 model.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="An exported model to evaluate instead: model.onnx, model.int8.onnx, model.engine.")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="Checkpoint (.safetensors, official .pt) or shipped name (dsb2018, bcc). Default: the shipped DSB2018 model.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="An exported model to evaluate instead: model.onnx, model.int8.onnx, model.engine.")] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
-    img_size: Annotated[Optional[int], typer.Option("--img-size", help="Long side after resizing (default: the model's training size; official protocol: 640).")] = None,
+    img_size: Annotated[int | None, typer.Option("--img-size", help="Long side after resizing (default: the model's training size; official protocol: 640).")] = None,
     batch: Annotated[int, typer.Option(help="Batch size (static exported models use their own).")] = 16,
     conf: Annotated[float, typer.Option(help="Confidence threshold (official training-time validation: 0.001).")] = 0.001,
     iou: Annotated[float, typer.Option(help="NMS IoU threshold (official: 0.6).")] = 0.6,
@@ -29,10 +28,10 @@ def val(
     soft_nms: Annotated[bool, typer.Option("--soft-nms", help="Gaussian soft-NMS as the paper describes (sigma 0.5, floor 0.25).")] = False,
     coco: Annotated[bool, typer.Option("--coco/--no-coco", help="COCO AP cross-check on full-resolution masks.")] = True,
     dsb: Annotated[bool, typer.Option("--dsb/--no-dsb", help="DSB2018 per-image score.")] = True,
-    max_images: Annotated[Optional[int], typer.Option("--max-images", help="Evaluate only the first N images.")] = None,
+    max_images: Annotated[int | None, typer.Option("--max-images", help="Evaluate only the first N images.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N] (PyTorch checkpoints).")] = "cpu",
     precision: Annotated[str, typer.Option(help="PyTorch precision: fp32, fp16 or bf16.")] = "fp32",
-    plots: Annotated[Optional[Path], typer.Option(help="Write PR/F1/P/R curves and a validation mosaic here.")] = None,
+    plots: Annotated[Path | None, typer.Option(help="Write PR/F1/P/R curves and a validation mosaic here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print all metrics as JSON to stdout.")] = False,
 ) -> None:
     """Validate a model on a dataset split: box/mask P, R, mAP50, mAP50-95, COCO AP and the DSB score.

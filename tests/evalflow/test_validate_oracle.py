@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import torch
+from evalflow_oracle import OracleBackend
 
 from asfyolo_rt.eval.validate import ValConfig, validate
-
-from evalflow_oracle import OracleBackend
 
 
 def test_oracle_scores_perfectly(synth_split) -> None:

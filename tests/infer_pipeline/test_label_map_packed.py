@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from asfyolo_rt.kernels.mask_assembly import mask_assembly
 
 from asfyolo_rt.infer.predict import label_map_from_packed
-from asfyolo_rt.kernels.mask_assembly import mask_assembly
 
 
 @pytest.mark.parametrize("n", [0, 1, 40])

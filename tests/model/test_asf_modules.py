@@ -8,7 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from asfyolo_rt.model import build_model
-from asfyolo_rt.model.neck import ChannelPositionAttention, ScaleSequenceFusion, TripleFeatureEncoder, eca_kernel_size
+from asfyolo_rt.model.neck import (
+    ChannelPositionAttention,
+    ScaleSequenceFusion,
+    TripleFeatureEncoder,
+    eca_kernel_size,
+)
 
 
 def test_tfe_hand_computed() -> None:
