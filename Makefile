@@ -24,8 +24,11 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# The shipped DSB2018 model -> FP32 / FP16 / INT8 (TensorRT Q/DQ) / INT8 (CPU) ONNX, calibrated on the
+# DSB2018 train split and evaluated against PyTorch on its val split (synthetic cells without the data).
+DATA ?= ../shared/datasets/DSB2018
 demo: $(STAMP)
-	$(VENV)/bin/asfyolo-rt export --int8 --out runs/demo-bundle
+	$(VENV)/bin/asfyolo-rt export --fp16 --int8 $(if $(wildcard $(DATA)),--data $(DATA),) --out runs/demo-bundle
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check asfyolo_rt kernels export calib tests bench
