@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # shared helpers: `from testing_models import ...`
 SHARED_DATASETS = Path(os.environ.get("ASFYOLO_DATASETS", REPO.parent / "shared" / "datasets"))
 
 

@@ -29,13 +29,10 @@ def discover(paths: list[Path]) -> tuple[list[Path], Path | None]:
         if p.is_dir():
             meta = p / "bundle.json"
             if meta.is_file():
-                info = json.loads(meta.read_text())
-                w = info.get("weights") or info.get("checkpoint") or info.get("source_weights")
-                if isinstance(w, dict):
-                    w = w.get("path")
-                if w:
+                w = (json.loads(meta.read_text()).get("model") or {}).get("weights")
+                if w:  # the checkpoint the bundle was exported from (absolute, or relative to the bundle)
                     cand = Path(w) if Path(w).is_absolute() else p / w
-                    weights = cand if cand.exists() else Path(w) if Path(w).exists() else weights
+                    weights = cand if cand.exists() else weights
             found = [p / f for f in BUNDLE_FILES if (p / f).is_file()] + sorted(p.glob("*.engine")) + sorted(p.glob("*.plan"))
             if not found:
                 raise ConfigError(f"{p} holds none of {', '.join(BUNDLE_FILES)} or *.engine",
