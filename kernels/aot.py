@@ -15,6 +15,10 @@ and writes, per arch, `<out_dir>/<arch>/<variant>.ptx` and `.cubin`. The parent 
 
 Float parameters (thresholds) are constexpr in every variant: TensorRT AOT plugins pass integer
 scalars only (TENSORRT.md §3). Capability 90 yields `.target sm_90a` (Hopper-only features allowed).
+`signature` lists the kernel's parameters in launch order; for the TensorRT plugin kernel
+(`mask_qdp_dense_fp32`, read by export/engine/plugin.py) that is (inputs, int32 scalars, output), and its
+entry must report global_scratch_size 0 (TensorRT supplies no Triton scratch memory). Every variant
+passes the same shared-memory gate; registers and spills are recorded for review.
 """
 
 from __future__ import annotations
@@ -147,7 +151,8 @@ def compile_kernels(
         stderr = err.read()
     if error is not None:
         raise ConfigError(error, hint="names: cpam_stats_fp32|fp16, cpam_apply_fp32|fp16, cpam_gates_r16|r32, "
-                          "mask_{label,packed,dense}_{fp32,fp16}, mask_label_finalize, or a prefix such as 'mask'")
+                          "mask_{label,packed,dense}_{fp32,fp16}, mask_label_finalize, mask_qdp_dense_fp32 "
+                          "(the TensorRT plugin kernel), or a prefix such as 'mask'")
     if code != 0:
         tail = "\n".join(stderr.strip().splitlines()[-15:])
         raise KernelUnavailableError(

@@ -43,7 +43,10 @@ if _V < (10, 9) or not hasattr(trtp, "aot_impl"):  # pragma: no cover
                            hint="export end-to-end models with the pure-ONNX mask assembly")
 
 QDP_VARIANT = "mask_qdp_dense_fp32"
-QDP_PROGRAMS_PER_DET = 4
+QDP_PROGRAMS_PER_DET = 4  # = asfyolo_rt.kernels.mask_assembly._triton.QDP_PROGRAMS_PER_DET (manifest "grid")
+# Runtime parameter types of the kernel (`_mask_qdp_dense_kernel`), in launch order: protos, coeffs, boxes,
+# num_dets, then B, D, Hp, Wp, then the masks output.
+QDP_SIGNATURE = ("*fp32", "*fp32", "*fp32", "*i32", "i32", "i32", "i32", "i32", "*u8")
 _STATE: dict[str, Any] = {"manifest": None, "registered": False}
 
 
@@ -54,7 +57,8 @@ def _capability() -> int:
     return int(major) * 10 + int(minor)
 
 
-def select_kernel(manifest_path: Path, capability: int, mask_threshold: float) -> tuple[dict[str, Any], str]:
+def select_kernel(manifest_path: Path, capability: int, mask_threshold: float,
+                  nm: int = 32) -> tuple[dict[str, Any], str]:
     """(manifest entry, PTX text) of the QDP variant for the highest arch <= capability."""
     doc = json.loads(Path(manifest_path).read_text())
     baked = float(doc.get("mask_threshold", 0.5))
@@ -71,10 +75,19 @@ def select_kernel(manifest_path: Path, capability: int, mask_threshold: float) -
             hint=f"compile one for this device: asfyolo-rt kernels compile --arch sm_{capability}")
     entry = max(usable, key=lambda e: int(str(e["arch"]).removeprefix("sm_").rstrip("a")))
     order = [k for k, v in entry["signature"].items() if v != "constexpr"]
-    if not order or entry["signature"][order[-1]] != "*u8" or entry["signature"][order[0]] == "*u8":
+    types = tuple(entry["signature"][k] for k in order)
+    if types != QDP_SIGNATURE:
         raise EngineBuildError(
-            f"{QDP_VARIANT} in {manifest_path} has parameters {order}; TensorRT AOT plugins launch kernels with "
-            "(inputs..., integer scalars..., outputs...)")
+            f"{QDP_VARIANT} in {manifest_path} has parameters {order} of types {list(types)}; TensorRT AOT "
+            "plugins launch kernels with (inputs..., integer scalars..., outputs...), here "
+            f"{list(QDP_SIGNATURE)}",
+            hint="recompile the kernels with this version: asfyolo-rt kernels compile")
+    if int(entry.get("constexprs", {}).get("NM", -1)) != nm:
+        raise EngineBuildError(f"{QDP_VARIANT} in {manifest_path} was compiled for "
+                               f"NM={entry.get('constexprs', {}).get('NM')} prototypes; the graph has nm={nm}")
+    if int(entry.get("global_scratch_size", 0)):  # TensorRT's launcher allocates no Triton scratch memory
+        raise EngineBuildError(f"{QDP_VARIANT} in {manifest_path} needs {entry['global_scratch_size']} B of "
+                               "Triton global scratch memory, which TensorRT plugins cannot provide")
     ptx = (Path(manifest_path).parent / entry["files"]["ptx"]["path"]).read_text()
     return entry, ptx
 
@@ -99,7 +112,14 @@ def register_mask_plugin(manifest: Path | None) -> None:
     @trtp.aot_impl(PLUGIN_ID)
     def _aot(protos: trtp.TensorDesc, coeffs: trtp.TensorDesc, boxes: trtp.TensorDesc, num_dets: trtp.TensorDesc,
              mask_threshold: float, nm: int, outputs: tuple[trtp.TensorDesc, ...], tactic: int) -> tuple[Any, ...]:
-        entry, ptx = select_kernel(_STATE["manifest"], _capability(), float(mask_threshold))
+        # The kernel reads float32 / int32 inputs: refuse other I/O types (e.g. float16 protos of an FP16
+        # engine) rather than misread them. Cast them to float32 before the plugin node.
+        for name, desc, want in (("protos", protos, trt.float32), ("coeffs", coeffs, trt.float32),
+                                 ("boxes", boxes, trt.float32), ("num_dets", num_dets, trt.int32)):
+            if desc.dtype != want:
+                raise EngineBuildError(f"{PLUGIN_ID}: input {name} is {desc.dtype}; the {QDP_VARIANT} kernel "
+                                       f"needs {want}", hint="cast it to that type in the graph before the plugin")
+        entry, ptx = select_kernel(_STATE["manifest"], _capability(), float(mask_threshold), int(nm))
         params = trtp.KernelLaunchParams()
         params.grid_x = coeffs.shape_expr[0] * coeffs.shape_expr[1]
         params.grid_y = QDP_PROGRAMS_PER_DET

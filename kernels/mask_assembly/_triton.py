@@ -14,6 +14,11 @@ the threshold, a constexpr: TensorRT AOT plugins take integer scalars only), and
 - MODE_PACKED: the box-local uint8 mask at `offsets[i]`, row-major (w * h bytes).
 - MODE_DENSE:  the window of an (N, H, W) uint8 buffer that the launcher zeroes first.
 
+`_mask_qdp_dense_kernel` is the kernel of the TensorRT AOT plugin `asfyolo_rt::mask_assembly`
+(export/engine/plugin.py): validation masks at prototype resolution (`process_masks_proto`) for a
+padded (B, D) batch of detections, parameters ordered (inputs, integer scalars, output) as TensorRT
+launches them, every output element written.
+
 This is the only module of `asfyolo_rt.kernels.mask_assembly` that imports Triton.
 """
 
@@ -26,7 +31,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from asfyolo_rt.errors import KernelUnavailableError
+from asfyolo_rt.errors import ConfigError, KernelUnavailableError
 
 MODE_LABEL = 0
 MODE_PACKED = 1
@@ -47,6 +52,14 @@ NUM_WARPS = 4
 # and add, so masks differ from it only where the logit lies within float32 rounding of THR.
 FP_FUSION = False
 FINALIZE_BLOCK = 1024
+# TensorRT plugin kernel (mask_qdp_dense_*): flat blocks of a detection's Hp * Wp plane, 4 prototypes per
+# step (4 x 512 / 128 threads = 16 loads in flight per thread); P programs per detection stride over its
+# 50 blocks at 640 x 640 (Hp = Wp = 160). Unmeasured, like the sizes above; chosen by the sm_87 compile:
+# 44 registers, no spills (8 x 512: 72, 4 x 1024: 115), so ~11 blocks of 4 warps fit an SM.
+# QDP_PROGRAMS_PER_DET must equal export/engine/plugin.py's (the kernel itself works for any grid y).
+QDP_BLOCK = 512
+QDP_BLOCK_K = 4
+QDP_PROGRAMS_PER_DET = 4
 
 
 @dataclass(frozen=True)
@@ -157,6 +170,64 @@ def _label_finalize_kernel(
     tl.store(label_ptr + offs, tl.where(hit, idx + 1, 0), mask=m)
 
 
+@triton.jit
+def _mask_qdp_dense_kernel(
+    protos_ptr,  # (B, NM, Hp, Wp) float32, contiguous
+    coeffs_ptr,  # (B, D, NM) float32, contiguous
+    boxes_ptr,  # (B, D, 4) float32 xyxy in network-input pixels (4 x the prototype grid)
+    num_dets_ptr,  # (B,) int32: rows d >= num_dets[b] are padding
+    B, D, Hp, Wp,  # int32 scalars (B is part of the plugin ABI; the grid already bounds it)
+    masks_ptr,  # (B, D, Hp, Wp) uint8 output, every element written
+    THR: tl.constexpr, NM: tl.constexpr, BLOCK_K: tl.constexpr, BLOCK: tl.constexpr,
+):
+    """TensorRT AOT plugin kernel: parameters (inputs, integer scalars, output). Grid (B * D, P) for any P:
+    program (b * D + d, j) writes flat blocks j, j + P, ... of mask (b, d)'s Hp * Wp plane."""
+    i = tl.program_id(0)
+    j = tl.program_id(1)
+    progs = tl.num_programs(1)
+    b = i // D
+    d = i - b * D
+    hw = Hp * Wp
+    i64 = i.to(tl.int64)
+    valid = d < tl.load(num_dets_ptr + b)
+    # Crop of process_masks_proto: box / 4 (exact in float32), keep x1 <= c < x2 and y1 <= r < y2.
+    x1 = tl.load(boxes_ptr + i64 * 4) * 0.25
+    y1 = tl.load(boxes_ptr + i64 * 4 + 1) * 0.25
+    x2 = tl.load(boxes_ptr + i64 * 4 + 2) * 0.25
+    y2 = tl.load(boxes_ptr + i64 * 4 + 3) * 0.25
+    # Necessary for any pixel to be kept (false for NaN boxes): blocks fail it cheaply below.
+    any_pixel = valid & (x2 > x1) & (y2 > y1) & (x2 > 0.0) & (y2 > 0.0) & (x1 < Wp) & (y1 < Hp)
+    p_base = protos_ptr + b.to(tl.int64) * NM * hw
+    c_base = coeffs_ptr + i64 * NM
+    o_base = masks_ptr + i64 * hw
+    n_blocks = (hw + BLOCK - 1) // BLOCK
+    for blk in range(j, n_blocks, progs):
+        start = blk * BLOCK
+        offs = start + tl.arange(0, BLOCK)
+        in_plane = offs < hw
+        res = tl.zeros((BLOCK,), dtype=tl.uint8)
+        # This block holds rows row_lo..row_hi: unless one may be in the box, it only stores zeros.
+        row_lo = (start // Wp).to(tl.float32)
+        row_hi = ((start + BLOCK - 1) // Wp).to(tl.float32)
+        if any_pixel & (row_hi >= y1) & (row_lo < y2):
+            r = offs // Wp
+            cx = (offs - r * Wp).to(tl.float32)
+            ry = r.to(tl.float32)
+            inside = in_plane & (cx >= x1) & (cx < x2) & (ry >= y1) & (ry < y2)
+            acc = tl.zeros((BLOCK,), dtype=tl.float32)
+            for k0 in range(0, NM, BLOCK_K):
+                kk = k0 + tl.arange(0, BLOCK_K)
+                k_ok = kk < NM
+                cf = tl.load(c_base + kk, mask=k_ok, other=0.0)
+                # Only pixels inside the box read prototypes; int32 offsets (NM * Hp * Wp < 2**31) save registers.
+                p = tl.load(p_base + (kk[:, None] * hw + offs[None, :]),
+                            mask=k_ok[:, None] & inside[None, :], other=0.0)
+                acc += tl.sum(cf[:, None] * p, axis=0)
+            # sigmoid(acc) > threshold  <=>  acc > THR = logit(threshold): no exp, no float scalar argument.
+            res = (inside & (acc > THR)).to(tl.uint8)
+        tl.store(o_base + offs, res, mask=in_plane)
+
+
 # True when TRITON_INTERPRET=1 was set before this module was imported: kernels then run on CPU tensors.
 INTERPRETED = type(_mask_assembly_kernel).__name__ == "InterpretedFunction"
 
@@ -240,12 +311,60 @@ def dense_triton(
     return dense
 
 
+@dataclass(frozen=True)
+class QdpConfig:
+    """Block (power of two) and prototypes per step of `_mask_qdp_dense_kernel`, programs per detection."""
+
+    block: int = QDP_BLOCK
+    block_k: int = QDP_BLOCK_K
+    progs_per_det: int = QDP_PROGRAMS_PER_DET
+    num_warps: int = NUM_WARPS
+
+
+def mask_qdp_dense(
+    protos: Tensor, coeffs: Tensor, boxes: Tensor, num_dets: Tensor, threshold: float = 0.5, *,
+    out: Tensor | None = None, config: QdpConfig | None = None,
+) -> Tensor:
+    """Launch the TensorRT plugin kernel from PyTorch (tests, benchmarks): validation masks of a padded batch.
+
+    protos: (B, NM, Hp, Wp) float; coeffs: (B, D, NM) float; boxes: (B, D, 4) float xyxy in network-input
+    pixels (network input = 4 * (Hp, Wp)); num_dets: (B,) integer, rows d >= num_dets[b] are padding.
+    Float inputs are converted to contiguous float32, as the plugin receives them. out: optional
+    (B, D, Hp, Wp) contiguous uint8 to write into (every element is overwritten).
+    Returns (B, D, Hp, Wp) uint8 in {0, 1}: sigmoid(coeffs . protos) > threshold inside box / 4
+    (x1 <= c < x2, y1 <= r < y2) for valid rows, 0 elsewhere (`reference.qdp_dense_reference`).
+    """
+    from asfyolo_rt.kernels.mask_assembly.reference import logit_threshold, qdp_check
+
+    bsz, nm, hp, wp, d = qdp_check(protos, coeffs, boxes, num_dets, threshold)
+    _check(protos)
+    shape = (bsz, d, hp, wp)
+    if out is None:
+        out = torch.empty(shape, dtype=torch.uint8, device=protos.device)
+    elif (tuple(out.shape) != shape or out.dtype != torch.uint8 or not out.is_contiguous()
+          or out.device != protos.device):
+        raise ConfigError(f"mask_qdp_dense: out is {tuple(out.shape)} {out.dtype} on {out.device}; expected a "
+                          f"contiguous {shape} uint8 tensor on {protos.device}")
+    if out.numel() == 0:
+        return out
+    cfg = config or QdpConfig()
+    _mask_qdp_dense_kernel[(bsz * d, cfg.progs_per_det)](
+        protos.to(torch.float32).contiguous(), coeffs.to(torch.float32).contiguous(),
+        boxes.to(torch.float32).contiguous(), num_dets.to(torch.int32).contiguous(),
+        bsz, d, hp, wp, out,
+        THR=logit_threshold(threshold), NM=nm, BLOCK_K=min(cfg.block_k, _pow2(nm)), BLOCK=cfg.block,
+        num_warps=cfg.num_warps, enable_fp_fusion=FP_FUSION,
+    )
+    return out
+
+
 def aot_variants(mask_threshold: float = 0.5) -> list[dict]:
     """Production configurations for ahead-of-time compilation (`asfyolo_rt.kernels.aot`).
 
     One variant per output mode and prototype dtype, with the threshold baked in as the constexpr
     THR = logit(mask_threshold) (TensorRT AOT plugins accept integer scalars only), NM = 32, plus the
-    label finalisation kernel. Each entry: name, fn, pointers, constexprs, num_warps, fp_fusion, grid.
+    label finalisation kernel and the TensorRT plugin kernel `mask_qdp_dense_fp32`. Each entry: name,
+    fn, pointers, constexprs, num_warps, fp_fusion, grid.
     """
     from asfyolo_rt.kernels.mask_assembly.reference import logit_threshold
 
@@ -265,6 +384,15 @@ def aot_variants(mask_threshold: float = 0.5) -> list[dict]:
                                "BLOCK_W": BLOCK_W},
                 "grid": f"(N, {PROGS_PER_DET})", **common,
             })
+    # The TensorRT plugin kernel: signature (inputs, int32 scalars B, D, Hp, Wp, output), as QDP AOT
+    # launches it (export/engine/plugin.py QDP_SIGNATURE).
+    out.append({
+        "name": "mask_qdp_dense_fp32", "fn": _mask_qdp_dense_kernel,
+        "pointers": {"protos_ptr": "*fp32", "coeffs_ptr": "*fp32", "boxes_ptr": "*fp32",
+                     "num_dets_ptr": "*i32", "masks_ptr": "*u8"},
+        "constexprs": {"THR": thr, "NM": 32, "BLOCK_K": QDP_BLOCK_K, "BLOCK": QDP_BLOCK},
+        "grid": f"(B * D, {QDP_PROGRAMS_PER_DET})", **common,
+    })
     out.append({
         "name": "mask_label_finalize", "fn": _label_finalize_kernel,
         "pointers": {"label_ptr": "*i32", "order_ptr": "*i32"}, "constexprs": {"BLOCK": FINALIZE_BLOCK},

@@ -25,6 +25,10 @@ prototype before the weighted sum instead of after, so logits agree to float32 r
     l(c) = coeffs . protos[:, c] at the four corners c
     logit = (1 - ly) * ((1 - lx) * l00 + lx * l01) + ly * ((1 - lx) * l10 + lx * l11)
     mask = sigmoid(logit) > threshold, evaluated as logit > logit(threshold) (same set, no exp).
+
+`qdp_dense_reference` specifies the TensorRT plugin kernel (`_triton._mask_qdp_dense_kernel`): the
+validation masks of `asfyolo_rt.infer.masks.process_masks_proto` at prototype resolution for a padded
+(B, D) batch of detections.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ from collections.abc import Iterator
 
 import torch
 from torch import Tensor
+
+from asfyolo_rt.errors import ConfigError
 
 # Largest number of window pixels processed at once by the reference (bounds temporary memory).
 CHUNK_PIXELS = 1 << 18
@@ -242,3 +248,58 @@ def dense_reference(
         assert det is not None and pix is not None
         dense[det * (h_img * w_img) + pix] = on.to(torch.uint8)
     return dense.reshape(n, h_img, w_img)
+
+
+# ----------------------------------------------------------------------------- TensorRT plugin contract
+
+
+def qdp_check(protos: Tensor, coeffs: Tensor, boxes: Tensor, num_dets: Tensor,
+              threshold: float) -> tuple[int, int, int, int, int]:
+    """Validate the inputs of the plugin contract (`qdp_dense_reference`); returns (B, NM, Hp, Wp, D)."""
+    if protos.dim() != 4 or not protos.is_floating_point():
+        raise ConfigError(f"mask_qdp_dense: protos is {tuple(protos.shape)} {protos.dtype}; "
+                          "expected (B, NM, Hp, Wp) float")
+    bsz, nm, hp, wp = protos.shape
+    if coeffs.dim() != 3 or coeffs.shape[0] != bsz or coeffs.shape[2] != nm or not coeffs.is_floating_point():
+        raise ConfigError(f"mask_qdp_dense: coeffs is {tuple(coeffs.shape)} {coeffs.dtype}; "
+                          f"expected ({bsz}, D, {nm}) float (one row of coefficients per detection slot)")
+    d = coeffs.shape[1]
+    if tuple(boxes.shape) != (bsz, d, 4) or not boxes.is_floating_point():
+        raise ConfigError(f"mask_qdp_dense: boxes is {tuple(boxes.shape)} {boxes.dtype}; "
+                          f"expected ({bsz}, {d}, 4) float xyxy in network-input pixels")
+    if tuple(num_dets.shape) != (bsz,) or num_dets.is_floating_point():
+        raise ConfigError(f"mask_qdp_dense: num_dets is {tuple(num_dets.shape)} {num_dets.dtype}; "
+                          f"expected ({bsz},) integer")
+    for name, x in (("coeffs", coeffs), ("boxes", boxes), ("num_dets", num_dets)):
+        if x.device != protos.device:
+            raise ConfigError(f"mask_qdp_dense: {name} is on {x.device}; expected the device of protos "
+                              f"({protos.device})")
+    if not 0.0 < threshold < 1.0:
+        raise ConfigError(f"mask_qdp_dense: threshold={threshold}; expected a probability in (0, 1)")
+    return bsz, nm, hp, wp, d
+
+
+def qdp_dense_reference(protos: Tensor, coeffs: Tensor, boxes: Tensor, num_dets: Tensor,
+                        threshold: float = 0.5) -> Tensor:
+    """The TensorRT plugin's masks: validation masks (`process_masks_proto`) of a padded detection batch.
+
+    protos: (B, NM, Hp, Wp) float; coeffs: (B, D, NM) float; boxes: (B, D, 4) float xyxy in network-input
+    pixels, the network input being (4 * Hp, 4 * Wp); num_dets: (B,) integer, rows d >= num_dets[b] are
+    padding (values < 0 count as 0, > D as D).
+    Returns (B, D, Hp, Wp) uint8 in {0, 1}: for valid rows, sigmoid(coeffs . protos) > threshold (float32)
+    where x1 / 4 <= c < x2 / 4 and y1 / 4 <= r < y2 / 4 (no rounding), 0 elsewhere; 0 for padding rows.
+    With threshold = 0.5 each image's valid rows equal process_masks_proto(protos[b], coeffs[b, :n],
+    boxes[b, :n], (4 * Hp, 4 * Wp)).
+    """
+    from asfyolo_rt.infer.masks import crop_masks, mask_probabilities
+
+    bsz, _, hp, wp, d = qdp_check(protos, coeffs, boxes, num_dets, threshold)
+    out = torch.zeros((bsz, d, hp, wp), dtype=torch.uint8, device=protos.device)
+    for b in range(bsz):
+        n = min(max(int(num_dets[b]), 0), d)
+        if n == 0 or hp * wp == 0:
+            continue
+        probs = mask_probabilities(protos[b], coeffs[b, :n])  # (n, Hp, Wp) float32
+        # boxes / 4 = boxes * (Wp / W): the multiply of process_masks_proto, exact in float32.
+        out[b, :n] = (crop_masks(probs, boxes[b, :n].float() * 0.25) > threshold).to(torch.uint8)
+    return out
