@@ -1,4 +1,5 @@
-"""Atomic file writes: a temporary file in the target folder, fsync, usual permissions, rename.
+"""File primitives: atomic writes (temporary file in the target folder, fsync, usual permissions, rename)
+and content hashes.
 
 Every output that takes long to make (checkpoints, ONNX files, engines, calibration caches, reports)
 goes through here, so an interrupted run never leaves a truncated file behind a valid name.
@@ -29,3 +30,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Hex sha256 of a file's bytes (ONNX and engine fingerprints), read in 1 MiB chunks."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

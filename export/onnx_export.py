@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import hashlib
 import io
 import json
 import logging
@@ -35,6 +34,7 @@ from typing import Any
 import onnx
 import torch
 
+from asfyolo_rt.atomic import file_sha256  # noqa: F401  (re-exported)
 from asfyolo_rt.errors import CheckpointError, ConfigError, ExportError
 from asfyolo_rt.model.weights import ModelConfig, atomic_write_bytes
 
@@ -66,14 +66,6 @@ class OnnxArtifact:
         d["path"] = str(self.path)
         d["input_shape"] = list(self.input_shape)
         return d
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def as_hw(img_size: int | tuple[int, int] | list[int]) -> tuple[int, int]:

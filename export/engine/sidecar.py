@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from asfyolo_rt.atomic import file_sha256  # noqa: F401  (re-exported)
 from asfyolo_rt.errors import EngineBuildError
 
 FORMAT = "asfyolo-rt-engine/1"
@@ -52,16 +53,6 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     from asfyolo_rt.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, data)
-def file_sha256(path: str | Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sidecar_path(engine_path: str | Path) -> Path:
     """model.int8.engine -> model.int8.engine.json."""
     p = Path(engine_path)
