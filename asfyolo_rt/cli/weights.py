@@ -45,4 +45,32 @@ def show(path: Annotated[Path, typer.Argument(help="An asfyolo-rt .safetensors c
 
     state, cfg = read_checkpoint(path)
     print_json({**asdict(cfg), "tensors": len(state), "parameters": int(sum(v.numel() for k, v in state.items()
-                                                                          if "running" not in k and "num_batches" not in k))})
+                                                                          if "running" not in k and "num_batches" not in k and not k.endswith("anchors")))})
+
+
+@weights_app.command("pack")
+def pack(
+    source: Annotated[Path, typer.Argument(help="An asfyolo-rt checkpoint, e.g. a run's best.safetensors.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the packed checkpoint.")],
+    half: Annotated[bool, typer.Option("--half/--fp32", help="Store FP16 weights (half the size; loads as FP32).")] = True,
+    note: Annotated[list[str], typer.Option("--note", help="Extra provenance KEY=VALUE (repeatable).")] = [],  # noqa: B006
+) -> None:
+    """Repack a checkpoint for distribution (FP16 by default), keeping its config and provenance.
+
+    Example: asfyolo-rt weights pack runs/dsb2018-n-320/best.safetensors --out asfyolo-n-dsb2018.safetensors --note hardware="2-core CPU"
+    """
+    from dataclasses import replace
+
+    from asfyolo_rt.errors import ConfigError
+    from asfyolo_rt.model.weights import load_checkpoint, save_checkpoint
+
+    model, cfg = load_checkpoint(source)
+    extra = {}
+    for n in note:
+        k, sep, v = n.partition("=")
+        if not sep:
+            raise ConfigError(f"--note {n!r}: expected KEY=VALUE")
+        extra[k.strip()] = v.strip()
+    prov = {**cfg.provenance, **extra, "packed_from": str(source), "stored_dtype": "float16" if half else "float32"}
+    save_checkpoint(model, out, replace(cfg, provenance=prov), half=half)
+    typer.echo(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")
