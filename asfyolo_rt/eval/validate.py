@@ -41,9 +41,10 @@ class ValConfig:
     max_det: int = 300
     soft_nms: bool = False  # Gaussian soft-NMS as the paper describes (§6.1); the official code uses hard NMS
     coco: bool = False  # COCO-style cross-check on full-resolution masks (faster-coco-eval)
-    dsb: bool = False  # DSB2018 per-image score on full-resolution label maps
+    dsb: bool = False  # DSB2018 per-image score on full-resolution label maps (detections >= dsb_conf)
     max_images: int | None = None  # evaluate only the first N images (in file order)
     coco_max_dets: int = 1000
+    dsb_conf: float = 0.25  # the DSB score judges final label images: detections below this are not drawn
     fixed_shape: tuple[int, int] | None = None  # letterbox every image into this (H, W) (parity across backends)
 
 
@@ -256,7 +257,7 @@ def _full_res(sample: Sample, img: np.ndarray, protos: torch.Tensor, det: Detect
     from asfyolo_rt.infer.writers import window_rle
 
     h0, w0 = img.shape[:2]
-    label_map, packed = assemble(protos, det, t, PredictConfig(kernel_impl="auto"))
+    _, packed = assemble(protos, det, t, PredictConfig(kernel_impl="auto"))
     if cfg.coco:
         gt_rles = [rle_encode(polygons_to_masks([p], (h0, w0))[0]) for p in polys]
         dt_rles = []
@@ -269,7 +270,9 @@ def _full_res(sample: Sample, img: np.ndarray, protos: torch.Tensor, det: Detect
     if cfg.dsb:
         index_map = polygons_to_index_map(polys, (h0, w0))[0] if polys else np.zeros((h0, w0), np.int32)
         dsb_gt.append(index_map.astype(np.int32))
-        dsb_pred.append(label_map.astype(np.int32))
+        keep = det.scores >= cfg.dsb_conf
+        final = Detections(det.boxes[keep], det.scores[keep], det.classes[keep], det.coeffs[keep])
+        dsb_pred.append(assemble(protos, final, t, PredictConfig(kernel_impl="auto"))[0].astype(np.int32))
 
 
 def _plots(out: Path, metrics: SegMetrics, payload: list) -> None:
