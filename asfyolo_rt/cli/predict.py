@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -17,13 +17,13 @@ console = Console(stderr=True)
 @app.command()
 def predict(
     source: Annotated[list[str], typer.Argument(help="Image files, folders, glob patterns ('imgs/*.tif') or video files.")],
-    weights: Annotated[Optional[str], typer.Option("--weights", "-w", help="Checkpoint or shipped name (dsb2018, bcc); default: the shipped DSB2018 model.")] = None,
-    model: Annotated[Optional[str], typer.Option("--model", help="Or an exported model (.onnx, .engine).")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="Checkpoint or shipped name (dsb2018); default: the shipped DSB2018 model.")] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Or an exported model (.onnx, .engine).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/predict"),
     conf: Annotated[float, typer.Option(help="Confidence threshold.")] = 0.25,
     iou: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.45,
     max_det: Annotated[int, typer.Option("--max-det", help="Maximum cells per image (dense nuclei need hundreds).")] = 1000,
-    img_size: Annotated[Optional[int], typer.Option("--img-size", help="Long side after resizing (default: the model's training size).")] = None,
+    img_size: Annotated[int | None, typer.Option("--img-size", help="Long side after resizing (default: the model's training size).")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
     soft_nms: Annotated[bool, typer.Option("--soft-nms", help="Gaussian soft-NMS (paper) instead of hard NMS.")] = False,
     labels: Annotated[str, typer.Option(help="Label image format: tif (uint16/uint32), png (uint16), or none.")] = "tif",
