@@ -158,7 +158,7 @@ def _load(path: Path) -> tuple[Any, Any]:
 def _onnx_variant(net: Any, cfg: Any, size: int, precision: str, folder: Path, data: Path | None) -> Path:
     """Export (once, cached by file name) the ONNX file of one precision for the benchmark.
 
-    INT8 flavours are calibrated on 64 images of `data` (or synthetic nuclei): enough for speed, which
+    INT8 flavours are calibrated on 32 images of `data` (or synthetic nuclei): enough for speed, which
     does not depend on the scales; accuracy is measured by `asfyolo-rt export` / `parity`.
     """
     from dataclasses import replace
@@ -186,6 +186,6 @@ def _onnx_variant(net: Any, cfg: Any, size: int, precision: str, folder: Path, d
             from asfyolo_rt.calib.quantize import quantize_ort_cpu, quantize_tensorrt
 
             src = data if data is not None else (DEFAULT_DATA if DEFAULT_DATA.exists() else None)
-            calib = build_calibration_set(src, (size, size), n=64)
+            calib = build_calibration_set(src, (size, size), n=32)
             (quantize_tensorrt if precision == "int8" else quantize_ort_cpu)(fp32, target, calib)
     return target

@@ -53,7 +53,7 @@ def parity(
     images: Annotated[int, typer.Option("--images", "-n", help="Number of val images.")] = 50,
     img_size: Annotated[int | None, typer.Option("--img-size", help="Square input when no model is static.")] = None,
     split: Annotated[str, typer.Option(help="Dataset split.")] = "val",
-    threshold: Annotated[list[str] | None, typer.Option("--threshold", help="Allowed mask mAP50 loss in points, e.g. --threshold int8=0.5 (defaults fp32=0.1 fp16=0.3 int8=1.0).")] = None,
+    threshold: Annotated[list[str] | None, typer.Option("--threshold", help="Allowed mask mAP50 loss in points, e.g. --threshold int8=0.5 (defaults fp32=0.1 fp16=0.3 bf16=1.0 int8=1.0).")] = None,
     torch_lowp: Annotated[bool, typer.Option("--torch-lowp/--no-torch-lowp", help="Also evaluate PyTorch bf16 (CPU) / fp16 (CUDA).")] = True,
     device: Annotated[str, typer.Option(help="Device of the PyTorch reference.")] = "cpu",
     report: Annotated[Path | None, typer.Option("--report", help="Write parity.json, parity.md and disagreement PNGs here.")] = None,

