@@ -117,12 +117,14 @@ def bench_backend(
     rows = []
     batches = [b for b in cfg.batches if not backend.max_batch or b == backend.max_batch] or [backend.max_batch or 1]
     for bs in batches:
-        batch_imgs = [images[i % len(images)] for i in range(bs)]
         pre_t, inf_t, post_t, tot_t, cells = [], [], [], [], []
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
         n_warm, it, start = cfg.warmup, 0, time.perf_counter()
+        step = 0
         while True:
+            batch_imgs = [images[(step * bs + i) % len(images)] for i in range(bs)]  # cycle through the images
+            step += 1
             t0 = time.perf_counter()
             x, transforms = preprocess(batch_imgs, shape)
             t1 = time.perf_counter()
