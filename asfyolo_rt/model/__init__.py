@@ -6,12 +6,12 @@ from asfyolo_rt.model.neck import ChannelPositionAttention, ScaleSequenceFusion,
 
 __all__ = [
     "ASFYOLO",
-    "VARIANTS",
     "DEFAULT_ANCHORS",
-    "build_model",
-    "get_variant",
-    "SegmentHead",
+    "VARIANTS",
     "ChannelPositionAttention",
     "ScaleSequenceFusion",
+    "SegmentHead",
     "TripleFeatureEncoder",
+    "build_model",
+    "get_variant",
 ]

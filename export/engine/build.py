@@ -151,9 +151,9 @@ def _legacy_precision_flags(config: trt.IBuilderConfig, precision: str) -> None:
     if trt_version(trt.__version__)[0] >= 11:
         raise EngineBuildError("builder precision flags do not exist in TensorRT >= 11 (strongly typed only)")
     if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)
+        config.set_flag(trt.BuilderFlag.FP16)  # legacy path, TensorRT < 11 only (checked above)
     if precision == "int8":  # Q/DQ graphs need the INT8 flag in weakly typed mode; scales come from the graph
-        config.set_flag(trt.BuilderFlag.INT8)
+        config.set_flag(trt.BuilderFlag.INT8)  # legacy path, TensorRT < 11 only (checked above)
 
 
 def build_engine(
