@@ -16,7 +16,7 @@ class Size(str, Enum):
     n = "n"
     s = "s"
     m = "m"
-    l = "l"
+    l = "l"  # noqa: E741 (the model size is called l)
     x = "x"
 
 

@@ -24,7 +24,7 @@ def test_target_near_a_cell_corner_gets_three_cells_per_matching_anchor() -> Non
     lt = assign_level(_one(3.2, 6.8, 2, 2), ANCHORS, (10, 10))
     cells = {(3, 6), (2, 6), (3, 7)}
     assert _pairs(lt) == {(a, x, y) for a in (0, 1) for x, y in cells}
-    for a, gx, gy, (tx, ty, tw, th) in zip(lt.anchor, lt.gx, lt.gy, lt.tbox.tolist()):
+    for _a, gx, gy, (tx, ty, tw, th) in zip(lt.anchor, lt.gx, lt.gy, lt.tbox.tolist()):
         assert (tx, ty) == pytest.approx((3.2 - gx.item(), 6.8 - gy.item()), abs=1e-5)
         assert (tw, th) == pytest.approx((2, 2), abs=1e-5)
         assert -0.5 <= tx <= 1.5 and -0.5 <= ty <= 1.5
