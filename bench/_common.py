@@ -111,3 +111,26 @@ def try_compile(fn: Callable[..., Any]) -> tuple[Callable[..., Any] | None, str]
         return torch.compile(fn, dynamic=False), ""
     except Exception as exc:  # noqa: BLE001 (e.g. no C++ compiler, unsupported platform)
         return None, f"torch.compile unavailable: {type(exc).__name__}: {exc}"[:200]
+
+
+def setup(description: str, default_out: Path, argv: list[str] | None = None) -> tuple[Any, torch.device]:
+    """The options every kernel benchmark takes (--iters, --warmup, --threads, --out) and its device.
+
+    On CPU only the torch reference is timed: Triton would run in its interpreter, whose timings mean nothing.
+    """
+    import argparse
+    import sys
+
+    ap = argparse.ArgumentParser(description=description)
+    ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    ap.add_argument("--out", type=Path, default=default_out)
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.type == "cpu":
+        print("CPU: only the torch reference is timed (Triton would run in its interpreter, whose timings "
+              "mean nothing).", file=sys.stderr)
+    return args, device

@@ -13,7 +13,6 @@ nothing, and torch.compile is left to the GPU runs.
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 from pathlib import Path
@@ -21,7 +20,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, append_rows, env_row, timeit, try_compile
+from _common import RESULTS, append_rows, env_row, setup, timeit, try_compile
 from asfyolo_rt.kernels.cpam import cpam, cpam_reference
 
 SIZES = [(1, 256, 80, 80), (1, 64, 40, 40)]
@@ -41,18 +40,7 @@ def _inputs(shape: tuple[int, int, int, int], dtype: torch.dtype, device: torch.
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iters", type=int, default=50)
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "cpam.csv")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        print("CPU: only the torch reference is timed (Triton would run in its interpreter, whose timings "
-              "mean nothing).", file=sys.stderr)
+    args, device = setup(__doc__.splitlines()[0], RESULTS / "cpam.csv", argv)
     env = env_row(device)
     rows = []
     for shape in SIZES:

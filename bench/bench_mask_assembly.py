@@ -16,14 +16,13 @@ nothing, and torch.compile is left to the GPU runs (the reference has data-depen
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import RESULTS, append_rows, env_row, timeit, try_compile
+from _common import RESULTS, append_rows, env_row, setup, timeit, try_compile
 from asfyolo_rt.kernels.mask_assembly import box_windows, mask_assembly
 
 COUNTS = [10, 100, 300, 1000]
@@ -45,18 +44,7 @@ def scene(n: int, device: torch.device, dtype: torch.dtype = torch.float32, seed
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--iters", type=int, default=50)
-    ap.add_argument("--warmup", type=int, default=10)
-    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "mask_assembly.csv")
-    args = ap.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cpu":
-        print("CPU: only the torch reference is timed (Triton would run in its interpreter, whose timings "
-              "mean nothing).", file=sys.stderr)
+    args, device = setup(__doc__.splitlines()[0], RESULTS / "mask_assembly.csv", argv)
     env = env_row(device)
     rows = []
     dtypes = (torch.float32, torch.float16) if device.type == "cuda" else (torch.float32,)

@@ -22,11 +22,12 @@ stderr = Console(stderr=True)
 
 
 @contextlib.contextmanager
-def progress_bar(description: str, total: int | None = None) -> Iterator[Callable[[int, int], None]]:
-    """Yields a `progress(done, total)` callback drawing a Rich bar on stderr."""
+def progress_bar(description: str, total: int | None = None, *, transient: bool = False
+                 ) -> Iterator[Callable[[int, int], None]]:
+    """Yields a `progress(done, total)` callback drawing a Rich bar on stderr (erased at the end if transient)."""
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=stderr, transient=False,
+        TimeRemainingColumn(), console=stderr, transient=transient,
     ) as bar:
         task = bar.add_task(description, total=total)
 

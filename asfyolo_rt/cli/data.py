@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from asfyolo_rt.cli._common import progress_bar
 from asfyolo_rt.cli.main import sub_app
 from asfyolo_rt.data.check import CheckReport, check_dataset
 from asfyolo_rt.data.convert import (
@@ -33,16 +30,6 @@ convert_grp = typer.Typer(
 grp.add_typer(convert_grp, name="convert")
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON to stdout.")]
-
-
-@contextmanager
-def _progress(description: str) -> Iterator[Callable[[int, int], None]]:
-    """A progress(done, total) callback drawing a transient Rich bar on stderr."""
-    bar = Progress(TextColumn(description), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                   console=Console(stderr=True), transient=True)
-    task = bar.add_task(description, total=None)
-    with bar:
-        yield lambda done, total: bar.update(task, completed=done, total=total)
 
 
 def _fmt_pct(p: dict[str, float]) -> str:
@@ -85,7 +72,7 @@ def check(
 
       asfyolo-rt data check ../shared/datasets/BCC --split val --json
     """
-    with _progress("checking") as progress:
+    with progress_bar("checking", transient=True) as progress:
         report = check_dataset(path, split or None, decode=not no_decode, progress=progress)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))
@@ -121,7 +108,7 @@ def convert_dsb(
     Example: asfyolo-rt data convert dsb2018 stage1_train/ datasets/DSB2018 --val-ids val_ids.txt --rgb8
     """
     ids = {line.strip() for line in val_ids.read_text().splitlines() if line.strip()} if val_ids else set()
-    with _progress("converting") as progress:
+    with progress_bar("converting", transient=True) as progress:
         report = convert_dsb2018(src, out, split=split, val_ids=ids, rgb8=rgb8, progress=progress)
     _finish_convert(report, as_json)
 
@@ -140,7 +127,7 @@ def convert_instances(
 
     Example: asfyolo-rt data convert instances imgs/ masks/ datasets/mine --mask-suffix _masks --split val
     """
-    with _progress("converting") as progress:
+    with progress_bar("converting", transient=True) as progress:
         report = convert_instance_masks(images, masks, out, split=split, mask_suffix=mask_suffix, rgb8=rgb8,
                                         progress=progress)
     _finish_convert(report, as_json)
@@ -157,7 +144,7 @@ def convert_yolo2coco(
 
     Example: asfyolo-rt data convert yolo2coco ../shared/datasets/DSB2018 dsb_val.json --split val
     """
-    with _progress("converting") as progress:
+    with progress_bar("converting", transient=True) as progress:
         report = yolo_to_coco(dataset, split, out_json, progress=progress)
     _finish_convert(report, as_json)
 
@@ -174,7 +161,7 @@ def convert_coco2yolo(
 
     Example: asfyolo-rt data convert coco2yolo annotations.json images/ datasets/mine --split val
     """
-    with _progress("converting") as progress:
+    with progress_bar("converting", transient=True) as progress:
         report = coco_to_yolo(coco_json, images, out, split=split, progress=progress)
     _finish_convert(report, as_json)
 
@@ -198,7 +185,7 @@ def synth(
 
     Example: asfyolo-rt data synth /tmp/synth --kind nuclei --train 32 --val 8 --seed 0
     """
-    with _progress("generating") as progress:
+    with progress_bar("generating", transient=True) as progress:
         root = write_synth_dataset(out, train, val, kind=kind.value, shape=(size, size), seed=seed,
                                    bit_depth=bit_depth, progress=progress)
     typer.echo(f"wrote {train} train + {val} val {kind.value} images -> {root}")
