@@ -14,6 +14,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 # name -> file inside asfyolo_rt/assets (FP16 safetensors; model card beside it as <stem>.md)
 SHIPPED: dict[str, str] = {
     "dsb2018": "asfyolo-n-dsb2018.safetensors",
+    "bcc": "asfyolo-n-bcc.safetensors",
 }
 DEFAULT = "dsb2018"
 

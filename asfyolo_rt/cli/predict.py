@@ -17,7 +17,7 @@ console = Console(stderr=True)
 @app.command()
 def predict(
     source: Annotated[list[str], typer.Argument(help="Image files, folders, glob patterns ('imgs/*.tif') or video files.")],
-    weights: Annotated[str | None, typer.Option("--weights", "-w", help="Checkpoint or shipped name (dsb2018); default: the shipped DSB2018 model.")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="Checkpoint or shipped name (dsb2018, bcc); default: the shipped DSB2018 model.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Or an exported model (.onnx, .engine).")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/predict"),
     conf: Annotated[float, typer.Option(help="Confidence threshold.")] = 0.25,
@@ -36,6 +36,7 @@ def predict(
 
     Examples:
       asfyolo-rt predict nuclei.tif
+      asfyolo-rt predict he_tile.png --weights bcc
       asfyolo-rt predict 'plate1/*.png' --conf 0.3 --out runs/plate1
       asfyolo-rt predict timelapse.mp4 --video-stride 10 --model bundle/model.onnx
     """

@@ -17,7 +17,7 @@ console = stdout_console()
 @app.command()
 def val(
     data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder or data YAML (YOLO-seg layout).")],
-    weights: Annotated[str | None, typer.Option("--weights", "-w", help="Checkpoint (.safetensors, official .pt) or shipped name (dsb2018). Default: the shipped DSB2018 model.")] = None,
+    weights: Annotated[str | None, typer.Option("--weights", "-w", help="Checkpoint (.safetensors, official .pt) or shipped name (dsb2018, bcc). Default: the shipped DSB2018 model.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="An exported model to evaluate instead: model.onnx, model.int8.onnx, model.engine.")] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
     img_size: Annotated[int | None, typer.Option("--img-size", help="Long side after resizing (default: the model's training size; official protocol: 640).")] = None,
@@ -38,6 +38,7 @@ def val(
 
     Examples:
       asfyolo-rt val --data ../shared/datasets/DSB2018 --json
+      asfyolo-rt val --weights bcc --data ../shared/datasets/BCC --plots runs/val-bcc
       asfyolo-rt val --model bundle/model.int8.onnx --data ../shared/datasets/DSB2018 --max-images 50
     """
     from asfyolo_rt.data.dataset import load_split
