@@ -21,14 +21,20 @@ from rich.progress import (
 stderr = Console(stderr=True)
 
 
+def rich_progress(*, info: bool = False, transient: bool = False, disable: bool = False) -> Progress:
+    """The house Rich progress display on stderr; `info` adds a free-text column fed by the task field 'info'."""
+    extra = (TextColumn("{task.fields[info]}"),) if info else ()
+    return Progress(
+        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), *extra, TimeElapsedColumn(),
+        TimeRemainingColumn(), console=stderr, transient=transient, disable=disable,
+    )
+
+
 @contextlib.contextmanager
 def progress_bar(description: str, total: int | None = None, *, transient: bool = False
                  ) -> Iterator[Callable[[int, int], None]]:
     """Yields a `progress(done, total)` callback drawing a Rich bar on stderr (erased at the end if transient)."""
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        TimeRemainingColumn(), console=stderr, transient=transient,
-    ) as bar:
+    with rich_progress(transient=transient) as bar:
         task = bar.add_task(description, total=total)
 
         def update(done: int, total_: int) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from asfyolo_rt.cli._common import print_json, stderr
+from asfyolo_rt.cli._common import print_json, rich_progress, stderr
 from asfyolo_rt.cli.main import app
 
 
@@ -97,18 +97,7 @@ def train(
             cfg = cfg.with_overrides(extra, source=str(hyp))
         cfg = cfg.with_overrides(overrides, source="command line")
 
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[info]}"), TimeElapsedColumn(), TimeRemainingColumn(), console=stderr,
-                  transient=True, disable=not stderr.is_terminal) as bar:
+    with rich_progress(info=True, transient=True, disable=not stderr.is_terminal) as bar:
         tasks: dict[str, Any] = {}
 
         def on_progress(ev: Any) -> None:
