@@ -23,7 +23,10 @@ def predict(
     conf: Annotated[float, typer.Option(help="Confidence threshold.")] = 0.25,
     iou: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.45,
     max_det: Annotated[int, typer.Option("--max-det", help="Maximum cells per image (dense nuclei need hundreds).")] = 1000,
-    img_size: Annotated[int | None, typer.Option("--img-size", help="Long side after resizing (default: the model's training size).")] = None,
+    scale: Annotated[str, typer.Option("--scale", help="native: the image at its own pixel scale (x the model's), cut into overlapping tiles; fit: the whole image resized to --img-size (the paper's protocol; cells shrink with the image).")] = "native",
+    img_size: Annotated[int | None, typer.Option("--img-size", help="native: tile side (default 640, or a static model's shape); fit: long side after resizing (default: the model's training size).")] = None,
+    tile_overlap: Annotated[int | None, typer.Option("--tile-overlap", help="native: pixels shared by neighbouring tiles (default: larger than the model's largest training cell).")] = None,
+    batch: Annotated[int, typer.Option("--batch", help="Tiles per backend call (a static-batch model uses its own).")] = 1,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
     soft_nms: Annotated[bool, typer.Option("--soft-nms", help="Gaussian soft-NMS (paper) instead of hard NMS.")] = False,
     labels: Annotated[str, typer.Option(help="Label image format: tif (uint16/uint32), png (uint16), or none.")] = "tif",
@@ -35,7 +38,9 @@ def predict(
     """Segment cells: label images, overlays, COCO JSON (RLE), per-cell CSV and per-image counts.
 
     Examples:
-      asfyolo-rt predict nuclei.tif
+      asfyolo-rt predict nuclei.tif                       (native scale, 640 tiles: any frame size)
+      asfyolo-rt predict camera_2048.tif --model bundle/model.onnx --batch 4
+      asfyolo-rt predict small.png --scale fit --img-size 640   (the paper's whole-image protocol)
       asfyolo-rt predict he_tile.png --weights bcc
       asfyolo-rt predict 'plate1/*.png' --conf 0.3 --out runs/plate1
       asfyolo-rt predict timelapse.mp4 --video-stride 10 --model bundle/model.onnx
@@ -49,10 +54,24 @@ def predict(
 
     if labels not in ("tif", "png", "none"):
         raise ConfigError(f"--labels must be tif, png or none, got {labels!r}")
+    from asfyolo_rt.infer.geometry import SCALES, recorded_geometry
+
+    if scale not in SCALES:
+        raise ConfigError(f"--scale {scale!r}: expected native or fit")
+    if max_det < 1:
+        raise ConfigError(f"--max-det {max_det}: expected >= 1")
+    if not 0.0 <= conf < 1.0:
+        raise ConfigError(f"--conf {conf}: expected a threshold in [0, 1)")
     path, trained_size = resolve_model_source(weights, model)
+    rec = recorded_geometry(path)
     files = expand_sources(source)
     backend = load_backend(path, device=device)
-    cfg = PredictConfig(img_size=img_size or trained_size or 640, conf=conf, iou=iou, max_det=max_det, soft_nms=soft_nms)
+    size = img_size
+    if scale == "fit" and size is None and backend.input_shape is None:
+        size = trained_size or 640
+    cfg = PredictConfig(img_size=size, scale=scale, tile_overlap=tile_overlap, model_scale=rec.scale_factor,
+                        max_object_px=rec.max_object_px, batch=batch, conf=conf, iou=iou, max_det=max_det,
+                        soft_nms=soft_nms)
     writer = PredictionWriter(out, names=backend.names, overlays=overlays, labels="" if labels == "none" else labels,
                               coco=coco)
     summaries = []

@@ -35,6 +35,7 @@ def train(
     data: Annotated[Path | None, typer.Option("--data", "-d", help="Dataset folder or data YAML (YOLO-seg layout, splits train and val).")] = None,
     model: Annotated[Size | None, typer.Option("--model", help="Model size; l is the paper's ASF-YOLO. [default: n]")] = None,
     img_size: Annotated[int | None, typer.Option("--img-size", help="Training image size (square mosaics), multiple of 32. [default: 640]")] = None,
+    scale: Annotated[str | None, typer.Option("--scale", help="fit: whole images resized to --img-size (the paper's); native: --img-size windows cut from full-resolution images, so cells keep their size (use with tiled predict/val). [default: fit]")] = None,
     epochs: Annotated[int | None, typer.Option(help="Number of epochs. [default: 100]")] = None,
     batch: Annotated[int | None, typer.Option(help="Total batch size over all processes; gradients accumulate to 64. [default: 16]")] = None,
     device: Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N. [default: auto]")] = None,
@@ -58,6 +59,7 @@ def train(
 
     Examples:
       asfyolo-rt train --data ../shared/datasets/DSB2018 --model n --img-size 320 --epochs 60 --batch 16 --out runs --name dsb-n
+      asfyolo-rt train --data ../shared/datasets/DSB2018 --model n --img-size 320 --scale native --weights dsb2018 --out runs --name dsb-native
       asfyolo-rt train --resume runs/dsb-n
       torchrun --nproc_per_node 4 $(which asfyolo-rt) train --data ../shared/datasets/DSB2018 --model l --batch 64
     """
@@ -68,7 +70,7 @@ def train(
     from asfyolo_rt.train.trainer import train as run_training
 
     given: dict[str, Any] = {
-        "data": data, "model": model.value if model else None, "img_size": img_size, "epochs": epochs, "batch": batch,
+        "data": data, "model": model.value if model else None, "img_size": img_size, "scale": scale, "epochs": epochs, "batch": batch,
         "device": device, "workers": workers, "seed": seed, "out": out, "name": name, "val_every": val_every,
         "weights": weights, "autoanchor": False if noautoanchor else None, "skip_bad_labels": skip_bad_labels or None,
     }

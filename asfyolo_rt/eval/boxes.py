@@ -13,6 +13,7 @@ Functions accept ``torch.Tensor`` and return ``torch.Tensor`` on the input's dev
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -119,3 +120,33 @@ def unletterbox_boxes(
 def _check_boxes(boxes: Tensor, name: str) -> None:
     if boxes.ndim != 2 or boxes.shape[1] != 4:
         raise DataError(f"{name} has shape {tuple(boxes.shape)}; expected (n, 4) xyxy boxes")
+
+
+def window_mask_iou(
+    windows_a: np.ndarray, masks_a: list[np.ndarray], windows_b: np.ndarray, masks_b: list[np.ndarray]
+) -> np.ndarray:
+    """(len(a), len(b)) IoU of binary masks held box-local, as full-resolution masks would give it.
+
+    windows_*: (k, 4) int [x0, y0, w, h] in one image's pixels; masks_*: k arrays (h, w), nonzero =
+    inside. Only pairs whose windows overlap are computed (cells are small: the matrix is sparse).
+    """
+    wa, wb = np.asarray(windows_a, np.int64).reshape(-1, 4), np.asarray(windows_b, np.int64).reshape(-1, 4)
+    out = np.zeros((len(wa), len(wb)), np.float64)
+    if not len(wa) or not len(wb):
+        return out
+    area_a = np.array([int(np.count_nonzero(m)) for m in masks_a], np.float64)
+    area_b = np.array([int(np.count_nonzero(m)) for m in masks_b], np.float64)
+    ax1, ay1 = wa[:, 0], wa[:, 1]
+    ax2, ay2 = ax1 + wa[:, 2], ay1 + wa[:, 3]
+    bx1, by1 = wb[:, 0], wb[:, 1]
+    bx2, by2 = bx1 + wb[:, 2], by1 + wb[:, 3]
+    ix1, iy1 = np.maximum(ax1[:, None], bx1[None]), np.maximum(ay1[:, None], by1[None])
+    ix2, iy2 = np.minimum(ax2[:, None], bx2[None]), np.minimum(ay2[:, None], by2[None])
+    for i, j in zip(*np.nonzero((ix2 > ix1) & (iy2 > iy1))):
+        x1, y1, x2, y2 = ix1[i, j], iy1[i, j], ix2[i, j], iy2[i, j]
+        a = masks_a[i][y1 - ay1[i] : y2 - ay1[i], x1 - ax1[i] : x2 - ax1[i]]
+        b = masks_b[j][y1 - by1[j] : y2 - by1[j], x1 - bx1[j] : x2 - bx1[j]]
+        inter = float(np.count_nonzero(a.astype(bool) & b.astype(bool)))
+        union = area_a[i] + area_b[j] - inter
+        out[i, j] = inter / union if union > 0 else 0.0
+    return out

@@ -160,3 +160,42 @@ def dsb_score(
         per_image=per_image,
         per_threshold=table.mean(0) if table.size else np.zeros(len(DSB_THRESHOLDS)),
     )
+
+
+@dataclass(frozen=True)
+class InstanceF1:
+    """One-to-one instance matching at mask IoU > threshold (unique for label maps, see module docstring)."""
+
+    tp: int
+    fp: int
+    fn: int
+    threshold: float
+
+    @property
+    def precision(self) -> float:
+        return self.tp / (self.tp + self.fp) if self.tp + self.fp else 1.0
+
+    @property
+    def recall(self) -> float:
+        return self.tp / (self.tp + self.fn) if self.tp + self.fn else 1.0
+
+    @property
+    def f1(self) -> float:
+        d = 2 * self.tp + self.fp + self.fn
+        return 2 * self.tp / d if d else 1.0
+
+    def to_dict(self) -> dict[str, float]:
+        return {"tp": self.tp, "fp": self.fp, "fn": self.fn, "threshold": self.threshold,
+                "precision": round(self.precision, 4), "recall": round(self.recall, 4), "f1": round(self.f1, 4)}
+
+
+def instance_f1(gt: Any, pred: Any, threshold: float = 0.5) -> InstanceF1:
+    """Instance F1 of a predicted label map (or stack) against GT: TP = pairs with mask IoU > threshold.
+
+    An instance that appears twice (two labels on one nucleus) is one TP and one FP; a nucleus split in
+    halves is one FN and two FP: duplicates and half-cells both cost F1.
+    """
+    iou = instance_iou(gt, pred)
+    m, n = iou.shape
+    tp = _count_matches(iou, threshold)
+    return InstanceF1(tp=tp, fp=n - tp, fn=m - tp, threshold=threshold)

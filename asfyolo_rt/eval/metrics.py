@@ -300,6 +300,28 @@ class SegMetricsAccumulator:
         self._pred_cls.append(classes.cpu().numpy().astype(np.int64))
         self._target_cls.append(gc.cpu().numpy().astype(np.int64))
 
+    def update_iou(self, det: DetectionsLike, gt_boxes: Tensor, gt_classes: Tensor, mask_iou_matrix: np.ndarray) -> None:
+        """Match one image with a precomputed (m, n) mask IoU matrix (e.g. full-resolution masks held
+        box-local, see asfyolo_rt.eval.boxes.packed_mask_iou); boxes as in :meth:`update`."""
+        boxes, scores, classes = (torch.as_tensor(v) for v in (det.boxes, det.scores, det.classes))
+        gb, gc = torch.as_tensor(gt_boxes), torch.as_tensor(gt_classes)
+        n, m = boxes.shape[0], gb.shape[0]
+        if mask_iou_matrix.shape != (m, n):
+            raise DataError(f"update_iou got a mask IoU matrix {mask_iou_matrix.shape} for {m} GT and {n} predictions")
+        n_thr = self.thresholds.shape[0]
+        tp_box = np.zeros((n, n_thr), dtype=bool)
+        tp_mask = np.zeros((n, n_thr), dtype=bool)
+        if n and m:
+            pc, gcn = classes.cpu().numpy(), gc.cpu().numpy()
+            iou_b = box_iou(gb.float(), boxes.float()).cpu().numpy()
+            tp_box = match_predictions(pc, gcn, iou_b, self.thresholds)
+            tp_mask = match_predictions(pc, gcn, mask_iou_matrix, self.thresholds)
+        self._tp_box.append(tp_box)
+        self._tp_mask.append(tp_mask)
+        self._conf.append(scores.detach().cpu().numpy().astype(np.float64))
+        self._pred_cls.append(classes.cpu().numpy().astype(np.int64))
+        self._target_cls.append(gc.cpu().numpy().astype(np.int64))
+
     def compute(self) -> SegMetrics:
         """Metrics over every image seen so far.
 

@@ -1,6 +1,12 @@
-"""One validation function for every backend (ASF-YOLO.md §6.3).
+"""One validation function for every backend (ASF-YOLO.md §6.3), two protocols.
 
-`validate(backend, split)` runs the official protocol (rectangular batches sorted by aspect ratio,
+`protocol="fit"` (the paper's): every image letterboxed to img_size, described below.
+`protocol="tiled"` (the deployment protocol): every image at its own pixel scale times the model
+scale, cut into tiles of img_size (or a static model's shape) by `asfyolo_rt.infer.geometry`, stitched,
+and scored with the same matching and 101-point AP on FULL-RESOLUTION masks in original pixels
+(box-local, so memory stays bounded on large images); conf/iou/max_det as the fit protocol (max_det per tile).
+
+`validate(backend, split)` with protocol "fit" runs the official protocol (rectangular batches sorted by aspect ratio,
 long side = img_size, conf 0.001, NMS IoU 0.6, max_det 300, masks at 1/4 resolution in letterboxed
 space, YOLOv5-style matching, 101-point AP) and, on request, two cross-checks on full-resolution
 masks in original-image pixels: COCO box/mask AP (faster-coco-eval) and the DSB2018 score.
@@ -46,6 +52,10 @@ class ValConfig:
     coco_max_dets: int = 1000
     dsb_conf: float = 0.25  # the DSB score judges final label images: detections below this are not drawn
     fixed_shape: tuple[int, int] | None = None  # letterbox every image into this (H, W) (parity across backends)
+    protocol: str = "fit"  # "fit" (the paper's whole-image letterbox) or "tiled" (native scale, tiles, full-res masks)
+    model_scale: float = 1.0  # "tiled": network pixels per image pixel
+    tile_overlap: int | None = None  # "tiled": overlap of neighbouring tiles (default: from the checkpoint)
+    max_object_px: float | None = None  # "tiled": the checkpoint's largest training object (default overlap)
 
 
 @dataclass
@@ -150,6 +160,10 @@ def validate(
         raise ConfigError(f"img_size must be a multiple of 32, got {cfg.img_size}")
     if not split.samples:
         raise ConfigError(f"split {split.split!r} of {split.root} has no images")
+    if cfg.protocol not in ("fit", "tiled"):
+        raise ConfigError(f"--protocol {cfg.protocol!r}: expected fit or tiled")
+    if cfg.protocol == "tiled":
+        return _validate_tiled(backend, split, cfg, progress, keep_predictions, plots_dir)
     acc = SegMetricsAccumulator()
     coco_gts: list[Any] = []
     coco_dts: list[Any] = []
@@ -218,6 +232,111 @@ def validate(
         backend={"name": backend.name, "precision": backend.precision,
                  "input_shape": list(backend.input_shape) if backend.input_shape else None},
         n_images=done,
+    )
+    if cfg.coco:
+        from asfyolo_rt.eval.coco import coco_evaluate
+
+        result.coco = coco_evaluate(coco_gts, coco_dts, max_dets=cfg.coco_max_dets)
+    if cfg.dsb:
+        from asfyolo_rt.eval.dsb import dsb_score
+
+        d = dsb_score(dsb_gt, dsb_pred)
+        result.dsb, result.dsb_per_image = float(d.score), [float(v) for v in d.per_image]
+    if keep_predictions:
+        result.predictions = kept  # type: ignore[attr-defined]
+    if plots_dir is not None:
+        _plots(Path(plots_dir), metrics, mosaic_payload)
+    return result
+
+
+@dataclass
+class TiledPrediction:
+    """What tiled validation keeps per image (parity compares these between backends)."""
+
+    sample: Sample
+    result: Any  # asfyolo_rt.infer.geometry.FrameResult, original pixels
+
+
+def gt_packed(polys: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarray]]:
+    """GT masks at full resolution, box-local: windows (m, 4) [x0, y0, w, h] and m crops (h, w) uint8."""
+    from asfyolo_rt.data.masks import _rasterise
+
+    windows, crops = [], []
+    for r0, c0, crop in _rasterise(polys, shape, 1):
+        windows.append([c0, r0, crop.shape[1], crop.shape[0]])
+        crops.append(crop)
+    return np.asarray(windows, np.int64).reshape(-1, 4), crops
+
+
+def _validate_tiled(backend: Backend, split: DatasetSplit, cfg: ValConfig, progress: Progress | None,
+                    keep_predictions: bool, plots_dir: str | Path | None) -> ValResult:
+    from asfyolo_rt.data.rle import rle_encode
+    from asfyolo_rt.eval.boxes import window_mask_iou
+    from asfyolo_rt.eval.coco import ImageDet, ImageGT
+    from asfyolo_rt.infer.geometry import Geometry, PostConfig, Runner
+    from asfyolo_rt.infer.writers import window_rle
+
+    geo = Geometry("native", img_size=None if backend.input_shape else cfg.img_size, tile_overlap=cfg.tile_overlap,
+                   model_scale=cfg.model_scale, batch=backend.max_batch or cfg.batch_size)
+    post = PostConfig(conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, soft_nms=cfg.soft_nms)
+    runner = Runner(backend, geo, post, max_object_px=cfg.max_object_px)
+    acc = SegMetricsAccumulator()
+    coco_gts: list[Any] = []
+    coco_dts: list[Any] = []
+    dsb_gt: list[np.ndarray] = []
+    dsb_pred: list[np.ndarray] = []
+    kept: list[TiledPrediction] = []
+    mosaic_payload: list[tuple[np.ndarray, _DetView, _DetView]] = []
+    samples = sorted(split.samples[: cfg.max_images] if cfg.max_images else split.samples, key=lambda s: s.image_path.name)
+    times = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
+    tiles = 0
+    for done, sample in enumerate(samples, 1):
+        img = read_image(sample.image_path)
+        h0, w0 = img.shape[:2]
+        res = runner(img)
+        tiles += res.tiles
+        for k, v in res.timing_ms.items():
+            times[k] += v
+        t0 = time.perf_counter()
+        polys, gt_boxes, gt_cls = gt_instances(sample, (h0, w0))
+        gt_win, gt_crops = gt_packed(polys, (h0, w0))
+        packed = res.masks
+        pred_win = packed.windows.numpy().astype(np.int64)
+        pred_crops = [packed.mask(i).numpy() for i in range(len(res))]
+        iou_m = window_mask_iou(gt_win, gt_crops, pred_win, pred_crops)
+        acc.update_iou(_DetView(res.boxes, res.scores, res.classes), torch.from_numpy(gt_boxes),
+                       torch.from_numpy(gt_cls), iou_m)
+        if cfg.coco:
+            gt_rles = [window_rle(c, int(w[0]), int(w[1]), h0, w0) for w, c in zip(gt_win, gt_crops)]
+            dt_rles = [window_rle(c, int(w[0]), int(w[1]), h0, w0) for w, c in zip(pred_win, pred_crops)]
+            coco_gts.append(ImageGT(str(sample.image_path), h0, w0, gt_boxes, gt_cls, gt_rles))
+            coco_dts.append(ImageDet(str(sample.image_path), res.boxes.numpy(), res.scores.numpy(),
+                                     res.classes.numpy(), dt_rles))
+        if cfg.dsb:
+            from asfyolo_rt.data.masks import polygons_to_index_map
+            from asfyolo_rt.infer.geometry import select_packed
+            from asfyolo_rt.infer.predict import label_map_from_packed
+
+            dsb_gt.append(polygons_to_index_map(polys, (h0, w0))[0].astype(np.int32) if polys
+                          else np.zeros((h0, w0), np.int32))
+            sel = torch.nonzero(res.scores >= cfg.dsb_conf).reshape(-1)
+            dsb_pred.append(label_map_from_packed(select_packed(packed, sel), res.scores[sel], (h0, w0)))
+        if keep_predictions:
+            kept.append(TiledPrediction(sample, res))
+        if plots_dir is not None and len(mosaic_payload) < 16:
+            mosaic_payload.append((img, _DetView(torch.from_numpy(gt_boxes), torch.ones(len(gt_boxes)),
+                                                 torch.from_numpy(gt_cls)), _DetView(res.boxes, res.scores, res.classes)))
+        times["postprocess"] += 1e3 * (time.perf_counter() - t0)
+        if progress:
+            progress(done, len(samples))
+    n = max(len(samples), 1)
+    metrics = acc.compute()
+    result = ValResult(
+        metrics=metrics, config=cfg, speed_ms={k: v / n for k, v in times.items()},
+        backend={"name": backend.name, "precision": backend.precision,
+                 "input_shape": list(backend.input_shape) if backend.input_shape else None,
+                 "tile": list(runner.tile), "tile_overlap": runner.overlap, "tiles": tiles},
+        n_images=len(samples),
     )
     if cfg.coco:
         from asfyolo_rt.eval.coco import coco_evaluate

@@ -1,4 +1,6 @@
-"""Prediction at the original image resolution: pre-process, backend, NMS, mask assembly.
+"""Prediction at the original image resolution: geometry (tiles or letterbox), backend, NMS, masks.
+
+The geometry (native-scale tiles, or the paper's whole-image letterbox) is `asfyolo_rt.infer.geometry`.
 
 Masks are assembled by `asfyolo_rt.kernels.mask_assembly` (Triton on CUDA, the box-bounded
 PyTorch reference on CPU): box-local per-cell masks plus one instance label map per image, never
@@ -14,18 +16,22 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from asfyolo_rt.data.letterbox import LetterboxTransform, preprocess, rect_shape
+from asfyolo_rt.data.letterbox import LetterboxTransform
 from asfyolo_rt.infer.backends import Backend
-from asfyolo_rt.infer.nms import non_max_suppression
 from asfyolo_rt.infer.sources import Frame
 
 
 @dataclass(frozen=True)
 class PredictConfig:
-    img_size: int = 640  # long side after resizing
+    img_size: int | None = None  # fit: long side after resizing; native: tile side (default 640 / the model's)
+    scale: str = "native"  # "native" (tiles at the model's pixel scale) or "fit" (whole-image letterbox)
+    tile_overlap: int | None = None  # native: px shared by neighbouring tiles (default: the model's)
+    model_scale: float = 1.0  # native: network px per image px
+    max_object_px: float | None = None  # the model's largest training object (default overlap)
+    batch: int = 1  # tiles per backend call
     conf: float = 0.25
     iou: float = 0.45
-    max_det: int = 1000  # dense nuclei: DSB2018 images hold up to 382 cells
+    max_det: int = 1000  # per tile (native) or per image (fit); DSB2018 images hold up to 382 cells
     mask_threshold: float = 0.5
     soft_nms: bool = False
     kernel_impl: str = "auto"  # mask assembly: auto = Triton on CUDA, reference on CPU
@@ -41,13 +47,14 @@ class ImageResult:
     """
 
     frame: Frame
-    transform: LetterboxTransform
+    transform: LetterboxTransform | None  # the letterbox of a "fit" pass; None for native tiles
     boxes: np.ndarray
     scores: np.ndarray
     classes: np.ndarray
     label_map: np.ndarray
     masks: object
     timing_ms: dict[str, float] = field(default_factory=dict)
+    tiles: int = 1
 
     def __len__(self) -> int:
         return int(self.boxes.shape[0])
@@ -76,9 +83,9 @@ def label_map_from_packed(packed: object, scores: torch.Tensor, size: tuple[int,
     (ties: lower index), 0 = background. Same result as mask_assembly(output="label_map")."""
     h, w = size
     n = int(scores.shape[0])
-    out = np.zeros(h * w, np.int64)
+    out = np.zeros(h * w, np.int32)  # int32 (not int64): an 8192 x 8192 frame is 256 MiB
     if n == 0:
-        return out.reshape(h, w).astype(np.int32)
+        return out.reshape(h, w)
     order = np.argsort(-scores.detach().cpu().numpy().astype(np.float64), kind="stable")
     win = packed.windows.cpu().numpy().astype(np.int64)  # type: ignore[attr-defined]
     data = packed.data.cpu().numpy()  # type: ignore[attr-defined]
@@ -90,7 +97,7 @@ def label_map_from_packed(packed: object, scores: torch.Tensor, size: tuple[int,
         m = data[offsets[i] : offsets[i + 1]].reshape(hh, ww).astype(bool)
         view = out.reshape(h, w)[y0 : y0 + hh, x0 : x0 + ww]
         view[m] = i + 1
-    return out.reshape(h, w).astype(np.int32)
+    return out.reshape(h, w)
 
 
 def predict(
@@ -101,29 +108,25 @@ def predict(
     progress: Callable[[int, int], None] | None = None,
     total: int = 0,
 ) -> Iterator[ImageResult]:
-    """Run the whole pipeline image by image (batch 1, official single-image rect shape)."""
+    """Run the whole pipeline image by image with the geometry of `cfg` (see asfyolo_rt.infer.geometry)."""
+    from asfyolo_rt.infer.geometry import Geometry, PostConfig, Runner
+
     cfg = cfg or PredictConfig()
+    geo = Geometry(cfg.scale, img_size=cfg.img_size, tile_overlap=cfg.tile_overlap, model_scale=cfg.model_scale,
+                   batch=cfg.batch)
+    post = PostConfig(conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, mask_threshold=cfg.mask_threshold,
+                      soft_nms=cfg.soft_nms, kernel_impl=cfg.kernel_impl)
+    runner = Runner(backend, geo, post, max_object_px=cfg.max_object_px)
     for i, frame in enumerate(frames):
+        res = runner(frame.image)
         t0 = time.perf_counter()
-        h, w = frame.image.shape[:2]
-        if backend.input_shape is not None:
-            x, (t,) = preprocess([frame.image], backend.input_shape)
-        else:
-            x, (t,) = preprocess([frame.image], rect_shape(h, w, cfg.img_size), size=cfg.img_size)
-        if backend.max_batch and backend.max_batch > 1:
-            x = torch.cat([x, x.new_zeros((backend.max_batch - 1, *x.shape[1:]))])
-        t1 = time.perf_counter()
-        pred, protos = backend(x)
-        t2 = time.perf_counter()
-        (det,) = non_max_suppression(pred[:1], conf_threshold=cfg.conf, iou_threshold=cfg.iou, max_det=cfg.max_det,
-                                     soft=cfg.soft_nms)
-        label_map, packed = assemble(protos[0], det, t, cfg)
-        t3 = time.perf_counter()
-        boxes = t.boxes_to_original(det.boxes.clone()).cpu().numpy().astype(np.float32)
+        label_map = res.label_map()
+        timing = dict(res.timing_ms)
+        timing["postprocess"] = timing.get("postprocess", 0.0) + 1e3 * (time.perf_counter() - t0)
         yield ImageResult(
-            frame=frame, transform=t, boxes=boxes, scores=det.scores.cpu().numpy(),
-            classes=det.classes.cpu().numpy().astype(np.int64), label_map=label_map, masks=packed,
-            timing_ms={"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1), "postprocess": 1e3 * (t3 - t2)},
+            frame=frame, transform=res.transform, boxes=res.boxes.numpy().astype(np.float32),
+            scores=res.scores.numpy(), classes=res.classes.numpy().astype(np.int64), label_map=label_map,
+            masks=res.masks, timing_ms=timing, tiles=res.tiles,
         )
         if progress:
             progress(i + 1, total)

@@ -40,6 +40,12 @@ class ModelConfig:
     names: dict[int, str] = field(default_factory=lambda: {0: "cell"})
     anchors: tuple[tuple[float, ...], ...] = DEFAULT_ANCHORS  # pixels, per level (w0, h0, w1, h1, w2, h2)
     img_size: int = 640
+    # how the model was trained: "fit" (whole images letterboxed to img_size) or "native" (img_size windows
+    # at model_scale network pixels per image pixel); model_scale None = unknown (fit on mixed image sizes)
+    train_scale: str = "fit"
+    model_scale: float | None = None
+    pixel_size_um: float | None = None  # physical pixel size of the training images, where known
+    max_object_px: float | None = None  # largest training object (network px): the default tile overlap
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -36,6 +36,7 @@ class AugmentConfig:
     min_size: float = 2.0  # keep an instance only if its box is wider and taller than this (px)
     min_area_ratio: float = 0.01  # ... and keeps more than this fraction of its (scaled) pre-affine box area
     max_aspect: float = 100.0  # ... and its aspect ratio stays below this
+    object_bias: float = 0.8  # scale "native": probability that a window is placed around a random instance
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,9 @@ class TrainConfig:
 
     data: str = ""  # dataset folder or data YAML (asfyolo_rt.data.dataset.load_split)
     model: str = "n"  # model size n, s, m, l (the paper's) or x
-    img_size: int = 640
+    img_size: int = 640  # "fit": whole images letterboxed to this; "native": windows of this size
+    scale: str = "fit"  # "fit" (the paper's: whole images resized) or "native" (windows at the images' own scale)
+    model_scale: float = 1.0  # "native": network pixels per image pixel (1.0 = the images' own pixel scale)
     epochs: int = 100
     batch: int = 16  # total batch over all processes (official: 8)
     device: str = "auto"  # "auto" (cuda when available), "cpu", "cuda", "cuda:1"
@@ -177,6 +180,12 @@ def check(cfg: TrainConfig) -> None:
         problems.append(f"model {cfg.model!r}: expected n, s, m, l or x")
     if cfg.img_size <= 0 or cfg.img_size % 32:
         problems.append(f"img_size {cfg.img_size}: expected a positive multiple of 32")
+    if cfg.scale not in ("fit", "native"):
+        problems.append(f"scale {cfg.scale!r}: expected 'fit' or 'native'")
+    if not 0.05 <= cfg.model_scale <= 20:
+        problems.append(f"model_scale {cfg.model_scale}: expected a factor in [0.05, 20]")
+    if not 0.0 <= cfg.augment.object_bias <= 1.0:
+        problems.append(f"augment.object_bias {cfg.augment.object_bias}: expected a probability in [0, 1]")
     if cfg.epochs < 1:
         problems.append(f"epochs {cfg.epochs}: expected >= 1")
     if cfg.batch < 1:

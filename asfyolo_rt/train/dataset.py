@@ -10,6 +10,13 @@ One item (`TrainDataset[i]`):
 `collate` stacks a batch into images (B, 3, S, S) uint8, targets (n, 6) float32 = batch index, cls,
 cx, cy, w, h (rows grouped by image, in index-map order) and index maps (B, S/r, S/r) int32.
 
+Scale "fit" (the paper's): every image is resized so its long side is S, then augmented. Scale
+"native": every item is built from windows of S x S pixels cut from the full-resolution image (resized
+only by the run's `model_scale`, 1.0 = the image's own pixels), so objects keep the size they have in
+the images the model will segment; a window is placed around a random instance with probability
+`augment.object_bias` (else uniformly), instances cut by the window edge are clipped to it, and the
+mosaic and affine (scale jitter around 1.0) run on those windows as on resized images.
+
 Randomness: sample i of epoch e uses `numpy.random.default_rng((seed, e, i))`, so a batch does not
 depend on worker count or on whether the run was interrupted and resumed. Call `set_epoch(e)` before
 iterating (workers are not persistent, so every epoch's workers see the new value).
@@ -54,8 +61,48 @@ def load_resized(sample: Sample, size: int) -> tuple[np.ndarray, Instances]:
     return img, Instances(np.asarray(sample.classes, np.int64).reshape(-1), polys)
 
 
+def load_native(sample: Sample, model_scale: float = 1.0) -> tuple[np.ndarray, Instances]:
+    """Read one image at `model_scale` x its own pixel scale; polygons (K_i, 2) in its pixels."""
+    raw = read_image(sample.image_path)
+    h0, w0 = raw.shape[:2]
+    if model_scale != 1.0:
+        return load_resized(sample, max(1, round(max(h0, w0) * model_scale)))
+    orig = np.array([w0, h0], np.float32)
+    polys = [np.asarray(p, np.float32) * orig for p in sample.polygons]
+    return raw, Instances(np.asarray(sample.classes, np.int64).reshape(-1), polys)
+
+
+def cut_window(
+    img: np.ndarray, inst: Instances, size: int, rng: np.random.Generator, object_bias: float, resample: int
+) -> tuple[np.ndarray, Instances]:
+    """A window of at most size x size pixels of `img`, placed around a random instance with probability
+    `object_bias` (else uniformly). Polygons are resampled to `resample` points and clipped to the window;
+    instances with no point strictly inside it are dropped."""
+    h, w = img.shape[:2]
+    wh, ww = min(h, size), min(w, size)
+    n = len(inst)
+    if n and rng.random() < object_bias:
+        k = int(rng.integers(n))
+        p = inst.polygons[k]
+        cx, cy = float(p[:, 0].mean()), float(p[:, 1].mean())
+        x0 = int(round(cx - rng.uniform(0.15, 0.85) * ww))
+        y0 = int(round(cy - rng.uniform(0.15, 0.85) * wh))
+    else:
+        x0, y0 = int(rng.integers(0, w - ww + 1)), int(rng.integers(0, h - wh + 1))
+    x0, y0 = min(max(x0, 0), w - ww), min(max(y0, 0), h - wh)
+    crop = img[y0:y0 + wh, x0:x0 + ww]
+    if not n:
+        return crop, Instances(inst.classes, [])
+    polys = resample_polygons(list(inst.polygons), resample) - np.array([x0, y0], np.float32)
+    inside = ((polys[..., 0] > 0) & (polys[..., 0] < ww - 1) & (polys[..., 1] > 0) & (polys[..., 1] < wh - 1)).any(1)
+    polys = polys[inside]
+    polys[..., 0] = np.clip(polys[..., 0], 0, ww - 1)
+    polys[..., 1] = np.clip(polys[..., 1], 0, wh - 1)
+    return crop, Instances(inst.classes[inside], list(polys))
+
+
 class TrainDataset(Dataset):
-    """Augmented training samples of one split (see module docstring for the item format)."""
+    """Augmented training samples of one split (see module docstring for the item format and scales)."""
 
     def __init__(
         self,
@@ -67,6 +114,8 @@ class TrainDataset(Dataset):
         augment: bool = True,
         mask_ratio: int = 4,
         cache_images: bool = True,
+        scale: str = "fit",
+        model_scale: float = 1.0,
     ) -> None:
         if not split.samples:
             raise DataError(f"split {split.split!r} of {split.root} has no images to train on")
@@ -78,9 +127,13 @@ class TrainDataset(Dataset):
         self.augment = augment
         self.mask_ratio = mask_ratio
         self.epoch = 0
+        if scale not in ("fit", "native"):
+            raise DataError(f"scale {scale!r}: expected 'fit' or 'native'")
+        self.scale = scale
+        self.model_scale = model_scale
         self._cache: list[tuple[np.ndarray, Instances]] | None = None
         if cache_images:
-            self._cache = [load_resized(s, img_size) for s in self.samples]
+            self._cache = [self._read(s) for s in self.samples]
             mb = sum(im.nbytes for im, _ in self._cache) / 2**20
             log.info("cached %d training images (%.0f MiB)", len(self._cache), mb)
 
@@ -90,11 +143,22 @@ class TrainDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
-    def load(self, i: int) -> tuple[np.ndarray, Instances]:
+    def _read(self, sample: Sample) -> tuple[np.ndarray, Instances]:
+        if self.scale == "native":
+            return load_native(sample, self.model_scale)
+        return load_resized(sample, self.img_size)
+
+    def load(self, i: int, rng: np.random.Generator | None = None) -> tuple[np.ndarray, Instances]:
+        """Image i resized (scale "fit"), or a window of it at native scale (needs `rng`)."""
         if self._cache is not None:
             img, inst = self._cache[i]
-            return img, Instances(inst.classes, list(inst.polygons))
-        return load_resized(self.samples[i], self.img_size)
+            inst = Instances(inst.classes, list(inst.polygons))
+        else:
+            img, inst = self._read(self.samples[i])
+        if self.scale == "native":
+            rng = rng if rng is not None else np.random.default_rng((self.seed, self.epoch, i, 1))
+            img, inst = cut_window(img, inst, self.img_size, rng, self.aug.object_bias, self.aug.resample_points)
+        return img, inst
 
     def box_sizes(self) -> np.ndarray:
         """(M, 2) float32 w, h in pixels of every training box with the image's long side = img_size."""
@@ -104,7 +168,7 @@ class TrainDataset(Dataset):
                 continue
             b = s.boxes_xyxy_norm()
             h, w = image_size(s.image_path)
-            r = self.img_size / max(h, w)
+            r = self.model_scale if self.scale == "native" else self.img_size / max(h, w)
             out.append((b[:, 2:] - b[:, :2]) * np.array([w * r, h * r], np.float32))
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 2), np.float32)
 
@@ -114,10 +178,10 @@ class TrainDataset(Dataset):
         if self.augment:
             use_mosaic = bool(rng.random() < self.aug.mosaic)
             picks = [index, *rng.integers(0, len(self), 3).tolist()] if use_mosaic else [index]
-            img, inst = augment_sample([self.load(i) for i in picks], s, self.aug, rng, use_mosaic=use_mosaic)
+            img, inst = augment_sample([self.load(i, rng) for i in picks], s, self.aug, rng, use_mosaic=use_mosaic)
             polys = list(inst.polygons)
         else:
-            img, inst = letterbox_square(*self.load(index), s)
+            img, inst = letterbox_square(*self.load(index, rng), s)
             polys = list(resample_polygons(list(inst.polygons), self.aug.resample_points))
             inst.boxes = polygon_boxes(np.asarray(polys, np.float32).reshape(-1, self.aug.resample_points, 2), s, s)
         index_map, order = polygons_to_index_map(polys, (s, s), downsample=self.mask_ratio)

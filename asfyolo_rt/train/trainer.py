@@ -168,7 +168,9 @@ def load_state(path: Path) -> dict[str, Any]:
 
 
 def _transfer_weights(model: nn.Module, path: str) -> None:
-    state, _ = read_checkpoint(path)
+    from asfyolo_rt.weights_registry import resolve_weights
+
+    state, _ = read_checkpoint(resolve_weights(path))
     own = model.state_dict()
     take = {k: v for k, v in state.items() if k in own and v.shape == own[k].shape and k != "head.anchors"}
     if not take:
@@ -241,7 +243,7 @@ def _run(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path, rank: in
     names = train_split.names or {0: "cell"}
     nc = max(len(names), 1)
     dataset = TrainDataset(train_split, cfg.img_size, cfg.augment, seed=cfg.seed, mask_ratio=cfg.loss.mask_ratio,
-                           cache_images=cfg.cache_images)
+                           cache_images=cfg.cache_images, scale=cfg.scale, model_scale=cfg.model_scale)
     model: ASFYOLO = build_model(cfg.model, nc)
     if state is None:
         if cfg.weights:
@@ -363,7 +365,8 @@ def _run(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path, rank: in
         provenance = {"source": "asfyolo-rt train", "run": str(run_dir), "epoch": epoch + 1, "data": cfg.data,
                       "fitness": fitness}
         ema_model: ASFYOLO = ema.model  # type: ignore[assignment]
-        mcfg = config_of(ema_model, names=names, img_size=cfg.img_size, provenance=provenance)
+        mcfg = config_of(ema_model, names=names, img_size=cfg.img_size, provenance=provenance,
+                         train_scale=cfg.scale, model_scale=cfg.model_scale if cfg.scale == "native" else None)
         save_checkpoint(ema_model, last_path, mcfg)
         if fitness is not None and fitness > best_fitness:
             best_fitness, best_epoch = fitness, epoch
@@ -392,8 +395,11 @@ def _validate(model: nn.Module, split: Any, cfg: TrainConfig, device: torch.devi
     cb = None
     if progress:
         cb = lambda done, total: progress(TrainProgress("val", epoch, cfg.epochs, done, total))
+    # scale "native": the deployment protocol (native scale, tiles), else the paper's whole-image letterbox
+    protocol = "tiled" if cfg.scale == "native" else "fit"
     res = validate(TorchBackend(model, device=str(device), names=names), split,
-                   ValConfig(img_size=cfg.img_size, batch_size=2 * cfg.batch), progress=cb)
+                   ValConfig(img_size=cfg.img_size, batch_size=2 * cfg.batch, protocol=protocol,
+                             model_scale=cfg.model_scale), progress=cb)
     m = res.metrics
     return {"box_map50": m.box_map50, "box_map": m.box_map, "mask_map50": m.mask_map50, "mask_map": m.mask_map,
             "fitness": m.fitness}
