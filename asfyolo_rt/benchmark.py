@@ -6,6 +6,10 @@ assembly of an instance label map at the original resolution). `cells=N` replace
 by a synthetic load of N cell-sized boxes, so post-processing can be measured at 50, 300 or 1,000
 cells whatever the model predicts. Each result is one flat row (environment included) so runs on
 several devices append to one CSV/JSON table.
+
+`bench_frame` times what a microscope frame costs: a whole image (e.g. 2048 x 2048) through
+`asfyolo_rt.infer.geometry.Runner` (native-scale tiles, `batch` tiles per call, stitching, full-
+resolution label map): ms per frame and megapixels per second.
 """
 
 from __future__ import annotations
@@ -191,23 +195,34 @@ def _postprocess(pred: torch.Tensor, protos: torch.Tensor, transforms: list[Lett
     return total
 
 
-def write_csv(rows: Sequence[BenchRow], path: str) -> None:
-    """Append rows to a CSV (header written when the file is new)."""
+def write_csv(rows: Sequence[Any], path: str) -> None:
+    """Append rows (BenchRow or FrameRow, one kind per file) to a CSV (header written when the file is new)."""
     import csv
     from pathlib import Path
 
+    from asfyolo_rt.errors import ConfigError
+
+    if not rows:
+        return
+    fields = list(type(rows[0]).__dataclass_fields__)
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     new = not p.exists() or p.stat().st_size == 0
+    if not new:
+        with open(p, newline="") as f:
+            header = next(csv.reader(f), [])
+        if header != fields:
+            raise ConfigError(f"--csv {p} holds rows of another kind (columns {header[:4]}...)",
+                              hint="write whole-frame rows (--frame/--image) and per-input rows to different files")
     with open(p, "a", newline="") as f:
-        w = csv.DictWriter(f, list(BenchRow.__dataclass_fields__))
+        w = csv.DictWriter(f, fields)
         if new:
             w.writeheader()
         for r in rows:
             w.writerow(r.to_dict())
 
 
-def append_json(rows: Sequence[BenchRow], path: str) -> None:
+def append_json(rows: Sequence[Any], path: str) -> None:
     """Append rows to a JSON list file (created when missing)."""
     import json
     from pathlib import Path
@@ -244,3 +259,80 @@ def plot_rows(rows: Sequence[dict[str, Any]], path: str) -> None:
     ax2.set_xticks(x, labels, fontsize=7)
     ax2.legend()
     fig.savefig(path, dpi=150)
+
+
+@dataclass
+class FrameRow:
+    label: str
+    backend: str
+    precision: str
+    frame: str  # "HxW" of the image
+    tile: str  # "HxW" of the network input
+    tile_overlap: int
+    tiles: int
+    batch: int
+    iters: int
+    cells: int
+    frame_p50_ms: float
+    frame_p90_ms: float
+    mpix_per_s: float  # megapixels of the frame per second, end to end
+    pre_ms: float  # per frame, median
+    infer_ms: float
+    post_ms: float
+    peak_host_mb: float
+    device: str
+    threads: int
+    torch: str
+    onnxruntime: str | None
+    git_sha: str | None
+    timestamp: str
+    load_warning: str = ""  # set when the timings spread so much that the machine was busy
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bench_frame(label: str, backend: Backend, image: np.ndarray, *, batch: int = 1, img_size: int | None = None,
+                tile_overlap: int | None = None, model_scale: float = 1.0, max_object_px: float | None = None,
+                warmup: int = 1, iters: int = 5, device: str = "cpu", env: dict[str, Any] | None = None,
+                progress: Callable[[int, int], None] | None = None) -> FrameRow:
+    """End-to-end time of one whole frame with tiling, batching, stitching and the label map."""
+    from asfyolo_rt.env import environment
+    from asfyolo_rt.infer.geometry import Geometry, PostConfig, Runner
+
+    env = env or environment()
+    runner = Runner(backend, Geometry("native", img_size=img_size, tile_overlap=tile_overlap, model_scale=model_scale,
+                                      batch=batch), PostConfig(), max_object_px=max_object_px)
+    tot, pre, inf, post = [], [], [], []
+    cells = tiles = 0
+    for i in range(warmup + iters):
+        t0 = time.perf_counter()
+        res = runner(image)
+        res.label_map()
+        _sync(device)
+        t1 = time.perf_counter()
+        if i < warmup:
+            continue
+        tot.append(t1 - t0)
+        pre.append(res.timing_ms["preprocess"])
+        inf.append(res.timing_ms["inference"])
+        post.append(1e3 * (t1 - t0) - res.timing_ms["preprocess"] - res.timing_ms["inference"])
+        cells, tiles = len(res), res.tiles
+        if progress:
+            progress(i + 1 - warmup, iters)
+    p50, p90, _ = _percentiles([1e3 * t for t in tot])
+    h, w = image.shape[:2]
+    warn = ""
+    if len(tot) >= 3 and p90 > 1.5 * p50:
+        warn = f"p90 is {p90 / p50:.1f}x p50: the machine was busy; rerun on an idle machine"
+    return FrameRow(
+        label=label, backend=backend.name, precision=backend.precision, frame=f"{h}x{w}",
+        tile=f"{runner.tile[0]}x{runner.tile[1]}", tile_overlap=runner.overlap, tiles=tiles, batch=runner.batch,
+        iters=len(tot), cells=cells, frame_p50_ms=round(p50, 2), frame_p90_ms=round(p90, 2),
+        mpix_per_s=round(h * w / 1e6 / float(np.median(tot)), 3), pre_ms=round(float(np.median(pre)), 2),
+        infer_ms=round(float(np.median(inf)), 2), post_ms=round(float(np.median(post)), 2),
+        peak_host_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        device=_device_name(env, device), threads=torch.get_num_threads(), torch=env.get("torch") or "",
+        onnxruntime=env.get("onnxruntime"), git_sha=env.get("git_sha"),
+        timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"), load_warning=warn,
+    )

@@ -47,6 +47,9 @@ def bench(
     iters: Annotated[int, typer.Option(help="Timed iterations per configuration.")] = 20,
     seconds: Annotated[float | None, typer.Option(help="Time each configuration for this long instead of --iters.")] = None,
     cells: Annotated[int | None, typer.Option(help="Synthetic post-processing load: N cells per image.")] = None,
+    frame: Annotated[int | None, typer.Option("--frame", help="Time whole N x N camera frames (DSB2018 val nuclei packed at native scale, 16-bit; synthetic without the data) through tiling, batching and stitching: ms per frame and megapixels/s.")] = None,
+    image: Annotated[Path | None, typer.Option("--image", help="Time whole frames of this image file (any size) instead of --frame.")] = None,
+    tile_overlap: Annotated[int | None, typer.Option("--tile-overlap", help="Whole-frame mode: pixels shared by neighbouring tiles (default: the model's).")] = None,
     data: Annotated[Path | None, typer.Option("--data", help=f"Images for the benchmark (val split). Default: {DEFAULT_DATA} if present, else synthetic.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda (PyTorch).")] = "cpu",
     kernel_impl: Annotated[str, typer.Option("--kernel-impl", help="PyTorch CPAM on CUDA: torch (reference) or triton.")] = "torch",
@@ -63,6 +66,8 @@ def bench(
       asfyolo-rt bench
       asfyolo-rt bench --model l --img-size 320 --precision fp32,int8,int8-cpu --csv bench/results/cpu.csv
       asfyolo-rt bench bundle/model.int8-cpu.onnx --batch 1,2,4 --cells 300 --json
+      asfyolo-rt bench --frame 2048 --batch 4 --csv bench/results/cpu_frames.csv
+      asfyolo-rt bench bundle/model.onnx --image camera.tif --batch 4
     """
     import torch
 
@@ -79,7 +84,16 @@ def bench(
     if unknown:
         raise ConfigError(f"--backend {sorted(unknown)}: expected torch, onnxruntime or tensorrt")
     batches = _csv_list(batch, int)
-    images, images_desc = _images(data)
+    if any(b < 1 for b in batches) or not batches:
+        raise ConfigError(f"--batch {batch!r}: expected positive batch sizes, e.g. 1,2,4")
+    if iters < 1 or warmup < 0:
+        raise ConfigError(f"--iters {iters} / --warmup {warmup}: expected iters >= 1 and warmup >= 0")
+    if frame is not None and image is not None:
+        raise ConfigError("give --frame N or --image PATH, not both")
+    if frame is not None and not 64 <= frame <= 16384:
+        raise ConfigError(f"--frame {frame}: expected a side between 64 and 16384 pixels")
+    whole = _frame_image(frame, image, data) if (frame is not None or image is not None) else None
+    images, images_desc = ([], "") if whole is not None else _images(data)
     env = environment()
     rows = []
     sources = _sources(models, model)
@@ -105,9 +119,24 @@ def bench(
                              "then `asfyolo-rt bench BUNDLE/model.<precision>.engine`")
         for run_label, b in runs:
             stderr.print(f"bench {escape(run_label)} ...")
+            if whole is not None:
+                from asfyolo_rt.benchmark import bench_frame
+                from asfyolo_rt.infer.geometry import recorded_geometry
+
+                rec = recorded_geometry(src) if isinstance(src, Path) else None
+                for bs in batches:
+                    rows.append(bench_frame(run_label, b, whole[0], batch=bs if not b.max_batch else b.max_batch,
+                                            img_size=None if b.input_shape else img_size, tile_overlap=tile_overlap,
+                                            model_scale=rec.scale_factor if rec else 1.0,
+                                            max_object_px=rec.max_object_px if rec else None, warmup=warmup,
+                                            iters=iters, device=device if b.name == "torch" else "cpu", env=env))
+                continue
             rows += bench_backend(run_label, b, images, BenchConfig(
                 img_size=size, batches=tuple(batches), warmup=warmup, iters=iters, seconds=seconds, cells=cells,
             ), device=device if b.name == "torch" else "cpu", env=env)
+    if whole is not None:
+        _frame_output(rows, whole[1], csv, json_out, as_json)
+        return
     if csv:
         write_csv(rows, str(csv))
     if json_out:
@@ -126,6 +155,50 @@ def bench(
                       f"{r.infer_ms:.1f}", f"{r.post_ms:.1f}", f"{r.latency_p50_ms:.1f}", f"{r.latency_p90_ms:.1f}",
                       f"{r.latency_p99_ms:.1f}", f"{r.fps:.2f}", f"{r.infer_fps:.2f}", f"{100 * r.post_share:.1f}")
     console.print(table)
+
+
+def _frame_image(frame: int | None, image: Path | None, data: Path | None) -> tuple[Any, str]:
+    """The whole frame to time: an image file, or an N x N camera frame of val nuclei (synthetic without data)."""
+    from asfyolo_rt.data.io import read_image, to_uint8_rgb
+
+    if image is not None:
+        img = read_image(image)
+        return img, f"{image} ({img.shape[1]}x{img.shape[0]})"
+    assert frame is not None
+    src = data if data is not None else (DEFAULT_DATA if DEFAULT_DATA.exists() else None)
+    if src is not None:
+        from asfyolo_rt.data.dataset import load_split
+        from asfyolo_rt.data.frames import camera_frame
+
+        fr = camera_frame(load_split(src, "val", on_problem="warn"), frame)
+        return to_uint8_rgb(fr.image), f"{frame}x{frame} 16-bit frame of {src} val nuclei ({len(fr.polygons)} nuclei)"
+    from asfyolo_rt.data.synth import make_nuclei
+
+    return to_uint8_rgb(make_nuclei(0, shape=(frame, frame))[0]), f"synthetic nuclei {frame}x{frame}"
+
+
+def _frame_output(rows: list[Any], desc: str, csv: Path | None, json_out: Path | None, as_json: bool) -> None:
+    from asfyolo_rt.benchmark import append_json, write_csv
+
+    if csv:
+        write_csv(rows, str(csv))
+    if json_out:
+        append_json(rows, str(json_out))
+    if as_json:
+        print_json({"frame": desc, "rows": [r.to_dict() for r in rows]})
+        return
+    table = Table(title=f"{rows[0].device if rows else ''} - whole frames: {desc}")
+    for col in ("model [backend precision]", "tile", "overlap", "tiles", "batch", "cells", "pre ms", "infer ms",
+                "post ms", "frame p50 ms", "frame p90 ms", "MP/s"):
+        table.add_column(col, justify="left" if col.startswith("model") else "right")
+    for r in rows:
+        table.add_row(escape(r.label), r.tile, str(r.tile_overlap), str(r.tiles), str(r.batch), str(r.cells),
+                      f"{r.pre_ms:.0f}", f"{r.infer_ms:.0f}", f"{r.post_ms:.0f}", f"{r.frame_p50_ms:.0f}",
+                      f"{r.frame_p90_ms:.0f}", f"{r.mpix_per_s:.3f}")
+    console.print(table)
+    for r in rows:
+        if r.load_warning:
+            stderr.print(f"[yellow]warning:[/] {escape(r.label)}: {r.load_warning}")
 
 
 def _sources(models: list[str] | None, arch: str | None) -> list[tuple[str, Any]]:

@@ -51,7 +51,8 @@ def parity(
     data: Annotated[Path, typer.Option("--data", "-d", help="Dataset folder or YAML; its val split is used.")] = Path("../shared/datasets/DSB2018"),
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="Reference checkpoint (default: the bundle's source, else the shipped DSB2018 model).")] = None,
     images: Annotated[int, typer.Option("--images", "-n", help="Number of val images.")] = 50,
-    img_size: Annotated[int | None, typer.Option("--img-size", help="Square input when no model is static.")] = None,
+    img_size: Annotated[int | None, typer.Option("--img-size", help="Square input (fit) or tile (tiled) when no model is static.")] = None,
+    protocol: Annotated[str, typer.Option("--protocol", help="fit: every image letterboxed into the models' input; tiled: every image at native scale in tiles of that input (what predict does).")] = "fit",
     split: Annotated[str, typer.Option(help="Dataset split.")] = "val",
     threshold: Annotated[list[str] | None, typer.Option("--threshold", help="Allowed mask mAP50 loss in points, e.g. --threshold int8=0.5 (defaults fp32=0.1 fp16=0.3 bf16=1.0 int8=1.0).")] = None,
     torch_lowp: Annotated[bool, typer.Option("--torch-lowp/--no-torch-lowp", help="Also evaluate PyTorch bf16 (CPU) / fp16 (CUDA).")] = True,
@@ -64,6 +65,7 @@ def parity(
     Examples:
       asfyolo-rt parity bundle/ --data ../shared/datasets/DSB2018 --images 50 --json
       asfyolo-rt parity bundle/model.int8.onnx --threshold int8=0.5 --report parity/
+      asfyolo-rt parity bundle/ --protocol tiled --images 20
     """
     from asfyolo_rt.data.dataset import load_split
     from asfyolo_rt.errors import ConfigError
@@ -72,6 +74,12 @@ def parity(
     from asfyolo_rt.model.weights import load_checkpoint
     from asfyolo_rt.weights_registry import resolve_weights
 
+    from asfyolo_rt.infer.geometry import recorded_geometry
+
+    if protocol not in ("fit", "tiled"):
+        raise ConfigError(f"--protocol {protocol!r}: expected fit or tiled")
+    if images < 1:
+        raise ConfigError(f"--images {images}: expected >= 1")
     files, bundle_weights = discover(list(paths or []))
     ref_path = resolve_weights(weights) if weights else (bundle_weights or resolve_weights(None))
     from asfyolo_rt.model.weights import import_official
@@ -111,8 +119,10 @@ def parity(
     n = min(images, len(ds.samples))
     with progress_bar("parity", n * len(cands)) as cb:
         order = {c.label: i for i, c in enumerate(cands)}
+        rec = recorded_geometry(ref_path)
         rep, preds = run_parity(cands, ds, input_shape=shape, n_images=n, thresholds=thresholds,
-                                progress=lambda lab, d, t: cb(order[lab] * n + d, n * len(cands)))
+                                progress=lambda lab, d, t: cb(order[lab] * n + d, n * len(cands)), protocol=protocol,
+                                model_scale=rec.scale_factor, max_object_px=rec.max_object_px)
     if report:
         write_report(rep, preds, report)
     out = rep.to_dict()
@@ -120,7 +130,8 @@ def parity(
     if as_json:
         print_json(out)
     else:
-        table = Table(title=f"parity on {n} images of {data} ({shape[0]}x{shape[1]})")
+        how = "letterboxed into" if protocol == "fit" else "native scale, tiles of"
+        table = Table(title=f"parity on {n} images of {data} ({how} {shape[0]}x{shape[1]})")
         for col in ("backend", "box mAP50", "mask mAP50", "mask mAP50-95", "DSB", "Δ mask mAP50 (pts)", "allowed", "verdict"):
             table.add_column(col)
         for r in rep.results:

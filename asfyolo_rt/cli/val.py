@@ -1,4 +1,4 @@
-"""`asfyolo-rt val`: the official validation protocol (+ COCO and DSB cross-checks) for any backend."""
+"""`asfyolo-rt val`: the paper's whole-image protocol and the tiled deployment protocol, for any backend."""
 
 from __future__ import annotations
 
@@ -20,8 +20,10 @@ def val(
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="Checkpoint (.safetensors, official .pt) or shipped name (dsb2018, bcc). Default: the shipped DSB2018 model.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="An exported model to evaluate instead: model.onnx, model.int8.onnx, model.engine.")] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
-    img_size: Annotated[int | None, typer.Option("--img-size", help="Long side after resizing (default: the model's training size; official protocol: 640).")] = None,
-    batch: Annotated[int, typer.Option(help="Batch size (static exported models use their own).")] = 16,
+    protocol: Annotated[str, typer.Option("--protocol", help="fit: whole images letterboxed to --img-size (the paper's protocol, masks at 1/4 resolution); tiled: each image at its own pixel scale in tiles, stitched, full-resolution masks (what predict does); both.")] = "fit",
+    img_size: Annotated[int | None, typer.Option("--img-size", help="fit: long side after resizing; tiled: tile side. Default 640 (a static model's own shape).")] = None,
+    tile_overlap: Annotated[int | None, typer.Option("--tile-overlap", help="tiled: pixels shared by neighbouring tiles (default: larger than the model's largest training cell).")] = None,
+    batch: Annotated[int, typer.Option(help="Images (fit) or tiles (tiled) per backend call; static exported models use their own.")] = 16,
     conf: Annotated[float, typer.Option(help="Confidence threshold (official training-time validation: 0.001).")] = 0.001,
     iou: Annotated[float, typer.Option(help="NMS IoU threshold (official: 0.6).")] = 0.6,
     max_det: Annotated[int, typer.Option("--max-det", help="Detections kept per image.")] = 300,
@@ -38,6 +40,8 @@ def val(
 
     Examples:
       asfyolo-rt val --data ../shared/datasets/DSB2018 --json
+      asfyolo-rt val --data ../shared/datasets/DSB2018 --protocol tiled --json
+      asfyolo-rt val --data ../shared/datasets/DSB2018 --protocol both --model bundle/model.onnx
       asfyolo-rt val --weights bcc --data ../shared/datasets/BCC --plots runs/val-bcc
       asfyolo-rt val --model bundle/model.int8.onnx --data ../shared/datasets/DSB2018 --max-images 50
     """
@@ -45,26 +49,58 @@ def val(
     from asfyolo_rt.eval.validate import ValConfig, validate
     from asfyolo_rt.infer.backends import load_backend
 
-    path, trained_size = resolve_model_source(weights, model)
-    size = img_size or trained_size or 640
+    from asfyolo_rt.errors import ConfigError
+    from asfyolo_rt.infer.geometry import recorded_geometry
+
+    if protocol not in ("fit", "tiled", "both"):
+        raise ConfigError(f"--protocol {protocol!r}: expected fit, tiled or both")
+    if batch < 1:
+        raise ConfigError(f"--batch {batch}: expected >= 1")
+    if max_det < 1:
+        raise ConfigError(f"--max-det {max_det}: expected >= 1")
+    if img_size is not None and (img_size < 32 or img_size % 32):
+        raise ConfigError(f"--img-size {img_size}: expected a positive multiple of 32 (e.g. 640)")
+    path, _ = resolve_model_source(weights, model)
+    rec = recorded_geometry(path)
     ds = load_split(data, split, on_problem="warn")
     backend = load_backend(path, device=device, precision=precision)
-    cfg = ValConfig(img_size=size, batch_size=batch, conf=conf, iou=iou, max_det=max_det, soft_nms=soft_nms,
-                    coco=coco, dsb=dsb, max_images=max_images)
-    with progress_bar(f"val {path.name}", min(len(ds.samples), max_images or len(ds.samples))) as cb:
-        result = validate(backend, ds, cfg, progress=cb, plots_dir=plots)
-    out = result.to_dict()
-    out["model"] = str(path)
-    out["data"] = str(data)
-    out["split"] = split
+    if backend.input_shape is not None and img_size is not None and img_size != max(backend.input_shape):
+        raise ConfigError(f"--img-size {img_size} conflicts with {path.name}'s fixed input "
+                          f"{backend.input_shape[0]}x{backend.input_shape[1]}", hint="leave out --img-size")
+    size = img_size or (max(backend.input_shape) if backend.input_shape else 640)
+    protocols = ["fit", "tiled"] if protocol == "both" else [protocol]
+    results = {}
+    n = min(len(ds.samples), max_images or len(ds.samples))
+    for p in protocols:
+        cfg = ValConfig(img_size=size, batch_size=batch, conf=conf, iou=iou, max_det=max_det, soft_nms=soft_nms,
+                        coco=coco, dsb=dsb, max_images=max_images, protocol=p, model_scale=rec.scale_factor,
+                        tile_overlap=tile_overlap, max_object_px=rec.max_object_px)
+        plots_dir = None if plots is None else (plots / p if len(protocols) > 1 else plots)
+        with progress_bar(f"val {p} {path.name}", n) as cb:
+            results[p] = validate(backend, ds, cfg, progress=cb, plots_dir=plots_dir)
+    head = {"model": str(path), "data": str(data), "split": split}
     if as_json:
-        print_json(out)
+        if len(protocols) == 1:
+            print_json(results[protocols[0]].to_dict() | {"protocol": protocols[0]} | head)
+        else:
+            print_json(head | {"protocols": {p: r.to_dict() | {"protocol": p} for p, r in results.items()}})
         return
-    table = Table(title=f"{path.name} on {data} [{split}], {result.n_images} images, img-size {size}")
+    first = results[protocols[0]]
+    table = Table(title=f"{path.name} on {data} [{split}], {first.n_images} images, "
+                        + ", ".join(f"{p} {_describe(p, r, size)}" for p, r in results.items()))
     table.add_column("metric")
-    table.add_column("value", justify="right")
-    for k, v in result.summary().items():
-        table.add_row(k, "-" if v is None else f"{v:.4f}")
-    for k, v in result.speed_ms.items():
-        table.add_row(f"{k} ms/img", f"{v:.1f}")
+    for p in protocols:
+        table.add_column(p, justify="right")
+    keys = list(first.summary())
+    for k in keys:
+        table.add_row(k, *["-" if r.summary().get(k) is None else f"{r.summary()[k]:.4f}" for r in results.values()])
+    for k in first.speed_ms:
+        table.add_row(f"{k} ms/img", *[f"{r.speed_ms[k]:.1f}" for r in results.values()])
     console.print(table)
+
+
+def _describe(protocol: str, result: object, size: int) -> str:
+    if protocol == "fit":
+        return f"(img-size {size})"
+    b = result.backend  # type: ignore[attr-defined]
+    return f"(tiles {b['tile'][0]}x{b['tile'][1]}, overlap {b['tile_overlap']}, {b['tiles']} tiles)"

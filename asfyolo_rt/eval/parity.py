@@ -86,6 +86,7 @@ class ParityReport:
     n_images: int
     input_shape: tuple[int, int]
     results: list[BackendParity] = field(default_factory=list)
+    protocol: str = "fit"
 
     @property
     def passed(self) -> bool:
@@ -93,12 +94,13 @@ class ParityReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "n_images": self.n_images, "input_shape": list(self.input_shape),
-                "passed": self.passed, "results": [asdict(r) for r in self.results]}
+                "protocol": self.protocol, "passed": self.passed, "results": [asdict(r) for r in self.results]}
 
     def to_markdown(self) -> str:
         lines = [
-            f"# Parity report\n\nReference: **{self.reference}**; {self.n_images} images letterboxed into "
-            f"{self.input_shape[0]}x{self.input_shape[1]}; same NMS and mask post-processing for every backend.\n",
+            f"# Parity report\n\nReference: **{self.reference}**; {self.n_images} images "
+            + ("letterboxed into " if self.protocol == "fit" else "at native scale in tiles of ")
+            + f"{self.input_shape[0]}x{self.input_shape[1]}; same NMS and mask post-processing for every backend.\n",
             "| backend | box mAP50 | mask mAP50 | mask mAP50-95 | DSB | Δ mask mAP50 (pts) | allowed | matched | "
             "mean mask IoU | verdict |",
             "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
@@ -147,9 +149,11 @@ def agreement(ref: Sequence[ImagePrediction], other: Sequence[ImagePrediction], 
     count_err: list[int] = []
     per_image: list[int] = []
     for a, b in zip(ref, other):
-        ka, kb = a.det.scores >= conf, b.det.scores >= conf
-        ba, bb = a.boxes_orig[ka], b.boxes_orig[kb]
-        ma, mb = a.masks_proto[ka], b.masks_proto[kb]
+        sa, ba, mask_a = _instances(a)
+        sb, bb, mask_b = _instances(b)
+        ka, kb = sa >= conf, sb >= conf
+        ba, bb = ba[ka], bb[kb]
+        ia, ib = torch.nonzero(ka).reshape(-1).tolist(), torch.nonzero(kb).reshape(-1).tolist()
         na, nb = ba.shape[0], bb.shape[0]
         count_err.append(nb - na)
         m = 0
@@ -163,9 +167,7 @@ def agreement(ref: Sequence[ImagePrediction], other: Sequence[ImagePrediction], 
                 if row[j] >= iou:
                     used[j] = True
                     m += 1
-                    inter = (ma[i] & mb[j]).sum().item()
-                    union = (ma[i] | mb[j]).sum().item()
-                    mask_ious.append(inter / union if union else 1.0)
+                    mask_ious.append(_pair_mask_iou(mask_a(ia[i]), mask_b(ib[j])))
         matched += m
         unmatched_ref += na - m
         unmatched_other += nb - m
@@ -180,6 +182,24 @@ def agreement(ref: Sequence[ImagePrediction], other: Sequence[ImagePrediction], 
         "count_error_max_abs": int(np.max(np.abs(count_err))) if count_err else 0,
         "disagreement_per_image": per_image,
     }
+
+
+def _instances(p: Any) -> tuple[torch.Tensor, torch.Tensor, Callable[[int], Any]]:
+    """(scores, boxes in original pixels, mask getter) of a fit (ImagePrediction) or tiled prediction."""
+    if isinstance(p, ImagePrediction):
+        return p.det.scores, p.boxes_orig, lambda i: ("dense", p.masks_proto[i])
+    r = p.result
+    return r.scores, r.boxes, lambda i: ("window", r.masks.windows[i].numpy(), r.masks.mask(i).numpy())
+
+
+def _pair_mask_iou(a: Any, b: Any) -> float:
+    if a[0] == "dense":
+        inter = (a[1] & b[1]).sum().item()
+        union = (a[1] | b[1]).sum().item()
+        return inter / union if union else 1.0
+    from asfyolo_rt.eval.boxes import window_mask_iou
+
+    return float(window_mask_iou(a[1][None], [a[2]], b[1][None], [b[2]])[0, 0])
 
 
 def _metric_dict(res: Any) -> dict[str, float]:
@@ -198,15 +218,23 @@ def run_parity(
     iou: float = 0.6,
     dsb: bool = True,
     progress: Callable[[str, int, int], None] | None = None,
-) -> tuple[ParityReport, dict[str, list[ImagePrediction]]]:
-    """Evaluate candidates[0] (the reference) and every other candidate on the same first `n_images`."""
+    protocol: str = "fit",
+    model_scale: float = 1.0,
+    max_object_px: float | None = None,
+) -> tuple[ParityReport, dict[str, list[Any]]]:
+    """Evaluate candidates[0] (the reference) and every other candidate on the same first `n_images`.
+
+    protocol "fit": every image letterboxed into input_shape; "tiled": every image at native scale in
+    input_shape tiles (asfyolo_rt.infer.geometry), the deployment path."""
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     samples = split.samples[:n_images]
     sub = DatasetSplit(root=split.root, split=split.split, names=split.names, samples=samples, problems=[])
     images = [read_image(s.image_path) for s in samples[: min(8, len(samples))]]
     x, _ = preprocess(images, input_shape)
-    cfg = ValConfig(img_size=max(input_shape), batch_size=8, conf=conf, iou=iou, dsb=dsb, fixed_shape=input_shape)
-    report = ParityReport(reference=candidates[0].label, n_images=len(samples), input_shape=input_shape)
+    cfg = ValConfig(img_size=max(input_shape), batch_size=8, conf=conf, iou=iou, dsb=dsb, fixed_shape=input_shape,
+                    protocol=protocol, model_scale=model_scale, max_object_px=max_object_px)
+    report = ParityReport(reference=candidates[0].label, n_images=len(samples), input_shape=input_shape,
+                          protocol=protocol)
     preds: dict[str, list[ImagePrediction]] = {}
     ref_raw: dict[str, torch.Tensor] | None = None
     ref_metrics: dict[str, float] = {}
@@ -271,7 +299,8 @@ def write_report(report: ParityReport, preds: dict[str, list[ImagePrediction]], 
 class _View:
     """Detections of one image as plot_val_mosaic reads them (score-filtered boxes in original pixels)."""
 
-    def __init__(self, p: ImagePrediction, conf: float = 0.25) -> None:
-        keep = p.det.scores >= conf
-        self.boxes = p.boxes_orig[keep]
-        self.scores = p.det.scores[keep]
+    def __init__(self, p: Any, conf: float = 0.25) -> None:
+        scores, boxes, _ = _instances(p)
+        keep = scores >= conf
+        self.boxes = boxes[keep]
+        self.scores = scores[keep]
