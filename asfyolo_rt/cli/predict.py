@@ -27,6 +27,7 @@ def predict(
     img_size: Annotated[int | None, typer.Option("--img-size", help="native: tile side (default 640, or a static model's shape); fit: long side after resizing (default: the model's training size).")] = None,
     tile_overlap: Annotated[int | None, typer.Option("--tile-overlap", help="native: pixels shared by neighbouring tiles (default: larger than the model's largest training cell).")] = None,
     batch: Annotated[int, typer.Option("--batch", help="Tiles per backend call (a static-batch model uses its own).")] = 1,
+    pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Micrometres per pixel of the input images (overrides OME-TIFF/ImageJ metadata); with a model that records its training pixel size, images are rescaled to it.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
     soft_nms: Annotated[bool, typer.Option("--soft-nms", help="Gaussian soft-NMS (paper) instead of hard NMS.")] = False,
     labels: Annotated[str, typer.Option(help="Label image format: tif (uint16/uint32), png (uint16), or none.")] = "tif",
@@ -60,6 +61,8 @@ def predict(
         raise ConfigError(f"--scale {scale!r}: expected native or fit")
     if max_det < 1:
         raise ConfigError(f"--max-det {max_det}: expected >= 1")
+    if pixel_size is not None and not 0 < pixel_size < 1000:
+        raise ConfigError(f"--pixel-size {pixel_size}: expected micrometres per pixel in (0, 1000), e.g. 0.325")
     if not 0.0 <= conf < 1.0:
         raise ConfigError(f"--conf {conf}: expected a threshold in [0, 1)")
     path, trained_size = resolve_model_source(weights, model)
@@ -70,7 +73,8 @@ def predict(
     if scale == "fit" and size is None and backend.input_shape is None:
         size = trained_size or 640
     cfg = PredictConfig(img_size=size, scale=scale, tile_overlap=tile_overlap, model_scale=rec.scale_factor,
-                        max_object_px=rec.max_object_px, batch=batch, conf=conf, iou=iou, max_det=max_det,
+                        max_object_px=rec.max_object_px, batch=batch, train_pixel_size_um=rec.pixel_size_um,
+                        pixel_size_um=pixel_size, conf=conf, iou=iou, max_det=max_det,
                         soft_nms=soft_nms)
     writer = PredictionWriter(out, names=backend.names, overlays=overlays, labels="" if labels == "none" else labels,
                               coco=coco)

@@ -54,6 +54,10 @@ def pack(
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the packed checkpoint.")],
     half: Annotated[bool, typer.Option("--half/--fp32", help="Store FP16 weights (half the size; loads as FP32).")] = True,
     note: Annotated[list[str], typer.Option("--note", help="Extra provenance KEY=VALUE (repeatable).")] = [],  # noqa: B006
+    model_scale: Annotated[float | None, typer.Option("--model-scale", help="Record the network pixels per image pixel the model was trained at (1.0 = the images' own scale), for native-scale tiled inference.")] = None,
+    max_object_px: Annotated[float | None, typer.Option("--max-object-px", help="Record the largest training object (network px): the default tile overlap.")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="Measure --max-object-px on this dataset's train split (at the model scale).")] = None,
+    pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Record the training images' physical pixel size in micrometres.")] = None,
 ) -> None:
     """Repack a checkpoint for distribution (FP16 by default), keeping its config and provenance.
 
@@ -72,5 +76,22 @@ def pack(
             raise ConfigError(f"--note {n!r}: expected KEY=VALUE")
         extra[k.strip()] = v.strip()
     prov = {**cfg.provenance, **extra, "packed_from": str(source), "stored_dtype": "float16" if half else "float32"}
-    save_checkpoint(model, out, replace(cfg, provenance=prov), half=half)
+    changes: dict[str, object] = {"provenance": prov}
+    if model_scale is not None:
+        if not 0.01 <= model_scale <= 100:
+            raise ConfigError(f"--model-scale {model_scale}: expected a factor in [0.01, 100]")
+        changes["model_scale"] = model_scale
+    if pixel_size is not None:
+        if not 0 < pixel_size < 1000:
+            raise ConfigError(f"--pixel-size {pixel_size}: expected micrometres per pixel in (0, 1000)")
+        changes["pixel_size_um"] = pixel_size
+    if data is not None:
+        from asfyolo_rt.data.dataset import load_split
+        from asfyolo_rt.train.dataset import largest_object_px
+
+        scale = model_scale if model_scale is not None else (cfg.model_scale or 1.0)
+        changes["max_object_px"] = largest_object_px(load_split(data, "train", on_problem="skip"), scale)
+    if max_object_px is not None:
+        changes["max_object_px"] = max_object_px
+    save_checkpoint(model, out, replace(cfg, **changes), half=half)  # type: ignore[arg-type]
     typer.echo(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")

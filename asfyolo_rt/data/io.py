@@ -316,3 +316,64 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray) -> None:
         raise DataError(f"{path}: OpenCV could not encode an array of shape {array.shape} "
                         f"and dtype {array.dtype} as {suffix}")
     atomic_write_bytes(path, encoded.tobytes())
+
+
+_UNIT_UM = {"m": 1e6, "mm": 1e3, "cm": 1e4, "um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0, "microns": 1.0,
+            "micrometer": 1.0, "micrometre": 1.0, "nm": 1e-3, "\\u00b5m": 1.0}
+
+
+def read_pixel_size(path: str | os.PathLike[str]) -> float | None:
+    """Physical pixel size (micrometres per pixel, along x) recorded in an image file, or None.
+
+    Read from OME-TIFF (`PhysicalSizeX` with `PhysicalSizeXUnit`, default µm), ImageJ TIFF (the
+    `unit` entry with the XResolution tag) or a plain TIFF whose ResolutionUnit is centimetre. Inch
+    resolutions are left out (72/96/300 dpi are screen or print defaults, not a microscope's), and
+    nothing is ever guessed: files without one give None.
+    """
+    p = Path(path)
+    if p.suffix.lower() not in (".tif", ".tiff"):
+        return None
+    try:
+        import tifffile
+
+        with tifffile.TiffFile(p) as tif:
+            if tif.ome_metadata:
+                return _ome_pixel_size(tif.ome_metadata)
+            page = tif.pages[0]
+            xres = page.tags.get("XResolution")  # type: ignore[union-attr]
+            ppu = None
+            if xres is not None:
+                num, den = xres.value
+                ppu = num / den if den else None
+            ij = tif.imagej_metadata or {}
+            unit = str(ij.get("unit", "")).strip().lower()
+            if ppu and unit in _UNIT_UM:
+                return _sane(_UNIT_UM[unit] / ppu)
+            runit = page.tags.get("ResolutionUnit")  # type: ignore[union-attr]
+            if ppu and runit is not None and int(runit.value) == 3:  # centimetre
+                return _sane(1e4 / ppu)
+    except Exception:  # unreadable metadata never blocks reading the pixels (read_image reports those)
+        return None
+    return None
+
+
+def _ome_pixel_size(xml: str) -> float | None:
+    import re
+
+    m = re.search(r"<(?:\w+:)?Pixels\b[^>]*>", xml)
+    if not m:
+        return None
+    tag = m.group(0)
+    size = re.search(r'PhysicalSizeX="([^"]+)"', tag)
+    if not size:
+        return None
+    unit = re.search(r'PhysicalSizeXUnit="([^"]+)"', tag)
+    factor = _UNIT_UM.get((unit.group(1) if unit else "µm").strip().lower())
+    try:
+        return _sane(float(size.group(1)) * factor) if factor else None
+    except ValueError:
+        return None
+
+
+def _sane(um: float) -> float | None:
+    return float(um) if np.isfinite(um) and 1e-4 < um < 1e4 else None

@@ -9,9 +9,10 @@ N full-resolution masks.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -19,6 +20,8 @@ import torch
 from asfyolo_rt.data.letterbox import LetterboxTransform
 from asfyolo_rt.infer.backends import Backend
 from asfyolo_rt.infer.sources import Frame
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class PredictConfig:
     model_scale: float = 1.0  # native: network px per image px
     max_object_px: float | None = None  # the model's largest training object (default overlap)
     batch: int = 1  # tiles per backend call
+    train_pixel_size_um: float | None = None  # the model's training pixel size (checkpoint), if recorded
+    pixel_size_um: float | None = None  # --pixel-size: overrides what the image files record
     conf: float = 0.25
     iou: float = 0.45
     max_det: int = 1000  # per tile (native) or per image (fit); DSB2018 images hold up to 382 cells
@@ -116,9 +121,21 @@ def predict(
                    batch=cfg.batch)
     post = PostConfig(conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, mask_threshold=cfg.mask_threshold,
                       soft_nms=cfg.soft_nms, kernel_impl=cfg.kernel_impl)
-    runner = Runner(backend, geo, post, max_object_px=cfg.max_object_px)
+    runners: dict[float, Runner] = {}
+    warned = False
     for i, frame in enumerate(frames):
-        res = runner(frame.image)
+        scale = cfg.model_scale
+        px = cfg.pixel_size_um or frame.pixel_size_um
+        if cfg.scale == "native" and px and cfg.train_pixel_size_um:
+            scale = cfg.model_scale * px / cfg.train_pixel_size_um  # cells at the size the model was trained on
+        elif px and not cfg.train_pixel_size_um and not warned:
+            log.info("%s: pixel size %.4g um; the model records none, so images are processed at their own "
+                     "pixel scale (record it with `asfyolo-rt weights pack --pixel-size`)", frame.name, px)
+            warned = True
+        key = round(scale, 6)
+        if key not in runners:
+            runners[key] = Runner(backend, replace(geo, model_scale=scale), post, max_object_px=cfg.max_object_px)
+        res = runners[key](frame.image)
         t0 = time.perf_counter()
         label_map = res.label_map()
         timing = dict(res.timing_ms)

@@ -21,6 +21,7 @@ class Frame:
     source: Path
     image: np.ndarray  # (H, W, 3) uint8 RGB
     frame_index: int | None = None
+    pixel_size_um: float | None = None  # physical pixel size recorded in the file (OME/ImageJ TIFF), if any
 
 
 def expand_sources(sources: Sequence[str | Path]) -> list[Path]:
@@ -53,13 +54,13 @@ def expand_sources(sources: Sequence[str | Path]) -> list[Path]:
 
 def iter_frames(paths: Sequence[Path], *, video_stride: int = 1) -> Iterator[Frame]:
     """Read every image, and every `video_stride`-th frame of every video, as RGB uint8."""
-    from asfyolo_rt.data.io import read_image
+    from asfyolo_rt.data.io import read_image, read_pixel_size
 
     for p in paths:
         if p.suffix.lower() in VIDEO_SUFFIXES:
             yield from _video_frames(p, video_stride)
         else:
-            yield Frame(p.stem, p, read_image(p))
+            yield Frame(p.stem, p, read_image(p), pixel_size_um=read_pixel_size(p))
 
 
 def _video_frames(path: Path, stride: int) -> Iterator[Frame]:

@@ -101,6 +101,19 @@ def cut_window(
     return crop, Instances(inst.classes[inside], list(polys))
 
 
+def largest_object_px(split: DatasetSplit, model_scale: float = 1.0) -> float:
+    """The longest box side over every instance of `split`, in pixels at `model_scale` (the default tile
+    overlap of native-scale inference must exceed it)."""
+    best = 0.0
+    for s in split.samples:
+        if not len(s):
+            continue
+        b = s.boxes_xyxy_norm()
+        h, w = image_size(s.image_path)
+        best = max(best, float(((b[:, 2:] - b[:, :2]) * np.array([w, h], np.float32)).max()) * model_scale)
+    return round(best, 1)
+
+
 class TrainDataset(Dataset):
     """Augmented training samples of one split (see module docstring for the item format and scales)."""
 

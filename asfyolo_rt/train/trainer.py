@@ -245,6 +245,9 @@ def _run(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path, rank: in
     dataset = TrainDataset(train_split, cfg.img_size, cfg.augment, seed=cfg.seed, mask_ratio=cfg.loss.mask_ratio,
                            cache_images=cfg.cache_images, scale=cfg.scale, model_scale=cfg.model_scale)
     model: ASFYOLO = build_model(cfg.model, nc)
+    from asfyolo_rt.train.dataset import largest_object_px
+
+    max_object = largest_object_px(train_split, cfg.model_scale) if cfg.scale == "native" else None
     if state is None:
         if cfg.weights:
             _transfer_weights(model, cfg.weights)
@@ -357,7 +360,7 @@ def _run(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path, rank: in
         fitness = None
         if (epoch + 1) % cfg.val_every == 0 or epoch + 1 == cfg.epochs:
             assert val_split is not None
-            metrics = _validate(ema.model, val_split, cfg, device, names, epoch, progress)
+            metrics = _validate(ema.model, val_split, cfg, device, names, epoch, progress, max_object)
             row.update({f"metrics/{k}": v for k, v in metrics.items()})
             fitness = metrics["fitness"]
         row["time_s"] = round(time.perf_counter() - t0, 2)
@@ -366,7 +369,8 @@ def _run(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path, rank: in
                       "fitness": fitness}
         ema_model: ASFYOLO = ema.model  # type: ignore[assignment]
         mcfg = config_of(ema_model, names=names, img_size=cfg.img_size, provenance=provenance,
-                         train_scale=cfg.scale, model_scale=cfg.model_scale if cfg.scale == "native" else None)
+                         train_scale=cfg.scale, model_scale=cfg.model_scale if cfg.scale == "native" else None,
+                         max_object_px=max_object)
         save_checkpoint(ema_model, last_path, mcfg)
         if fitness is not None and fitness > best_fitness:
             best_fitness, best_epoch = fitness, epoch
@@ -388,7 +392,7 @@ def _run(cfg: TrainConfig, state: dict[str, Any] | None, run_dir: Path, rank: in
 
 
 def _validate(model: nn.Module, split: Any, cfg: TrainConfig, device: torch.device, names: dict[int, str],
-              epoch: int, progress: ProgressFn | None) -> dict[str, float]:
+              epoch: int, progress: ProgressFn | None, max_object_px: float | None = None) -> dict[str, float]:
     from asfyolo_rt.eval.validate import ValConfig, validate
     from asfyolo_rt.infer.backends import TorchBackend
 
@@ -399,7 +403,7 @@ def _validate(model: nn.Module, split: Any, cfg: TrainConfig, device: torch.devi
     protocol = "tiled" if cfg.scale == "native" else "fit"
     res = validate(TorchBackend(model, device=str(device), names=names), split,
                    ValConfig(img_size=cfg.img_size, batch_size=2 * cfg.batch, protocol=protocol,
-                             model_scale=cfg.model_scale), progress=cb)
+                             model_scale=cfg.model_scale, max_object_px=max_object_px), progress=cb)
     m = res.metrics
     return {"box_map50": m.box_map50, "box_map": m.box_map, "mask_map50": m.mask_map50, "mask_map": m.mask_map,
             "fitness": m.fitness}
