@@ -7,6 +7,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
+import numpy as np
 import typer
 
 from asfyolo_rt.cli._common import progress_bar
@@ -189,3 +190,43 @@ def synth(
         root = write_synth_dataset(out, train, val, kind=kind.value, shape=(size, size), seed=seed,
                                    bit_depth=bit_depth, progress=progress)
     typer.echo(f"wrote {train} train + {val} val {kind.value} images -> {root}")
+
+
+@grp.command("frame")
+def frame(
+    data: Annotated[Path, typer.Argument(help="Dataset folder or data YAML whose images are packed.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Frame TIFF to write; its ground truth goes beside it as <name>.labels.tif.")],
+    size: Annotated[int, typer.Option(min=64, max=16384, help="Frame side in pixels (scientific cameras: 2048).")] = 2048,
+    split: Annotated[str, typer.Option(help="Split whose images are packed.")] = "val",
+    seed: Annotated[int, typer.Option(help="Seed of the camera noise.")] = 0,
+    all_images: Annotated[bool, typer.Option("--all-images", help="Use every image, not only fluorescence-looking ones.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a camera-sized 16-bit test frame of a split's images at their own scale, with its ground truth.
+
+    Example: asfyolo-rt data frame ../shared/datasets/DSB2018 --size 2048 --out frame2048.tif
+    """
+    import tifffile
+
+    from asfyolo_rt.data.dataset import load_split
+    from asfyolo_rt.data.frames import camera_frame
+    from asfyolo_rt.errors import ConfigError
+
+    if out.suffix.lower() not in (".tif", ".tiff"):
+        raise ConfigError(f"--out {out}: expected a .tif file (16-bit frames)")
+    labels = out.with_name(out.stem + ".labels.tif")
+    for p in (out, labels):
+        if p.exists():
+            raise ConfigError(f"{p} already exists", hint="choose another --out or remove the old frame")
+    fr = camera_frame(load_split(data, split, on_problem="warn"), size, seed=seed, fluorescence_only=not all_images)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tifffile.imwrite(out, fr.image)
+    lm = fr.index_map()
+    tifffile.imwrite(labels, lm.astype(np.uint16 if lm.max() < 65536 else np.uint32))
+    info = {"frame": str(out), "labels": str(labels), "size": size, "nuclei": len(fr.polygons),
+            "images": len(fr.sources), "dtype": str(fr.image.dtype)}
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+    else:
+        typer.echo(f"wrote {out} ({size}x{size} {fr.image.dtype}, {len(fr.sources)} images, {len(fr.polygons)} "
+                   f"instances) and {labels}")

@@ -71,26 +71,32 @@ def overlay(result: ImageResult, alpha: float = 0.4) -> np.ndarray:
 
 
 def cell_rows(result: ImageResult) -> list[dict[str, Any]]:
-    """One dict per detected cell (fields CELL_FIELDS), measured on the label image."""
+    """One dict per detected cell (fields CELL_FIELDS), measured on the label image.
+
+    Each cell is measured inside its own mask window (a label only occurs there), so the cost is the sum of
+    the cells' box areas, not cells x frame: an 8192 x 8192 frame costs no frame-sized temporaries.
+    """
     n = len(result)
     if n == 0:
         return []
     lm = result.label_map
-    flat = lm.ravel()
-    area = np.bincount(flat, minlength=n + 1)[1:]
-    ys, xs = np.divmod(np.arange(flat.size), lm.shape[1])
-    sx = np.bincount(flat, weights=xs, minlength=n + 1)[1:]
-    sy = np.bincount(flat, weights=ys, minlength=n + 1)[1:]
+    windows = getattr(result.masks, "windows", None)
+    win = windows.cpu().numpy().astype(np.int64) if windows is not None else None
     rows = []
     for i in range(n):
-        a = int(area[i])
+        if win is not None:
+            x0, y0, ww, hh = (int(v) for v in win[i])
+        else:
+            x0, y0, hh, ww = 0, 0, lm.shape[0], lm.shape[1]
+        ys, xs = np.nonzero(lm[y0:y0 + hh, x0:x0 + ww] == i + 1)
+        a = int(ys.size)
         rows.append({
             "image": result.frame.name, "id": i + 1, "class": int(result.classes[i]),
             "score": round(float(result.scores[i]), 5),
             **{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), result.boxes[i])},
             "area_px": a,
-            "centroid_x": round(float(sx[i] / a + 0.5), 2) if a else "",
-            "centroid_y": round(float(sy[i] / a + 0.5), 2) if a else "",
+            "centroid_x": round(float(xs.mean() + x0 + 0.5), 2) if a else "",
+            "centroid_y": round(float(ys.mean() + y0 + 0.5), 2) if a else "",
             "equivalent_diameter_px": round(2 * math.sqrt(a / math.pi), 3),
         })
     return rows

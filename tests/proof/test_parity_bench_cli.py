@@ -79,3 +79,30 @@ def test_bench_rows(bundle: Path, synth_data: Path, cli, tmp_path: Path) -> None
             "--data", synth_data, "--csv", out_csv)
     assert r.exit_code == 0, r.stderr
     assert len(list(csv.DictReader(open(out_csv)))) == 2
+
+
+def test_parity_tiled_protocol(bundle: Path, synth_data: Path, cli, tmp_path: Path) -> None:
+    """The deployment protocol: images at native scale in tiles of the static model's 160 x 160 input."""
+    r = cli("parity", bundle / "model.onnx", "--weights", next(bundle.parent.glob("*.safetensors")), "--data",
+            synth_data, "--images", "2", "--protocol", "tiled", "--no-torch-lowp", "--json", "--report", tmp_path / "r")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    rep = json.loads(r.stdout)
+    assert rep["protocol"] == "tiled" and rep["input_shape"] == [160, 160]
+    ort32 = rep["results"][1]
+    assert abs(ort32["deltas"]["mask_map50"]) <= 0.1 and ort32["agreement"]["match_rate"] > 0.99
+    assert "native scale in tiles" in (tmp_path / "r" / "parity.md").read_text()
+
+
+def test_bench_whole_frame_rows(bundle: Path, synth_data: Path, cli, tmp_path: Path) -> None:
+    out = tmp_path / "frames.csv"
+    r = cli("bench", bundle / "model.onnx", "--frame", "400", "--data", synth_data, "--batch", "1", "--iters", "1",
+            "--warmup", "0", "--csv", out, "--json")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    (row,) = json.loads(r.stdout)["rows"]
+    assert row["frame"] == "400x400" and row["tile"] == "160x160"
+    assert row["tiles"] == 16  # 400 px in 160 tiles, the default overlap 128 capped at half a tile (80): 4 x 4
+    assert row["mpix_per_s"] > 0 and row["frame_p50_ms"] > 0
+    assert list(csv.DictReader(out.open()))[0]["frame"] == "400x400"
+    # per-input rows cannot be appended to a whole-frame CSV
+    r = cli("bench", bundle / "model.onnx", "--iters", "1", "--warmup", "0", "--csv", out, "--data", synth_data)
+    assert r.exit_code != 0 and "another kind" in r.output
