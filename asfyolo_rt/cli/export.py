@@ -15,13 +15,13 @@ from asfyolo_rt.cli.main import app
 @contextlib.contextmanager
 def _stages() -> Iterator[Callable[[str, int, int], None]]:
     """A `progress(stage, done, total)` callback: one Rich bar per stage on stderr."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
     from asfyolo_rt.cli._common import stderr
 
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                   console=stderr) as bar:
-        tasks: dict[str, int] = {}
+        tasks: dict[str, TaskID] = {}
 
         def update(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
@@ -60,16 +60,20 @@ def export(
     conf: Annotated[float, typer.Option("--conf", help="End-to-end score threshold.")] = 0.25,
     iou: Annotated[float, typer.Option("--iou", help="End-to-end NMS IoU threshold.")] = 0.6,
     max_det: Annotated[int, typer.Option("--max-det", help="End-to-end detections per image.")] = 300,
-    topk: Annotated[int, typer.Option("--topk", help="End-to-end candidates into NMS (<= 5000).")] = 5000,
+    topk: Annotated[int, typer.Option("--topk", help="End-to-end candidates into NMS (<= 3840, TensorRT's TopK limit).")] = 3840,
     label_map: Annotated[bool, typer.Option("--label-map", help="End-to-end: also output the instance label map.")] = False,
     eval_images: Annotated[int, typer.Option("--eval-images", help="Val images for accuracy per precision "
                                               "(with --data).")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print bundle.json and the export report as JSON.")] = False,
+    rtx: Annotated[bool | None, typer.Option("--rtx/--no-rtx", help="Build TensorRT-RTX engines into the bundle "
+                                             "(default: when TensorRT-RTX is installed).")] = None,
 ) -> None:
     """Export a deployment bundle: ONNX per precision, calibration, parity and accuracy reports, bundle.json.
 
     With TensorRT and a GPU present the engines are built too; otherwise the `asfyolo-rt build` (and trtexec)
-    commands to run on the target device are printed.
+    commands to run on the target device are printed. Where TensorRT-RTX is installed (pip install
+    'asfyolo-rt[rtx]') its portable engines (RTX GPUs, compute capability 8.0+) are built ahead of time into
+    the bundle as model[.P][.end2end].rtx.engine, GPU or not.
 
     Examples:
       asfyolo-rt export --out bundle
@@ -90,12 +94,24 @@ def export(
         e2e=End2EndConfig(conf_threshold=conf, iou_threshold=iou, max_det=max_det, topk=topk, label_map=label_map),
         eval_images=eval_images,
     )
+    from asfyolo_rt.export.engine.api import rtx_available
+
     with _stages() as progress:
         result = export_bundle(opts, progress=progress)
+        rtx_builds = []
+        if rtx or (rtx is None and rtx_available()):
+            from asfyolo_rt.export.engine.bundle_build import build_rtx_bundle
+
+            precisions = [p for p in ("fp32", "fp16", "int8") if p in result.report["parity"]]
+            rtx_builds = build_rtx_bundle(result.out, precisions, end2end=end2end, progress=progress)
     for w in result.warnings:
         stderr.print(f"[yellow]warning:[/] {w}")
+    rtx_engines = {b.artifact.engine.name: {"onnx": b.onnx.name, "sidecar": b.artifact.sidecar_path.name,
+                                            "convolutions": b.artifact.sidecar.layers.get("convolutions"),
+                                            "bytes": b.artifact.sidecar.build.get("engine_bytes"),
+                                            "seconds": round(b.artifact.seconds, 1)} for b in rtx_builds}
     if as_json:
-        print_json({"bundle": result.bundle, "report": result.report})
+        print_json({"bundle": result.bundle, "report": result.report, "rtx_engines": rtx_engines})
         return
     console = stdout_console()
     table = Table(title=f"bundle {result.out} (ONNX Runtime CPU vs PyTorch FP32)")
@@ -125,45 +141,64 @@ def export(
         for prec, cmd in eng["commands"].items():
             console.print(f"  {cmd}")
             console.print(f"  # or: {eng['trtexec'][prec]}")
+    for b in rtx_builds:
+        side = b.artifact.sidecar
+        convs = " / ".join(f"{k} {v}" for k, v in (side.layers.get("convolutions") or {}).items())
+        console.print(f"TensorRT-RTX {side.tensorrt_version} engine (ahead of time, RTX GPUs): "
+                      f"{result.out / b.artifact.engine.name} from {b.onnx.name}"
+                      + (f", convolutions {convs}" if convs else ""))
 
 
 @app.command()
 def build(
-    bundle: Annotated[Path, typer.Argument(help="Bundle folder written by `asfyolo-rt export`.")],
+    bundle: Annotated[Path, typer.Argument(help="Bundle folder written by `asfyolo-rt export` (or one ONNX file "
+                                          "in it).")],
     precision: Annotated[str, typer.Option("--precision", "-p", help="fp32, fp16 or int8.")] = "fp16",
+    runtime: Annotated[str, typer.Option("--runtime", help="rtx (TensorRT-RTX: ahead of time, any machine, "
+                                         "RTX GPUs), trt (standard TensorRT, on the target device), or auto "
+                                         "(standard TensorRT if installed, else TensorRT-RTX).")] = "auto",
+    arch: Annotated[str | None, typer.Option("--arch", help="TensorRT-RTX target GPUs, e.g. sm86,sm89,sm120 "
+                                             "(default: its portable set, compute capability 8.0+).")] = None,
     dla_core: Annotated[int | None, typer.Option("--dla-core", help="Build for DLA core N (Jetson Orin; "
                                                   "TensorRT 8.6-10.x weakly typed path).")] = None,
     workspace: Annotated[float, typer.Option("--workspace", help="Builder workspace limit in GiB.")] = 4.0,
-    end2end: Annotated[bool, typer.Option("--end2end", help="Build the end-to-end model of this precision.")] = False,
+    end2end: Annotated[bool, typer.Option("--end2end", help="Build the end-to-end model of this precision "
+                                          "(TensorRT-RTX: its Cluster-NMS flavour, written if missing).")] = False,
     kernels: Annotated[Path | None, typer.Option("--kernels", help="manifest.json of `asfyolo-rt kernels compile` "
                                                   "(end-to-end models with the plugin mask assembly).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the engine sidecar as JSON.")] = False,
 ) -> None:
-    """Build a TensorRT engine from a bundle, on the device that will run it (plan + <name>.engine.json).
+    """Build a TensorRT or TensorRT-RTX engine from a bundle (plan + <name>.engine.json).
+
+    Standard TensorRT builds on the device that will run the engine; TensorRT-RTX builds portable engines
+    ahead of time on any machine, without a GPU.
 
     Examples:
-      asfyolo-rt build bundle --precision int8
-      asfyolo-rt build bundle --precision fp16 --dla-core 0
+      asfyolo-rt build bundle --runtime rtx --precision int8 --arch sm86,sm89
+      asfyolo-rt build bundle --runtime rtx --precision fp16 --end2end
+      asfyolo-rt build bundle --runtime trt --precision fp16 --dla-core 0
     """
-    from asfyolo_rt.cli._common import print_json, stdout_console
-    from asfyolo_rt.errors import ConfigError
-    from asfyolo_rt.export.engine.build import ONNX_FOR_PRECISION, BuildConfig, build_engine
+    from asfyolo_rt.cli._common import print_json, progress_bar, stderr, stdout_console
+    from asfyolo_rt.export.engine.build import BuildConfig
+    from asfyolo_rt.export.engine.bundle_build import build_from_bundle
 
-    if not bundle.is_dir():
-        raise ConfigError(f"bundle folder {bundle} does not exist", hint="write one with `asfyolo-rt export --out DIR`")
-    cfg = BuildConfig(precision=precision, workspace_gib=workspace, dla_core=dla_core,
-                      timing_cache=bundle / "timing.cache")
-    onnx_name = ONNX_FOR_PRECISION[precision]
-    if end2end:
-        onnx_name = "model.end2end.onnx" if precision == "fp32" else f"model.{precision}.end2end.onnx"
-    stem = onnx_name.removesuffix(".onnx")
-    engine = bundle / (f"{stem}.dla{dla_core}.engine" if dla_core is not None else f"{stem}.engine")
-    from asfyolo_rt.cli._common import progress_bar
-
-    with progress_bar(f"building {engine.name}") as progress:
-        art = build_engine(bundle / onnx_name, engine, cfg, manifest=kernels, progress=progress)
+    archs = tuple(a.strip() for a in arch.split(",") if a.strip()) if arch else ()
+    cfg = BuildConfig(precision=precision, workspace_gib=workspace, dla_core=dla_core, runtime=runtime, archs=archs)
+    with progress_bar(f"building {precision}{' end-to-end' if end2end else ''} engine") as progress:
+        res = build_from_bundle(bundle, cfg, end2end=end2end, manifest=kernels, bundle_timing_cache=True,
+                                progress=progress)
+    stderr.print(res.runtime_note)
+    for path in res.written:
+        stderr.print(f"wrote {path.name} (Cluster-NMS end-to-end model for TensorRT-RTX)")
+    art = res.artifact
     if as_json:
         print_json(art.sidecar.to_dict())
-    else:
-        stdout_console().print(f"engine {art.engine} ({art.sidecar.precision}, TensorRT {art.sidecar.tensorrt_version}, "
-                               f"sm {art.sidecar.compute_capability}) + {art.sidecar_path.name} in {art.seconds:.0f} s")
+        return
+    side = art.sidecar
+    where = (f"targets {','.join(side.targets) or 'default portable set'}" if side.runtime == "TensorRT-RTX"
+             else f"sm {side.compute_capability}")
+    convs = side.layers.get("convolutions")
+    conv_text = f", convolutions {' / '.join(f'{k} {v}' for k, v in convs.items())}" if convs else ""
+    stdout_console().print(f"engine {art.engine} ({side.precision}, {side.runtime} {side.tensorrt_version}, {where}"
+                           f"{conv_text}, {side.build.get('engine_bytes', 0) / 2**20:.1f} MiB) + "
+                           f"{art.sidecar_path.name} in {art.seconds:.1f} s")

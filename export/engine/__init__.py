@@ -1,29 +1,36 @@
-"""TensorRT engines: build on the target device (build.py), run (runner.py), sidecar JSON, AOT plugin.
+"""TensorRT and TensorRT-RTX engines: one API layer (api.py), build (build.py), run (runner.py), sidecar JSON.
 
-Nothing here imports TensorRT or CUDA at package import: `build_engine` and `TensorRTBackend` do it when
-called and raise EngineBuildError with the command to run on the target device when they are missing.
+Nothing here imports TensorRT, TensorRT-RTX or CUDA at package import: `load_tensorrt`, `build_engine` and
+`TensorRTBackend` do it when called and raise EngineBuildError naming what to install (or the command to run
+on the target device) when they are missing.
 """
 
 from __future__ import annotations
 
+from asfyolo_rt.export.engine.api import RUNTIMES, TensorRTApi, load_tensorrt, parse_archs, rtx_available
 from asfyolo_rt.export.engine.build import (
     BuildConfig,
     EngineArtifact,
-    ShapeProfile,
     build_command,
     build_engine,
     trtexec_command,
 )
+from asfyolo_rt.export.engine.onnx_facts import ShapeProfile
 from asfyolo_rt.export.engine.sidecar import EngineSidecar, read_sidecar, sidecar_path, write_sidecar
 
 __all__ = [
+    "RUNTIMES",
     "BuildConfig",
     "EngineArtifact",
     "EngineSidecar",
     "ShapeProfile",
+    "TensorRTApi",
     "build_command",
     "build_engine",
+    "load_tensorrt",
+    "parse_archs",
     "read_sidecar",
+    "rtx_available",
     "sidecar_path",
     "trtexec_command",
     "write_sidecar",

@@ -1,21 +1,25 @@
-"""Build a TensorRT engine on the machine it will run on, from the ONNX of the wanted precision.
+"""Build a TensorRT or TensorRT-RTX engine from the ONNX of the wanted precision.
 
-- TensorRT >= 10: a strongly typed network parsed from the precision-specific ONNX (model.onnx,
-  model.fp16.onnx, model.int8.onnx): precision comes from the graph, no builder precision flags (they do
-  not exist in TensorRT 11).
-- TensorRT 8.6-10.x with `dla_core` (DLA on Jetson Orin), or TensorRT 8.6 at all: a weakly typed network
-  with builder precision flags (FP16; INT8 + FP16 for Q/DQ graphs), behind a TensorRT-major-version guard
-  (`_legacy_*` functions; a test forbids the TensorRT-11-removed APIs anywhere else).
-- Dynamic inputs get one optimization profile (min/opt/max batch and size), a timing cache is read and
-  written when given, the workspace is limited.
-- Output: the plain plan file (nothing prepended) plus `<name>.engine.json` (export.engine.sidecar).
+One code path for every flavour, driven by the features `export.engine.api` detects:
 
-Without TensorRT or a GPU, `build_engine` raises EngineBuildError saying what to run on the target device.
+- strongly typed (TensorRT 11, TensorRT-RTX; TensorRT 10 without DLA): precision comes from the graph
+  (model.onnx, model.fp16.onnx, model.int8.onnx), no builder precision flags;
+- weakly typed (TensorRT 8.6, and TensorRT 10 with `dla_core` for DLA on Jetson Orin): builder precision
+  flags (FP16; INT8 + FP16 for Q/DQ graphs) in `_legacy_precision_flags`, only where `BuilderFlag.FP16`
+  exists (a test forbids the TensorRT-11-removed APIs anywhere else);
+- standard TensorRT builds for the GPU it runs on (it probes the GPU first); TensorRT-RTX builds ahead of
+  time on any machine, GPU or not, for the target architectures given (`archs`, default: TensorRT-RTX's
+  portable set, compute capability 8.0 and later except Turing) and never uses a timing cache (one makes
+  its builder query a GPU).
+- Dynamic inputs get one optimization profile; the workspace is limited.
+
+Output: the plain plan file (nothing prepended) plus `<name>.engine.json` (export.engine.sidecar) written
+from the parsed network (I/O names, dtypes, shapes: deserializing the engine would need a GPU), with the
+per-layer precision summary of `export.engine.buildlog` (DETAILED profiling verbosity).
 """
 
 from __future__ import annotations
 
-import logging
 import shlex
 import time
 from collections.abc import Callable
@@ -24,6 +28,27 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
+from asfyolo_rt.export.engine.api import TensorRTApi, load_tensorrt, parse_archs
+from asfyolo_rt.export.engine.buildlog import (
+    BuildLog,
+    LayerInfo,
+    NetworkInfo,
+    capture_logger,
+    network_info,
+    parse_inspector_json,
+    parse_log_layers,
+    precision_summary,
+)
+from asfyolo_rt.export.engine.onnx_facts import (
+    ONNX_FOR_PRECISION,
+    ShapeProfile,
+    check_onnx_for_build,
+    default_profile,
+    json_dict,
+    json_list,
+    onnx_metadata,
+    read_onnx_facts,
+)
 from asfyolo_rt.export.engine.sidecar import (
     PRECISIONS,
     EngineSidecar,
@@ -36,27 +61,12 @@ from asfyolo_rt.errors import ConfigError, EngineBuildError
 
 if TYPE_CHECKING:
     import tensorrt as trt
+    import tensorrt_rtx
 
-log = logging.getLogger(__name__)
+__all__ = ["ONNX_FOR_PRECISION", "BuildConfig", "EngineArtifact", "ShapeProfile", "build_command", "build_engine",
+           "default_profile", "import_tensorrt", "onnx_metadata", "parse_onnx", "trtexec_command"]
 
 Progress = Callable[[int, int], None]
-ONNX_FOR_PRECISION = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx"}
-
-
-@dataclass(frozen=True)
-class ShapeProfile:
-    """Optimization profile of the `images` input as (batch, height, width) triples."""
-
-    min: tuple[int, int, int]
-    opt: tuple[int, int, int]
-    max: tuple[int, int, int]
-
-    def __post_init__(self) -> None:
-        for a, b in ((self.min, self.opt), (self.opt, self.max)):
-            if any(x > y for x, y in zip(a, b)):
-                raise ConfigError(f"shape profile min <= opt <= max violated: {self.min}, {self.opt}, {self.max}")
-        if any(v < 1 for v in self.min):
-            raise ConfigError(f"shape profile minimum {self.min} has non-positive entries")
 
 
 @dataclass(frozen=True)
@@ -65,8 +75,11 @@ class BuildConfig:
     workspace_gib: float = 4.0
     dla_core: int | None = None
     profile: ShapeProfile | None = None  # required when the ONNX input has dynamic axes
-    timing_cache: Path | None = None
+    timing_cache: Path | None = None  # standard TensorRT only
     version_compatible: bool = False
+    runtime: str = "auto"  # "trt", "rtx", or "auto" (standard TensorRT if installed, else TensorRT-RTX)
+    archs: tuple[str, ...] = ()  # TensorRT-RTX targets, e.g. ("sm86", "sm89"); () = its default portable set
+    optimization_level: int | None = None  # builder optimization level (None: the flavour's default, 3)
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -75,6 +88,8 @@ class BuildConfig:
             raise ConfigError(f"workspace {self.workspace_gib} GiB; expected > 0")
         if self.dla_core is not None and self.dla_core < 0:
             raise ConfigError(f"--dla-core {self.dla_core}; expected 0 or 1")
+        if self.optimization_level is not None and not 0 <= self.optimization_level <= 5:
+            raise ConfigError(f"optimization level {self.optimization_level}; expected 0..5")
 
 
 @dataclass
@@ -83,77 +98,134 @@ class EngineArtifact:
     sidecar_path: Path
     sidecar: EngineSidecar
     seconds: float
+    runtime: str = "TensorRT"  # "TensorRT" or "TensorRT-RTX"
 
 
 def import_tensorrt(what_to_run: str = "") -> ModuleType:
-    """The real `tensorrt` module; EngineBuildError (with the command for the target device) otherwise."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise EngineBuildError(
-            "TensorRT is not installed on this machine, so no engine can be built here",
-            hint=f"copy the bundle to the target device and run there: {what_to_run or 'asfyolo-rt build BUNDLE'}",
-        ) from exc
-    if not hasattr(trt, "Builder"):  # e.g. an empty `tensorrt` package left by tensorrt-stubs
-        raise EngineBuildError("the installed `tensorrt` package has no Builder (a stubs-only install?)",
-                               hint="install TensorRT (pip install tensorrt, or JetPack's python3-libnvinfer)")
-    return trt
+    """The real standard `tensorrt` module; EngineBuildError (with the command for the target device) otherwise."""
+    return load_tensorrt("trt", what_to_run).module  # type: ignore[no-any-return]
 
 
-def trt_version(version: str) -> tuple[int, int]:
-    """'10.3.0.30' -> (10, 3)."""
-    parts = str(version).split(".")
-    return int(parts[0]), int(parts[1]) if len(parts) > 1 else 0
+def _strongly_typed(api: TensorRTApi, dla_core: int | None) -> bool:
+    if not api.precision_flags:  # TensorRT 11, TensorRT-RTX: every network is strongly typed
+        return True
+    return api.strongly_typed_flag and dla_core is None  # TensorRT 10: opt-in, but DLA wants weak typing
 
 
-def onnx_metadata(onnx_path: Path) -> tuple[dict[str, str], list[int | str], bool]:
-    """(custom metadata, input shape with dim_params as strings, has asfyolo_rt plugin nodes)."""
-    import onnx
-
-    m = onnx.load(str(onnx_path), load_external_data=False)
-    meta = {p.key: p.value for p in m.metadata_props}
-    dims = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?")
-            for d in m.graph.input[0].type.tensor_type.shape.dim]
-    return meta, dims, any(n.domain == "asfyolo_rt" for n in m.graph.node)
-
-
-def default_profile(dims: list[int | str], img_size: list[int], max_batch: int = 8) -> ShapeProfile | None:
-    """None for a static input; else batch 1..max_batch (opt 1) at the export size, H/W +-50% if dynamic."""
-    if all(isinstance(d, int) and d > 0 for d in dims):
-        return None
-    h, w = (img_size + img_size)[:2] if img_size else (640, 640)
-    b_dyn = not isinstance(dims[0], int) or dims[0] <= 0
-    s_dyn = any(not isinstance(d, int) or d <= 0 for d in dims[2:])
-    b = int(dims[0]) if not b_dyn else 1
-    lo = (max(32, h // 2 // 32 * 32), max(32, w // 2 // 32 * 32)) if s_dyn else (h, w)
-    hi = (h * 3 // 2 // 32 * 32, w * 3 // 2 // 32 * 32) if s_dyn else (h, w)
-    return ShapeProfile((b, *lo), (b, h, w), (max_batch if b_dyn else b, *hi))
-
-
-def network_flags(strongly_typed: bool, aot_plugins: bool) -> int:
-    import tensorrt as trt
-
-    major, _ = trt_version(trt.__version__)
+def network_flags(api: TensorRTApi, strongly_typed: bool, aot_plugins: bool) -> int:
+    """create_network flags by feature (names, not integers: the flavours number them differently)."""
     flags = 0
-    if major < 10:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    if strongly_typed and major == 10:  # always on (and the flag a deprecated no-op) from TensorRT 11
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    if api.explicit_batch_flag:  # TensorRT 8.6 (implicit batch is its default)
+        flags |= 1 << int(api.enum("NetworkDefinitionCreationFlag", "EXPLICIT_BATCH"))
+    if strongly_typed and api.precision_flags and api.strongly_typed_flag:  # opt-in only where weak typing exists
+        flags |= 1 << int(api.enum("NetworkDefinitionCreationFlag", "STRONGLY_TYPED"))
     if aot_plugins:
-        flags |= 1 << int(trt.NetworkDefinitionCreationFlag.PREFER_AOT_PYTHON_PLUGINS)
+        flags |= 1 << int(api.enum("NetworkDefinitionCreationFlag", "PREFER_AOT_PYTHON_PLUGINS"))
     return flags
 
 
-def _legacy_precision_flags(config: trt.IBuilderConfig, precision: str) -> None:
-    """Builder precision flags of weakly typed networks: TensorRT < 11 only (removed in 11)."""
-    import tensorrt as trt
-
-    if trt_version(trt.__version__)[0] >= 11:
-        raise EngineBuildError("builder precision flags do not exist in TensorRT >= 11 (strongly typed only)")
+def _legacy_precision_flags(api: TensorRTApi, config: trt.IBuilderConfig, precision: str) -> None:
+    """Builder precision flags of weakly typed networks: only where they exist (TensorRT < 11)."""
+    trt_mod = api.module
+    if not api.precision_flags or int(api.version.split(".")[0]) >= 11 and api.runtime == "trt":
+        raise EngineBuildError(f"{api.display} has no builder precision flags (strongly typed only)")
     if precision in ("fp16", "int8"):
-        config.set_flag(trt.BuilderFlag.FP16)  # legacy path, TensorRT < 11 only (checked above)
+        config.set_flag(trt_mod.BuilderFlag.FP16)  # legacy path: exists (checked above)
     if precision == "int8":  # Q/DQ graphs need the INT8 flag in weakly typed mode; scales come from the graph
-        config.set_flag(trt.BuilderFlag.INT8)  # legacy path, TensorRT < 11 only (checked above)
+        config.set_flag(trt_mod.BuilderFlag.INT8)  # legacy path: exists (checked above)
+
+
+def _parse(api: TensorRTApi, builder: trt.Builder, logger: trt.ILogger, onnx_path: Path, flags: int,
+           record: BuildLog) -> tuple[trt.INetworkDefinition, Any]:
+    network = builder.create_network(flags)
+    parser = api.module.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = [parser.get_error(i).desc() for i in range(parser.num_errors)] or record.errors[-1:]
+        more = f" (+{len(errors) - 2} more)" if len(errors) > 2 else ""
+        raise EngineBuildError(f"{api.display} cannot parse {onnx_path.name}: {'; '.join(errors[:2])}{more}",
+                               hint="check the file with `polygraphy inspect model`, or re-export it")
+    return network, parser  # the parser must outlive the network's use (it owns the weights)
+
+
+def _set_targets(api: TensorRTApi, config: trt.IBuilderConfig, archs: list[str]) -> None:
+    if not archs:
+        return
+    rtx_config: tensorrt_rtx.IBuilderConfig = config  # type: ignore[assignment]  # TensorRT-RTX only API
+    known = api.archs()
+    rtx_config.num_compute_capabilities = len(archs)
+    for i, arch in enumerate(archs):
+        if not rtx_config.set_compute_capability(known[arch], i):
+            raise EngineBuildError(f"{api.display} refused target {arch}")
+
+
+def _configure(api: TensorRTApi, builder: trt.Builder, network: trt.INetworkDefinition, cfg: BuildConfig,
+               strongly_typed: bool, archs: list[str], profile: ShapeProfile | None) -> trt.IBuilderConfig:
+    trt_mod = api.module
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt_mod.MemoryPoolType.WORKSPACE, int(cfg.workspace_gib * (1 << 30)))
+    config.profiling_verbosity = trt_mod.ProfilingVerbosity.DETAILED  # per-kernel datatypes for the summary
+    if cfg.optimization_level is not None:
+        config.builder_optimization_level = cfg.optimization_level
+    if cfg.version_compatible:
+        config.set_flag(api.enum("BuilderFlag", "VERSION_COMPATIBLE"))
+    if not strongly_typed and api.precision_flags and int(api.version.split(".")[0]) < 11:
+        _legacy_precision_flags(api, config, cfg.precision)
+    if cfg.dla_core is not None:
+        if not api.dla or builder.num_DLA_cores <= cfg.dla_core:
+            raise EngineBuildError(f"--dla-core {cfg.dla_core} requested, this device has "
+                                   f"{builder.num_DLA_cores if api.dla else 0} DLA cores ({api.display})",
+                                   hint="AGX Orin / Orin NX 16GB have 2, Orin Nano, Thor and RTX GPUs none")
+        config.default_device_type = trt_mod.DeviceType.DLA
+        config.DLA_core = cfg.dla_core
+        config.set_flag(api.enum("BuilderFlag", "GPU_FALLBACK"))
+    if profile is not None:
+        p = builder.create_optimization_profile()
+        first = network.get_input(0)
+        c = int(first.shape[1])
+        p.set_shape(first.name, (profile.min[0], c, *profile.min[1:]), (profile.opt[0], c, *profile.opt[1:]),
+                    (profile.max[0], c, *profile.max[1:]))
+        config.add_optimization_profile(p)
+    if cfg.timing_cache is not None:
+        blob = Path(cfg.timing_cache).read_bytes() if Path(cfg.timing_cache).is_file() else b""
+        config.set_timing_cache(config.create_timing_cache(blob), False)
+    _set_targets(api, config, archs)
+    return config
+
+
+def _inspector_layers(api: TensorRTApi, logger: trt.ILogger, plan: bytes) -> list[LayerInfo]:
+    """Standard TensorRT on its GPU: the engine inspector's JSON ([] if the engine cannot be inspected)."""
+    try:
+        engine = api.module.Runtime(logger).deserialize_cuda_engine(plan)
+        inspector = engine.create_engine_inspector()
+        fmt = api.module.LayerInformationFormat.JSON
+        return parse_inspector_json(inspector.get_engine_information(fmt))
+    except Exception:  # an engine that does not inspect only loses the summary, not the build
+        return []
+
+
+def _layer_summary(api: TensorRTApi, logger: trt.ILogger, record: BuildLog, info: NetworkInfo,
+                   plan: bytes) -> dict[str, Any]:
+    if record.layer_messages:
+        return precision_summary(parse_log_layers(record.layer_messages[-1]), info,
+                                 "build log (ProfilingVerbosity.DETAILED)", record.scale_conversions)
+    if not api.needs_gpu_to_build:
+        return {}
+    return precision_summary(_inspector_layers(api, logger, plan), info, "engine inspector (DETAILED)")
+
+
+def parse_onnx(onnx_path: str | Path, runtime: str = "auto") -> NetworkInfo:
+    """Parse an ONNX file with the flavour's ONNX parser only (no build, no GPU): the network's I/O and convs.
+
+    Raises EngineBuildError with the parser's errors when it does not parse.
+    """
+    onnx_path = Path(onnx_path)
+    read_onnx_facts(onnx_path)
+    api = load_tensorrt(runtime)
+    logger, record = capture_logger(api)
+    builder: trt.Builder = api.module.Builder(logger)
+    network, _parser = _parse(api, builder, logger, onnx_path, network_flags(api, _strongly_typed(api, None), False),
+                              record)
+    return network_info(api, network)
 
 
 def build_engine(
@@ -168,150 +240,102 @@ def build_engine(
 
     manifest: the kernels manifest.json (`asfyolo-rt kernels compile`) for graphs with plugin nodes.
     """
-    from asfyolo_rt.export.engine.cuda import device_info
-
     from asfyolo_rt import __version__
 
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
-    if not onnx_path.is_file():
-        raise EngineBuildError(f"ONNX file {onnx_path} does not exist",
-                               hint=f"the bundle should hold {ONNX_FOR_PRECISION[cfg.precision]} for {cfg.precision}")
     t0 = time.perf_counter()
-    meta, dims, has_plugins = onnx_metadata(onnx_path)
-    if meta.get("precision", cfg.precision) != cfg.precision:
-        extra = " (the ONNX Runtime CPU flavour: asymmetric uint8, not for TensorRT)" if meta.get(
-            "precision") == "int8-cpu" else ""
-        raise EngineBuildError(f"{onnx_path.name} is a {meta.get('precision')} model{extra} but --precision is "
-                               f"{cfg.precision}", hint=f"use {ONNX_FOR_PRECISION[cfg.precision]} for {cfg.precision}")
-    import_tensorrt(build_command(onnx_path.parent, cfg.precision, cfg.dla_core))
-    import tensorrt as trt
+    facts = check_onnx_for_build(onnx_path, cfg.precision)
+    api = load_tensorrt(cfg.runtime, build_command(onnx_path.parent, cfg.precision, cfg.dla_core,
+                                                   runtime=cfg.runtime))
+    archs = parse_archs(api, list(cfg.archs))
+    device, capability = "", ""
+    if api.needs_gpu_to_build:
+        from asfyolo_rt.export.engine.cuda import device_info
 
-    dev = device_info(0)
-    major, minor = trt_version(trt.__version__)
-    if (major, minor) < (8, 6):
-        raise EngineBuildError(f"TensorRT {trt.__version__} is older than 8.6, the oldest supported here")
-    if has_plugins:
-        if (major, minor) < (10, 9):
-            raise EngineBuildError(f"{onnx_path.name} has TensorRT plugin nodes (AOT plugins need TensorRT >= 10.9, "
-                                   f"found {trt.__version__})", hint="export with the pure-ONNX mask assembly")
+        dev = device_info(0)
+        device, capability = dev.name, dev.compute_capability
+    if facts.has_plugins:
+        if not api.aot_plugins:
+            raise EngineBuildError(f"{onnx_path.name} has TensorRT plugin nodes; {api.display} has no ahead-of-time "
+                                   "Python plugins (TensorRT >= 10.9 has)", hint="export with the pure-ONNX mask assembly")
         from asfyolo_rt.export.engine.plugin import register_mask_plugin
 
         register_mask_plugin(manifest)
-    strongly_typed = major >= 11 or (major == 10 and cfg.dla_core is None)
+    if "NonMaxSuppression" in facts.ops and not api.nms_runner:
+        raise EngineBuildError(f"{onnx_path.name} uses ONNX NonMaxSuppression, which {api.display} cannot run",
+                               hint="build the Cluster-NMS end-to-end model (`asfyolo-rt build BUNDLE --runtime rtx "
+                                    "--end2end` writes and builds model[.PREC].end2end.rtx.onnx)")
+    if cfg.timing_cache is not None and not api.timing_cache:
+        raise ConfigError(f"a timing cache makes {api.display} query a GPU (no ahead-of-time build); pass none")
+    strongly_typed = _strongly_typed(api, cfg.dla_core)
     steps = 4
     if progress:
         progress(0, steps)
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(logger)
-    network = builder.create_network(network_flags(strongly_typed, has_plugins))
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
-        raise EngineBuildError(f"TensorRT {trt.__version__} cannot parse {onnx_path.name}: {errors}")
+    logger, record = capture_logger(api)
+    builder: trt.Builder = api.module.Builder(logger)
+    network, _parser = _parse(api, builder, logger, onnx_path, network_flags(api, strongly_typed, facts.has_plugins),
+                              record)
+    info = network_info(api, network)
     if progress:
         progress(1, steps)
-    config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(cfg.workspace_gib * (1 << 30)))
-    if cfg.version_compatible:
-        config.set_flag(trt.BuilderFlag.VERSION_COMPATIBLE)
-    if not strongly_typed and major < 11:
-        _legacy_precision_flags(config, cfg.precision)
-    if cfg.dla_core is not None:
-        if builder.num_DLA_cores <= cfg.dla_core:
-            raise EngineBuildError(f"--dla-core {cfg.dla_core} requested, this device has {builder.num_DLA_cores} "
-                                   "DLA cores", hint="AGX Orin / Orin NX 16GB have 2, Orin Nano and Thor none")
-        config.default_device_type = trt.DeviceType.DLA
-        config.DLA_core = cfg.dla_core
-        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
-    profile = cfg.profile or default_profile(dims, _json_list(meta.get("img_size")))
-    input_name = network.get_input(0).name
-    if profile is not None:
-        p = builder.create_optimization_profile()
-        c = int(network.get_input(0).shape[1])
-        p.set_shape(input_name, (profile.min[0], c, *profile.min[1:]), (profile.opt[0], c, *profile.opt[1:]),
-                    (profile.max[0], c, *profile.max[1:]))
-        config.add_optimization_profile(p)
-    if cfg.timing_cache is not None:
-        blob = Path(cfg.timing_cache).read_bytes() if Path(cfg.timing_cache).is_file() else b""
-        config.set_timing_cache(config.create_timing_cache(blob), False)
+    profile = cfg.profile or default_profile(facts.dims, json_list(facts.meta.get("img_size")))
+    config = _configure(api, builder, network, cfg, strongly_typed, archs, profile)
     if progress:
         progress(2, steps)
+    t_build = time.perf_counter()
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise EngineBuildError(f"TensorRT failed to build an engine from {onnx_path.name} (see its log above)",
+        why = f": {record.errors[-1]}" if record.errors else " (see its log above)"
+        raise EngineBuildError(f"{api.display} failed to build an engine from {onnx_path.name}{why}",
                                hint="try a larger --workspace, or check the ONNX with `polygraphy inspect model`")
-    atomic_write(engine_path, bytes(memoryview(plan)))  # type: ignore[arg-type]
+    build_seconds = time.perf_counter() - t_build
+    data = bytes(memoryview(plan))  # type: ignore[arg-type]
+    atomic_write(engine_path, data)
     if cfg.timing_cache is not None:
         cache = config.get_timing_cache()
         if cache is not None:
             atomic_write(Path(cfg.timing_cache), bytes(memoryview(cache.serialize())))  # type: ignore[arg-type]
     if progress:
         progress(3, steps)
-    io = _io_description(engine_path, logger, profile)
+    inputs = {k: dict(v) for k, v in info.inputs.items()}
+    if profile is not None:
+        for entry in inputs.values():
+            entry["profile"] = {"min": list(profile.min), "opt": list(profile.opt), "max": list(profile.max)}
+    meta = facts.meta
     sidecar = EngineSidecar(
         engine=engine_path.name, precision=cfg.precision, onnx=onnx_path.name, onnx_sha256=file_sha256(onnx_path),
-        tensorrt_version=str(trt.__version__), compute_capability=dev.compute_capability, device=dev.name,
-        strongly_typed=strongly_typed, dla_core=cfg.dla_core, inputs=io[0], outputs=io[1],
-        names=_json_dict(meta.get("names")), nc=int(meta.get("nc", "1")), img_size=_json_list(meta.get("img_size")),
-        preprocess=_json_dict(meta.get("preprocess")), end2end=meta.get("end2end") == "true",
+        tensorrt_version=api.version, compute_capability=capability, device=device, runtime=api.name,
+        targets=archs, strongly_typed=strongly_typed, dla_core=cfg.dla_core, inputs=inputs, outputs=info.outputs,
+        names=json_dict(meta.get("names")), nc=int(meta.get("nc", "1")), img_size=json_list(meta.get("img_size")),
+        preprocess=json_dict(meta.get("preprocess")), end2end=meta.get("end2end") == "true",
         thresholds={k[4:]: v for k, v in meta.items() if k.startswith("e2e_")},
+        layers=_layer_summary(api, logger, record, info, data),
         build={"workspace_gib": cfg.workspace_gib, "timing_cache": str(cfg.timing_cache) if cfg.timing_cache else None,
-               "version_compatible": cfg.version_compatible, "seconds": round(time.perf_counter() - t0, 1),
-               "plugins": has_plugins},
+               "version_compatible": cfg.version_compatible, "optimization_level": cfg.optimization_level,
+               "ahead_of_time": not api.needs_gpu_to_build, "module": api.module_name,
+               "targets": ",".join(archs) if archs else ("default portable set (compute capability 8.0+, not "
+                                                         "Turing)" if api.target_archs else "this GPU"),
+               "engine_bytes": len(data), "build_seconds": round(build_seconds, 2),
+               "seconds": round(time.perf_counter() - t0, 1), "plugins": facts.has_plugins,
+               "warnings": len(record.warnings)},
         asfyolo_rt=__version__,
     )
     side = write_sidecar(engine_path, sidecar)
     if progress:
         progress(4, steps)
-    return EngineArtifact(engine_path, side, sidecar, time.perf_counter() - t0)
+    return EngineArtifact(engine_path, side, sidecar, time.perf_counter() - t0, api.name)
 
 
-def _io_description(engine_path: Path, logger: trt.ILogger,
-                    profile: ShapeProfile | None) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, Any]]]:
-    import tensorrt as trt
-
-    runtime = trt.Runtime(logger)
-    engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
-    if engine is None:
-        raise EngineBuildError(f"the engine just built ({engine_path}) does not deserialize")
-    inputs: dict[str, dict[str, Any]] = {}
-    outputs: dict[str, dict[str, Any]] = {}
-    for i in range(engine.num_io_tensors):
-        name = engine.get_tensor_name(i)
-        entry: dict[str, Any] = {"shape": list(engine.get_tensor_shape(name)),
-                                 "dtype": str(engine.get_tensor_dtype(name)).split(".")[-1].lower()}
-        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT:
-            if profile is not None:
-                entry["profile"] = {"min": list(profile.min), "opt": list(profile.opt), "max": list(profile.max)}
-            inputs[name] = entry
-        else:
-            outputs[name] = entry
-    return inputs, outputs
-
-
-def _json_list(text: str | None) -> list[int]:
-    import json
-
-    try:
-        v = json.loads(text) if text else []
-    except ValueError:
-        return []
-    return [int(x) for x in v] if isinstance(v, list) else []
-
-
-def _json_dict(text: str | None) -> dict[str, Any]:
-    import json
-
-    try:
-        v = json.loads(text) if text else {}
-    except ValueError:
-        return {}
-    return v if isinstance(v, dict) else {}
-
-
-def build_command(bundle: str | Path, precision: str, dla_core: int | None = None) -> str:
-    """The `asfyolo-rt build` command to run on the target device."""
+def build_command(bundle: str | Path, precision: str, dla_core: int | None = None, *, runtime: str = "auto",
+                  end2end: bool = False, archs: tuple[str, ...] = ()) -> str:
+    """The `asfyolo-rt build` command (to run on the target device for standard TensorRT)."""
     cmd = ["asfyolo-rt", "build", str(bundle), "--precision", precision]
+    if runtime != "auto":
+        cmd += ["--runtime", runtime]
+    if end2end:
+        cmd.append("--end2end")
+    if archs:
+        cmd += ["--arch", ",".join(archs)]
     if dla_core is not None:
         cmd += ["--dla-core", str(dla_core)]
     return shlex.join(cmd)

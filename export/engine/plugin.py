@@ -37,8 +37,7 @@ except ImportError as exc:  # pragma: no cover - depends on the machine
         hint="export end-to-end models with the pure-ONNX mask assembly (the default) for older TensorRT",
     ) from exc
 
-_V = tuple(int(x) for x in str(trt.__version__).split(".")[:2])
-if _V < (10, 9) or not hasattr(trtp, "aot_impl"):  # pragma: no cover
+if not hasattr(trtp, "aot_impl"):  # pragma: no cover  # ahead-of-time QDP plugins: TensorRT >= 10.9
     raise EngineBuildError(f"TensorRT {trt.__version__} has no ahead-of-time plugin support (needs >= 10.9)",
                            hint="export end-to-end models with the pure-ONNX mask assembly")
 

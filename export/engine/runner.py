@@ -1,7 +1,8 @@
 """TensorRT engine runner implementing the backend protocol (`asfyolo_rt.infer.backends`).
 
-`TensorRTBackend(path)` deserializes a plain plan, reads its sidecar (`<name>.engine.json`: class names,
-precision, pre-processing), and runs it with `execute_async_v3`, binding tensors by name. Device memory
+`TensorRTBackend(path)` deserializes a plain plan with the runtime its sidecar names (standard TensorRT,
+or TensorRT-RTX for engines `asfyolo-rt build --runtime rtx` built ahead of time), reads its sidecar
+(`<name>.engine.json`: class names, precision, pre-processing), and runs it with `execute_async_v3`, binding tensors by name. Device memory
 and the stream come from cuda-python: running an engine needs no torch on the device. When the caller
 passes a contiguous float32 torch CUDA tensor, its memory is bound directly (no copy) and the outputs are
 returned as torch CUDA tensors; otherwise inputs are copied from host memory and outputs returned as CPU
@@ -15,14 +16,17 @@ Only plain models (outputs `pred` and `protos`) are backends; end-to-end engines
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from asfyolo_rt.export.engine.build import import_tensorrt
+from asfyolo_rt.export.engine.api import load_tensorrt
 from asfyolo_rt.export.engine.cuda import DeviceBuffer, Stream, device_info
 from asfyolo_rt.export.engine.sidecar import read_sidecar
 
 from asfyolo_rt.errors import ConfigError, EngineBuildError
+
+if TYPE_CHECKING:
+    import tensorrt as trt_types  # the common API of both flavours (TensorRT-RTX's runtime mirrors it)
 
 
 class TensorRTBackend:
@@ -35,26 +39,35 @@ class TensorRTBackend:
         if not self.path.is_file():
             raise ConfigError(f"engine {self.path} does not exist", hint="build one with `asfyolo-rt build BUNDLE`")
         self.sidecar = read_sidecar(self.path)
-        import_tensorrt(f"asfyolo-rt val {self.path}")
-        import tensorrt as trt
+        rtx = self.sidecar.runtime == "TensorRT-RTX"
+        api = load_tensorrt("rtx" if rtx else "trt", f"asfyolo-rt val {self.path}")
+        self.api = api
+        trt = api.module
 
         self.device = device_info(device)
-        if self.sidecar.compute_capability != self.device.compute_capability:
+        cc = self.device.compute_capability
+        if rtx:
+            arch = "sm" + cc.replace(".", "")
+            if self.sidecar.targets and arch not in self.sidecar.targets:
+                raise EngineBuildError(
+                    f"{self.path.name} was built for {', '.join(self.sidecar.targets)}; this GPU ({self.device.name}) "
+                    f"is {arch}", hint=f"rebuild it: asfyolo-rt build BUNDLE --runtime rtx --arch {arch}")
+        elif self.sidecar.compute_capability != cc:
             raise EngineBuildError(
                 f"{self.path.name} was built for compute capability {self.sidecar.compute_capability}, this GPU "
-                f"({self.device.name}) is {self.device.compute_capability}",
+                f"({self.device.name}) is {cc}",
                 hint="engines are tied to the GPU architecture and TensorRT version: rebuild with `asfyolo-rt build`")
-        if self.sidecar.tensorrt_version != str(trt.__version__):
+        if self.sidecar.tensorrt_version != api.version:
             raise EngineBuildError(
-                f"{self.path.name} was built with TensorRT {self.sidecar.tensorrt_version}, this is {trt.__version__}",
+                f"{self.path.name} was built with {api.name} {self.sidecar.tensorrt_version}, this is {api.display}",
                 hint="rebuild the engine here with `asfyolo-rt build`")
-        self.logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(self.logger)
+        self.logger: trt_types.ILogger = trt.Logger(trt.Logger.WARNING)
+        self.runtime: trt_types.Runtime = trt.Runtime(self.logger)
         engine = self.runtime.deserialize_cuda_engine(self.path.read_bytes())
         if engine is None:
-            raise EngineBuildError(f"TensorRT cannot deserialize {self.path}")
-        self.engine = engine
-        self.context = engine.create_execution_context()
+            raise EngineBuildError(f"{api.display} cannot deserialize {self.path}")
+        self.engine: trt_types.ICudaEngine = engine
+        self.context: trt_types.IExecutionContext = engine.create_execution_context()
         self.inputs: list[str] = []
         self.outputs: list[str] = []
         for i in range(engine.num_io_tensors):
@@ -77,9 +90,7 @@ class TensorRTBackend:
     # ------------------------------------------------------------------ named arrays (any engine)
 
     def _dtype(self, name: str) -> np.dtype[Any]:
-        import tensorrt as trt
-
-        return np.dtype(trt.nptype(self.engine.get_tensor_dtype(name)))
+        return np.dtype(self.api.module.nptype(self.engine.get_tensor_dtype(name)))
 
     def _buffer(self, name: str, nbytes: int) -> DeviceBuffer:
         buf = self._buffers.get(name)

@@ -3,8 +3,12 @@
 Torch-free (it runs on devices that only have TensorRT and cuda-python). The plan file is exactly what
 TensorRT serialized (trtexec, C++ runtimes and Triton Inference Server load it
 as is); everything else a runtime needs lives here: precision, I/O shapes and the optimization profile,
-TensorRT version, compute capability and device, the source ONNX's SHA-256, class names, pre-processing,
-end-to-end thresholds. No TensorRT is needed to read or write it.
+runtime (TensorRT or TensorRT-RTX) and its version, compute capability and device (standard TensorRT
+builds on the GPU it targets) or target architectures (TensorRT-RTX builds ahead of time), the source
+ONNX's SHA-256, class names, pre-processing, end-to-end thresholds, and the per-layer precision summary
+(how many convolutions run Int8 / Half / Float). No TensorRT is needed to read or write it.
+
+Format 2 added `runtime`, `targets` and `layers`; format-1 sidecars still read (as standard TensorRT).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from typing import Any
 from asfyolo_rt.atomic import file_sha256  # noqa: F401  (re-exported)
 from asfyolo_rt.errors import EngineBuildError
 
-FORMAT = "asfyolo-rt-engine/1"
+FORMAT = "asfyolo-rt-engine/2"
+READABLE_FORMATS = ("asfyolo-rt-engine/1", FORMAT)
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -27,9 +32,11 @@ class EngineSidecar:
     precision: str  # fp32 | fp16 | int8
     onnx: str  # source ONNX file name
     onnx_sha256: str
-    tensorrt_version: str
-    compute_capability: str  # "8.7"
+    tensorrt_version: str  # version of `runtime` ("10.3.0.30", or TensorRT-RTX "1.7.1.116")
+    compute_capability: str  # "8.7": the GPU it was built on; "" for TensorRT-RTX ahead-of-time builds
     device: str = ""
+    runtime: str = "TensorRT"  # "TensorRT" or "TensorRT-RTX" (different runtimes: engines are not interchangeable)
+    targets: list[str] = field(default_factory=list)  # TensorRT-RTX targets ["sm86", "sm89"]; [] = its default set
     strongly_typed: bool = True
     dla_core: int | None = None
     inputs: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> {dtype, shape, profile}
@@ -40,7 +47,8 @@ class EngineSidecar:
     preprocess: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, Any] = field(default_factory=dict)
     end2end: bool = False
-    build: dict[str, Any] = field(default_factory=dict)  # workspace, timing cache, flags, seconds
+    layers: dict[str, Any] = field(default_factory=dict)  # per-layer precision summary (export.engine.buildlog)
+    build: dict[str, Any] = field(default_factory=dict)  # workspace, timing cache, flags, seconds, engine bytes
     asfyolo_rt: str = ""
     format: str = FORMAT
 
@@ -53,6 +61,8 @@ def atomic_write(path: str | Path, data: bytes) -> None:
     from asfyolo_rt.atomic import atomic_write_bytes
 
     atomic_write_bytes(path, data)
+
+
 def sidecar_path(engine_path: str | Path) -> Path:
     """model.int8.engine -> model.int8.engine.json."""
     p = Path(engine_path)
@@ -79,9 +89,9 @@ def read_sidecar(engine_path: str | Path) -> EngineSidecar:
         doc = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as exc:
         raise EngineBuildError(f"{path}: not valid JSON ({exc})") from exc
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+    if not isinstance(doc, dict) or doc.get("format") not in READABLE_FORMATS:
         raise EngineBuildError(f"{path}: format {doc.get('format') if isinstance(doc, dict) else None!r}, "
-                               f"expected {FORMAT!r}")
+                               f"expected one of {READABLE_FORMATS}")
     known = {f.name for f in fields(EngineSidecar)}
     unknown = sorted(set(doc) - known)
     if unknown:
@@ -92,4 +102,6 @@ def read_sidecar(engine_path: str | Path) -> EngineSidecar:
         raise EngineBuildError(f"{path}: missing keys {missing}")
     if doc["precision"] not in PRECISIONS:
         raise EngineBuildError(f"{path}: precision {doc['precision']!r}; expected one of {PRECISIONS}")
-    return EngineSidecar(**doc)
+    if doc.get("runtime", "TensorRT") not in ("TensorRT", "TensorRT-RTX"):
+        raise EngineBuildError(f"{path}: runtime {doc['runtime']!r}; expected 'TensorRT' or 'TensorRT-RTX'")
+    return EngineSidecar(**{**doc, "format": FORMAT})

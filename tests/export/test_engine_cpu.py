@@ -32,8 +32,21 @@ def test_sidecar_roundtrip(tmp_path):
     path = write_sidecar(engine, _sidecar())
     assert path == sidecar_path(engine) and path.name == "model.int8.engine.json"
     back = read_sidecar(engine)
-    assert back == _sidecar() and back.format == "asfyolo-rt-engine/1"
+    assert back == _sidecar() and back.format == "asfyolo-rt-engine/2" and back.runtime == "TensorRT"
     assert json.loads(path.read_text())["compute_capability"] == "8.7"
+
+
+def test_sidecar_format_1_still_reads(tmp_path):
+    engine = tmp_path / "model.int8.engine"
+    doc = _sidecar().to_dict()
+    for key in ("runtime", "targets", "layers"):  # format 1 had none of these
+        del doc[key]
+    sidecar_path(engine).write_text(json.dumps({**doc, "format": "asfyolo-rt-engine/1"}))
+    back = read_sidecar(engine)
+    assert back.runtime == "TensorRT" and back.targets == [] and back.layers == {} and back.precision == "int8"
+    sidecar_path(engine).write_text(json.dumps({**doc, "runtime": "onnxruntime"}))
+    with pytest.raises(EngineBuildError, match="runtime"):
+        read_sidecar(engine)
 
 
 def test_sidecar_errors(tmp_path):
@@ -51,7 +64,9 @@ def test_sidecar_errors(tmp_path):
 
 
 def _no_tensorrt(monkeypatch):
-    monkeypatch.setitem(sys.modules, "tensorrt", None)  # import tensorrt -> ImportError even where installed
+    """Neither flavour importable, even where installed (import X -> ImportError)."""
+    for name in ("tensorrt", "tensorrt_rtx", "tensorrt_rtx_bindings"):
+        monkeypatch.setitem(sys.modules, name, None)
 
 
 def test_build_without_tensorrt_says_what_to_run(onnx_static, monkeypatch, tmp_path):
@@ -59,6 +74,35 @@ def test_build_without_tensorrt_says_what_to_run(onnx_static, monkeypatch, tmp_p
     with pytest.raises(EngineBuildError, match="TensorRT is not installed") as info:
         build_engine(onnx_static.path, tmp_path / "m.engine", BuildConfig(precision="fp32"))
     assert "asfyolo-rt build" in (info.value.hint or "") and "--precision fp32" in (info.value.hint or "")
+    assert "asfyolo-rt[rtx]" in (info.value.hint or "")  # names the pip extra that builds here
+    assert not (tmp_path / "m.engine").exists()
+    with pytest.raises(EngineBuildError, match="TensorRT-RTX is not installed") as info:
+        build_engine(onnx_static.path, tmp_path / "m.engine", BuildConfig(precision="fp32", runtime="rtx"))
+    assert "pip install 'asfyolo-rt[rtx]'" in (info.value.hint or "")
+    with pytest.raises(EngineBuildError, match="TensorRT is not installed") as info:
+        build_engine(onnx_static.path, tmp_path / "m.engine", BuildConfig(precision="fp32", runtime="trt"))
+    assert "asfyolo-rt[trt]" in (info.value.hint or "")
+    with pytest.raises(ConfigError, match="--runtime"):
+        build_engine(onnx_static.path, tmp_path / "m.engine", BuildConfig(precision="fp32", runtime="tensorrt"))
+
+
+def test_build_refuses_non_onnx_and_cpu_int8(onnx_static, tmp_path):
+    """Refused before TensorRT is even imported: the checks hold with or without it."""
+    junk = tmp_path / "model.onnx"
+    junk.write_bytes(np.random.default_rng(0).bytes(4096))
+    with pytest.raises(EngineBuildError, match="is not an ONNX model"):
+        build_engine(junk, tmp_path / "m.engine", BuildConfig(precision="fp32"))
+    import onnx
+    from asfyolo_rt.export.onnx_export import get_metadata, set_metadata
+
+    m = onnx.load(str(onnx_static.path))
+    set_metadata(m, {**get_metadata(m), "precision": "int8-cpu"})
+    cpu = tmp_path / "model.int8-cpu.onnx"
+    onnx.save(m, str(cpu))
+    for precision in ("int8", "fp32"):
+        with pytest.raises(EngineBuildError, match="ONNX Runtime CPU INT8 model .* not for TensorRT") as info:
+            build_engine(cpu, tmp_path / "m.engine", BuildConfig(precision=precision))
+        assert "model.int8.onnx" in (info.value.hint or "")
     assert not (tmp_path / "m.engine").exists()
 
 
@@ -127,6 +171,9 @@ def test_cli_build_without_tensorrt(cli, onnx_static, tmp_path, monkeypatch):
     assert "TensorRT is not installed" in r.stderr and "asfyolo-rt build" in r.stderr
     r = cli("build", tmp_path / "missing", "--precision", "fp32")
     assert r.exit_code == 1 and "does not exist" in r.stderr
+    r = cli("build", tmp_path, "--precision", "fp32", "--runtime", "rtx")
+    assert r.exit_code == 1 and "TensorRT-RTX is not installed" in r.stderr
+    assert "tensorrt-rtx-cu12-bindings" in r.stderr  # (the CLI's Rich markup currently swallows "[rtx]")
 
 
 @pytest.mark.trt

@@ -98,3 +98,160 @@ def test_plugin_node_structure(onnx_static):
 def test_bad_end2end_config(kwargs):
     with pytest.raises(ConfigError):
         End2EndConfig(**kwargs)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# TensorRT-compatible graphs: no uint8 intermediates, TopK <= 3840, Cluster-NMS from basic ops (TensorRT-RTX)
+
+CLUSTER = End2EndConfig(conf_threshold=0.16, iou_threshold=0.5, max_det=120, topk=800, label_map=True, nms="cluster")
+
+
+def _uint8_tensors(m: onnx.ModelProto) -> set[str]:
+    inferred = onnx.shape_inference.infer_shapes(m)
+    infos = list(inferred.graph.value_info) + list(inferred.graph.output)
+    return {v.name for v in infos if v.type.tensor_type.elem_type == onnx.TensorProto.UINT8}
+
+
+@pytest.mark.parametrize("nms", ["onnx", "cluster"])
+def test_no_uint8_intermediate_and_topk_within_tensorrt_limit(onnx_static, nms):
+    m = build_end2end(onnx.load(str(onnx_static.path)), End2EndConfig(nms=nms, label_map=True))
+    assert _uint8_tensors(m) == {"masks"}  # the uint8 cast writes the graph output itself
+    assert not any("masks" in n.input for n in m.graph.node)  # and nothing reads it back
+    inits = {i.name: onnx.numpy_helper.to_array(i) for i in m.graph.initializer}
+    topk_caps = [int(inits[n.input[1]].max()) for n in m.graph.node if n.op_type == "Min" and n.input[1] in inits
+                 and inits[n.input[1]].dtype == np.int64]
+    assert topk_caps and max(topk_caps) <= 3840
+    ops = {n.op_type for n in m.graph.node}
+    assert ("NonMaxSuppression" in ops) == (nms == "onnx")
+
+
+def test_topk_default_clamp_and_explicit_limit(caplog):
+    assert End2EndConfig().topk == 3840
+    with caplog.at_level("WARNING"):
+        assert End2EndConfig(topk=5000).topk == 3840  # the earlier --topk default: clamped, with a warning
+    assert "clamped to 3840" in caplog.text
+    with pytest.raises(ConfigError, match="3840"):
+        End2EndConfig(topk=4000)  # an explicit K TensorRT cannot build
+
+
+def test_cluster_nms_matches_python_postprocessing(onnx_static, onnx_dynamic, nuclei_batch, tmp_path):
+    art = export_end2end(onnx_static.path, tmp_path / "e2e.rtx.onnx", CLUSTER)
+    m = onnx.load(str(art.path))
+    assert [o.name for o in m.graph.output] == ["num_dets", "boxes", "scores", "classes", "masks", "label_map"]
+    assert "NonMaxSuppression" not in {n.op_type for n in m.graph.node}
+    assert art.metadata["e2e_nms"] == "cluster" and art.metadata["e2e_nms_iterations"] == "25"
+    x = nuclei_batch[:1]
+    n = _check_against_python(_run(art.path, x), _run(onnx_static.path, x), CLUSTER)
+    assert 0 < n < CLUSTER.max_det
+    dyn = export_end2end(onnx_dynamic.path, tmp_path / "dyn.rtx.onnx", CLUSTER)
+    x2 = np.ascontiguousarray(nuclei_batch[[1, 0]])
+    e2e = _run(dyn.path, x2)
+    assert e2e["num_dets"][0] != e2e["num_dets"][1]
+    _check_against_python(e2e, _run(onnx_dynamic.path, x2), CLUSTER)
+
+
+def _candidates_model(nc: int, n: int) -> onnx.ModelProto:
+    """A stand-in 'model' whose pred/protos are graph inputs: the post-processing alone, on chosen candidates."""
+    from asfyolo_rt.export.onnx_export import set_metadata
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(
+        [helper.make_node("Identity", ["pred_in"], ["pred"]), helper.make_node("Identity", ["protos_in"], ["protos"])],
+        "candidates",
+        [helper.make_tensor_value_info("images", TensorProto.FLOAT, [1, 3, 160, 160]),
+         helper.make_tensor_value_info("pred_in", TensorProto.FLOAT, [1, n, 5 + nc + 32]),
+         helper.make_tensor_value_info("protos_in", TensorProto.FLOAT, [1, 32, 40, 40])],
+        [helper.make_tensor_value_info("pred", TensorProto.FLOAT, [1, n, 5 + nc + 32]),
+         helper.make_tensor_value_info("protos", TensorProto.FLOAT, [1, 32, 40, 40])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    set_metadata(m, {"nc": str(nc), "nm": "32", "precision": "fp32"})
+    return m
+
+
+def _pred(xyxy: np.ndarray, scores: np.ndarray, classes: np.ndarray, nc: int) -> np.ndarray:
+    """(1, n, 5 + nc + 32) rows with objectness 1 and the score on the class column."""
+    n = len(xyxy)
+    p = np.zeros((1, n, 5 + nc + 32), np.float32)
+    p[0, :, :2] = (xyxy[:, :2] + xyxy[:, 2:]) / 2
+    p[0, :, 2:4] = xyxy[:, 2:] - xyxy[:, :2]
+    p[0, :, 4] = 1.0
+    p[0, np.arange(n), 5 + classes] = scores
+    p[0, :, 5 + nc:] = np.random.default_rng(n).normal(size=(n, 32))
+    return p
+
+
+def _post(tmp_path, pred: np.ndarray, cfg: End2EndConfig, nc: int) -> dict:
+    path = tmp_path / f"post-{cfg.nms}-{cfg.nms_iterations}-{cfg.agnostic}-{pred.shape[1]}.onnx"
+    if not path.is_file():
+        onnx.save(build_end2end(_candidates_model(nc, pred.shape[1]), cfg), str(path))
+    s = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {"images": np.zeros((1, 3, 160, 160), np.float32), "pred_in": pred,
+             "protos_in": np.zeros((1, 32, 40, 40), np.float32)}
+    return dict(zip([o.name for o in s.get_outputs()], s.run(None, feeds)))
+
+
+def _greedy(pred: np.ndarray, cfg: End2EndConfig):
+    return non_max_suppression(torch.from_numpy(pred), conf_threshold=cfg.conf_threshold,
+                               iou_threshold=cfg.iou_threshold, max_det=cfg.max_det, max_nms=cfg.topk,
+                               agnostic=cfg.agnostic)[0]
+
+
+def _cases() -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(7)
+    cases = {}
+    # real-looking: 40 cells, 10 jittered duplicates each, 2 classes, scores spread around the threshold
+    centers = rng.uniform(20, 140, (40, 2))
+    sizes = rng.uniform(6, 20, (40, 1))
+    c = np.repeat(centers, 10, 0) + rng.normal(0, 1.5, (400, 2))
+    s = np.repeat(sizes, 10, 0) * rng.uniform(0.8, 1.25, (400, 1))
+    cases["clustered"] = (np.concatenate([c - s / 2, c + s / 2], 1), rng.uniform(0.05, 0.95, 400),
+                          rng.integers(0, 2, 400))
+    # identical boxes with identical scores (ties keep the lower index), and one box per class at the same place
+    box = np.array([[50, 50, 70, 70]], np.float32)
+    cases["ties_and_classes"] = (np.repeat(box, 6, 0), np.array([0.9, 0.9, 0.9, 0.8, 0.8, 0.7]),
+                                 np.array([0, 0, 1, 1, 0, 1]))
+    # nested boxes and boxes below the score threshold interleaved by score
+    nested = np.array([[10, 10, 60, 60], [12, 12, 58, 58], [30, 30, 40, 40], [11, 11, 59, 59], [100, 100, 130, 130]])
+    cases["nested_and_low_scores"] = (nested.astype(np.float32), np.array([0.9, 0.1, 0.8, 0.12, 0.5]),
+                                      np.zeros(5, np.int64))
+    # a suppression chain: each box overlaps the next (IoU 0.54) but not the one after (IoU 0.25)
+    x = 3.0 * np.arange(13)
+    cases["chain13"] = (np.stack([x, 0 * x + 40, x + 10, 0 * x + 50], 1), np.linspace(0.9, 0.5, 13),
+                        np.zeros(13, np.int64))
+    return cases
+
+
+@pytest.mark.parametrize("case", ["clustered", "ties_and_classes", "nested_and_low_scores", "chain13"])
+@pytest.mark.parametrize("nms", ["onnx", "cluster"])
+def test_nms_flavours_equal_greedy_on_adversarial_candidates(tmp_path, case, nms):
+    xyxy, scores, classes = _cases()[case]
+    nc = 2
+    pred = _pred(xyxy.astype(np.float32), scores.astype(np.float32), classes, nc)
+    for agnostic in (False, True):
+        cfg = End2EndConfig(conf_threshold=0.2, iou_threshold=0.5, max_det=50, topk=512, nms=nms, agnostic=agnostic)
+        out = _post(tmp_path, pred, cfg, nc)
+        ref = _greedy(pred, cfg)
+        n = int(out["num_dets"][0])
+        assert n == len(ref) > 0
+        np.testing.assert_allclose(out["boxes"][0, :n], ref.boxes.numpy(), atol=1e-4)
+        np.testing.assert_array_equal(out["scores"][0, :n], ref.scores.numpy())
+        np.testing.assert_array_equal(out["classes"][0, :n], ref.classes.numpy())
+        assert not out["boxes"][0, n:].any() and not out["scores"][0, n:].any()
+
+
+def test_cluster_nms_iterations_too_few_only_miss_boxes(tmp_path):
+    """A 41-box chain needs ~41 iterations: with fewer (odd) the result is a subset of greedy, never a superset."""
+    x = 3.0 * np.arange(41)
+    xyxy = np.stack([x, 0 * x + 40, x + 10, 0 * x + 50], 1).astype(np.float32)
+    pred = _pred(xyxy, np.linspace(0.95, 0.5, 41).astype(np.float32), np.zeros(41, np.int64), 1)
+    exact = End2EndConfig(conf_threshold=0.2, iou_threshold=0.5, max_det=60, topk=64, nms="cluster", nms_iterations=41)
+    ref = _greedy(pred, exact)
+    assert len(ref) == 21  # every other box of the chain
+    out = _post(tmp_path, pred, exact, 1)
+    assert int(out["num_dets"][0]) == 21
+    np.testing.assert_array_equal(out["scores"][0, :21], ref.scores.numpy())
+    ref_scores = set(ref.scores.numpy().tolist())
+    for t in (1, 25):  # Fast-NMS (1) and the default count: not enough for this chain
+        few = _post(tmp_path, pred, End2EndConfig(**{**exact.__dict__, "nms_iterations": t}), 1)
+        n = int(few["num_dets"][0])
+        assert 0 < n < 21 and set(few["scores"][0, :n].tolist()) <= ref_scores

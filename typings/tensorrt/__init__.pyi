@@ -13,7 +13,9 @@ from typing import Any
 
 __version__: str
 
-class ILogger: ...
+class ILogger:
+    def __init__(self) -> None: ...
+    def log(self, severity: Logger.Severity, msg: str) -> None: ...
 
 class Logger(ILogger):
     class Severity(IntEnum):
@@ -27,6 +29,7 @@ class Logger(ILogger):
     WARNING: Logger.Severity
     INFO: Logger.Severity
     VERBOSE: Logger.Severity
+    min_severity: Logger.Severity
     def __init__(self, min_severity: Logger.Severity = ...) -> None: ...
 
 class DataType(IntEnum):
@@ -98,6 +101,26 @@ class ITensor:
     name: str
     shape: Dims
     dtype: DataType
+    is_shape_tensor: bool
+
+class LayerType(IntEnum):  # a subset; compare by name
+    CONVOLUTION = 0
+    ACTIVATION = 2
+    DECONVOLUTION = 7
+    TOPK = 18
+    CAST = 24
+    QUANTIZE = 35
+    DEQUANTIZE = 36
+    NMS = 45
+
+class ILayer:
+    name: str
+    type: LayerType
+    num_inputs: int
+    num_outputs: int
+    metadata: str
+    def get_input(self, index: int) -> ITensor | None: ...
+    def get_output(self, index: int) -> ITensor: ...
 
 class INetworkDefinition:
     num_inputs: int
@@ -105,6 +128,7 @@ class INetworkDefinition:
     num_layers: int
     def get_input(self, index: int) -> ITensor: ...
     def get_output(self, index: int) -> ITensor: ...
+    def get_layer(self, index: int) -> ILayer: ...
 
 class IParserError:
     def desc(self) -> str: ...
@@ -132,6 +156,7 @@ class IBuilderConfig:
     default_device_type: DeviceType
     DLA_core: int
     profiling_verbosity: ProfilingVerbosity
+    builder_optimization_level: int
     int8_calibrator: IInt8Calibrator | None
     def set_memory_pool_limit(self, pool: MemoryPoolType, pool_size: int) -> None: ...
     def set_flag(self, flag: BuilderFlag) -> None: ...
@@ -159,6 +184,14 @@ class IExecutionContext:
     def execute_async_v3(self, stream_handle: int) -> bool: ...
     def infer_shapes(self) -> list[str]: ...
 
+class LayerInformationFormat(IntEnum):
+    ONELINE = 0
+    JSON = 1
+
+class IEngineInspector:
+    def get_engine_information(self, format: LayerInformationFormat) -> str: ...
+    def get_layer_information(self, layer_index: int, format: LayerInformationFormat) -> str: ...
+
 class ICudaEngine:
     num_io_tensors: int
     num_optimization_profiles: int
@@ -169,6 +202,7 @@ class ICudaEngine:
     def get_tensor_dtype(self, name: str) -> DataType: ...
     def get_tensor_profile_shape(self, name: str, profile_index: int) -> list[Dims]: ...
     def create_execution_context(self) -> IExecutionContext: ...
+    def create_engine_inspector(self) -> IEngineInspector: ...
     def serialize(self) -> IHostMemory: ...
 
 class Runtime:
