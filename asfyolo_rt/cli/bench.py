@@ -95,7 +95,7 @@ def bench(
     whole = _frame_image(frame, image, data) if (frame is not None or image is not None) else None
     images, images_desc = ([], "") if whole is not None else _images(data)
     env = environment()
-    rows = []
+    rows: list[Any] = []
     sources = _sources(models, model)
     for label, src in sources:
         runs: list[tuple[str, Any]] = []

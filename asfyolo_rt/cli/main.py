@@ -16,6 +16,7 @@ from typing import Any
 import typer
 import typer.core
 from rich.console import Console
+from rich.markup import escape
 
 from asfyolo_rt.errors import AsfYoloError
 
@@ -32,9 +33,9 @@ class _SafeGroup(typer.core.TyperGroup):
         except AsfYoloError as exc:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
             if exc.hint:
-                err_console.print(f"[dim]hint:[/] {exc.hint}", highlight=False, soft_wrap=True)
+                err_console.print(f"[dim]hint:[/] {escape(str(exc.hint))}", highlight=False, soft_wrap=True)
             err_console.print("[dim](run with --debug for the traceback)[/]")
             ctx.exit(1)
 

@@ -71,10 +71,9 @@ def parity(
     from asfyolo_rt.errors import ConfigError
     from asfyolo_rt.eval.parity import Candidate, run_parity, write_report
     from asfyolo_rt.infer.backends import TorchBackend, load_backend
+    from asfyolo_rt.infer.geometry import recorded_geometry
     from asfyolo_rt.model.weights import load_checkpoint
     from asfyolo_rt.weights_registry import resolve_weights
-
-    from asfyolo_rt.infer.geometry import recorded_geometry
 
     if protocol not in ("fit", "tiled"):
         raise ConfigError(f"--protocol {protocol!r}: expected fit or tiled")

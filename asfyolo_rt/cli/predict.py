@@ -14,12 +14,36 @@ from asfyolo_rt.cli.main import app
 console = Console(stderr=True)
 
 
+RESULT_NAMES = ("cells.csv", "summary.csv", "predictions.coco.json", "labels", "overlays")
+
+
+def fresh_output_folder(out: Path | None) -> Path:
+    """--out, refused if it already holds results; without --out the first free runs/predict, runs/predict2, ..."""
+    from asfyolo_rt.errors import ConfigError
+
+    def used(p: Path) -> bool:
+        return p.exists() and any((p / n).exists() for n in RESULT_NAMES)
+
+    if out is not None:
+        if out.exists() and not out.is_dir():
+            raise ConfigError(f"--out {out} is a file", hint="pass a folder for the results")
+        if used(out):
+            raise ConfigError(f"--out {out} already holds results of an earlier run (cells.csv, labels/, ...)",
+                              hint="choose another --out, or move the old results away; nothing was overwritten")
+        return out
+    base = Path("runs/predict")
+    k = 1
+    while used(base if k == 1 else base.with_name(f"predict{k}")):
+        k += 1
+    return base if k == 1 else base.with_name(f"predict{k}")
+
+
 @app.command()
 def predict(
     source: Annotated[list[str], typer.Argument(help="Image files, folders, glob patterns ('imgs/*.tif') or video files.")],
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="Checkpoint or shipped name (dsb2018, bcc); default: the shipped DSB2018 model.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Or an exported model (.onnx, .engine).")] = None,
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder.")] = Path("runs/predict"),
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder; must not hold earlier results. [default: runs/predict, then runs/predict2, ...]")] = None,
     conf: Annotated[float, typer.Option(help="Confidence threshold.")] = 0.25,
     iou: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.45,
     max_det: Annotated[int, typer.Option("--max-det", help="Maximum cells per image (dense nuclei need hundreds).")] = 1000,
@@ -76,6 +100,7 @@ def predict(
                         max_object_px=rec.max_object_px, batch=batch, train_pixel_size_um=rec.pixel_size_um,
                         pixel_size_um=pixel_size, conf=conf, iou=iou, max_det=max_det,
                         soft_nms=soft_nms)
+    out = fresh_output_folder(out)
     writer = PredictionWriter(out, names=backend.names, overlays=overlays, labels="" if labels == "none" else labels,
                               coco=coco)
     summaries = []

@@ -46,10 +46,9 @@ def val(
       asfyolo-rt val --model bundle/model.int8.onnx --data ../shared/datasets/DSB2018 --max-images 50
     """
     from asfyolo_rt.data.dataset import load_split
+    from asfyolo_rt.errors import ConfigError
     from asfyolo_rt.eval.validate import ValConfig, validate
     from asfyolo_rt.infer.backends import load_backend
-
-    from asfyolo_rt.errors import ConfigError
     from asfyolo_rt.infer.geometry import recorded_geometry
 
     if protocol not in ("fit", "tiled", "both"):

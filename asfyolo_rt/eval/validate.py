@@ -270,7 +270,6 @@ def gt_packed(polys: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarr
 
 def _validate_tiled(backend: Backend, split: DatasetSplit, cfg: ValConfig, progress: Progress | None,
                     keep_predictions: bool, plots_dir: str | Path | None) -> ValResult:
-    from asfyolo_rt.data.rle import rle_encode
     from asfyolo_rt.eval.boxes import window_mask_iou
     from asfyolo_rt.eval.coco import ImageDet, ImageGT
     from asfyolo_rt.infer.geometry import Geometry, PostConfig, Runner
@@ -300,7 +299,7 @@ def _validate_tiled(backend: Backend, split: DatasetSplit, cfg: ValConfig, progr
         t0 = time.perf_counter()
         polys, gt_boxes, gt_cls = gt_instances(sample, (h0, w0))
         gt_win, gt_crops = gt_packed(polys, (h0, w0))
-        packed = res.masks
+        packed: Any = res.masks
         pred_win = packed.windows.numpy().astype(np.int64)
         pred_crops = [packed.mask(i).numpy() for i in range(len(res))]
         iou_m = window_mask_iou(gt_win, gt_crops, pred_win, pred_crops)

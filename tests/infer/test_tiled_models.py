@@ -36,6 +36,7 @@ def static_onnx(tmp_path_factory) -> Path:
     from dataclasses import replace
 
     from asfyolo_rt.export.onnx_export import export_onnx
+
     from asfyolo_rt.model.weights import load_checkpoint
     from asfyolo_rt.weights_registry import default_weights
 
@@ -156,3 +157,22 @@ def test_val_tiled_protocol_json(cli, tmp_path):
     assert tiled["backend"]["tiles"] == 12  # 2 images of 300 x 420 in 256 tiles at overlap 128: 2 x 3 each
     assert 0.0 < tiled["metrics"]["mask_map50"] <= 1.0
     assert "segm" in tiled["coco"]
+
+
+def test_predict_never_overwrites_earlier_results(cli, tmp_path, frame, monkeypatch):
+    import tifffile
+
+    img, _ = frame
+    src = tmp_path / "small.tif"
+    tifffile.imwrite(src, img[:192, :192, 0])
+    out = tmp_path / "p"
+    assert cli("predict", str(src), "--out", str(out), "--no-overlays", "--no-coco").exit_code == 0
+    before = (out / "cells.csv").read_bytes()
+    r = cli("predict", str(src), "--out", str(out))
+    assert r.exit_code != 0 and "already holds results" in r.output and "Traceback" not in r.output
+    assert (out / "cells.csv").read_bytes() == before
+    monkeypatch.chdir(tmp_path)  # the default folder: runs/predict, then runs/predict2
+    for expected in ("runs/predict", "runs/predict2"):
+        r = cli("predict", str(src), "--no-overlays", "--no-coco", "--json")
+        assert r.exit_code == 0, r.output
+        assert json.loads(r.stdout)["out"] == expected
