@@ -46,6 +46,7 @@ def predict(
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder; must not hold earlier results. [default: runs/predict, then runs/predict2, ...]")] = None,
     conf: Annotated[float, typer.Option(help="Confidence threshold.")] = 0.25,
     iou: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.45,
+    min_visible: Annotated[float, typer.Option("--min-visible", help="Drop a cell of which less than this fraction of its mask stays visible in the label image (covered by higher-scoring cells: a duplicate); 0 keeps all.")] = 0.5,
     max_det: Annotated[int, typer.Option("--max-det", help="Maximum cells per image (dense nuclei need hundreds).")] = 1000,
     scale: Annotated[str, typer.Option("--scale", help="native: the image at its own pixel scale (x the model's), cut into overlapping tiles; fit: the whole image resized to --img-size (the paper's protocol; cells shrink with the image).")] = "native",
     img_size: Annotated[int | None, typer.Option("--img-size", help="native: tile side (default 640, or a static model's shape); fit: long side after resizing (default: the model's training size).")] = None,
@@ -85,6 +86,8 @@ def predict(
         raise ConfigError(f"--scale {scale!r}: expected native or fit")
     if max_det < 1:
         raise ConfigError(f"--max-det {max_det}: expected >= 1")
+    if not 0.0 <= min_visible <= 1.0:
+        raise ConfigError(f"--min-visible {min_visible}: expected a fraction in [0, 1]")
     if pixel_size is not None and not 0 < pixel_size < 1000:
         raise ConfigError(f"--pixel-size {pixel_size}: expected micrometres per pixel in (0, 1000), e.g. 0.325")
     if not 0.0 <= conf < 1.0:
@@ -98,7 +101,7 @@ def predict(
         size = trained_size or 640
     cfg = PredictConfig(img_size=size, scale=scale, tile_overlap=tile_overlap, model_scale=rec.scale_factor,
                         max_object_px=rec.max_object_px, batch=batch, train_pixel_size_um=rec.pixel_size_um,
-                        pixel_size_um=pixel_size, conf=conf, iou=iou, max_det=max_det,
+                        pixel_size_um=pixel_size, min_visible=min_visible, conf=conf, iou=iou, max_det=max_det,
                         soft_nms=soft_nms)
     out = fresh_output_folder(out)
     writer = PredictionWriter(out, names=backend.names, overlays=overlays, labels="" if labels == "none" else labels,

@@ -56,6 +56,7 @@ class ValConfig:
     model_scale: float = 1.0  # "tiled": network pixels per image pixel
     tile_overlap: int | None = None  # "tiled": overlap of neighbouring tiles (default: from the checkpoint)
     max_object_px: float | None = None  # "tiled": the checkpoint's largest training object (default overlap)
+    min_visible: float = 0.5  # "tiled" DSB score: label images as predict writes them (occluded duplicates dropped)
 
 
 @dataclass
@@ -313,13 +314,10 @@ def _validate_tiled(backend: Backend, split: DatasetSplit, cfg: ValConfig, progr
                                      res.classes.numpy(), dt_rles))
         if cfg.dsb:
             from asfyolo_rt.data.masks import polygons_to_index_map
-            from asfyolo_rt.infer.geometry import select_packed
-            from asfyolo_rt.infer.predict import label_map_from_packed
-
             dsb_gt.append(polygons_to_index_map(polys, (h0, w0))[0].astype(np.int32) if polys
                           else np.zeros((h0, w0), np.int32))
             sel = torch.nonzero(res.scores >= cfg.dsb_conf).reshape(-1)
-            dsb_pred.append(label_map_from_packed(select_packed(packed, sel), res.scores[sel], (h0, w0)))
+            dsb_pred.append(res.select(sel).final_labels(cfg.min_visible)[1])  # the label image predict writes
         if keep_predictions:
             kept.append(TiledPrediction(sample, res))
         if plots_dir is not None and len(mosaic_payload) < 16:

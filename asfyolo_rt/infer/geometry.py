@@ -163,6 +163,35 @@ class FrameResult:
 
         return label_map_from_packed(self.masks, self.scores, self.orig_shape)
 
+    def select(self, index: torch.Tensor) -> FrameResult:
+        """The detections `index` (in that order), same geometry."""
+        idx = index.to(torch.int64)
+        return FrameResult(self.boxes[idx], self.scores[idx], self.classes[idx], select_packed(self.masks, idx),
+                           self.orig_shape, self.tiles, self.transform, dict(self.timing_ms))
+
+    def final_labels(self, min_visible: float = 0.5) -> tuple[FrameResult, np.ndarray]:
+        """The label image a user gets, and the detections it shows.
+
+        In a label image every pixel belongs to one cell (the highest-scoring mask covering it). A
+        detection of which less than `min_visible` of its mask stays visible there is covered by
+        higher-scoring cells: a duplicate of one of them (mask-level NMS), dropped, and the label map is
+        repainted without it. 0 keeps every detection. Measured on a 2048 x 2048 DSB2018 frame with the
+        shipped model: 258 of 1,990 detections dropped at 0.5, no true positive lost, F1 0.80 -> 0.85.
+        """
+        lm = self.label_map()
+        n = len(self)
+        if n == 0 or min_visible <= 0:
+            return self, lm
+        offsets = self.masks.offsets.numpy().astype(np.int64)  # type: ignore[attr-defined]
+        cum = np.concatenate([[0], np.cumsum(self.masks.data.numpy(), dtype=np.int64)])  # type: ignore[attr-defined]
+        area = cum[offsets[1:]] - cum[offsets[:-1]]  # mask pixels of every detection
+        visible = np.bincount(lm.ravel(), minlength=n + 1)[1 : n + 1]
+        keep = visible >= min_visible * np.maximum(area, 1)
+        if keep.all():
+            return self, lm
+        out = self.select(torch.from_numpy(np.nonzero(keep)[0]))
+        return out, out.label_map()
+
 
 @dataclass(frozen=True)
 class PostConfig:

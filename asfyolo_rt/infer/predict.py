@@ -38,6 +38,7 @@ class PredictConfig:
     iou: float = 0.45
     max_det: int = 1000  # per tile (native) or per image (fit); DSB2018 images hold up to 382 cells
     mask_threshold: float = 0.5
+    min_visible: float = 0.5  # drop a cell of which less than this fraction stays visible in the label image
     soft_nms: bool = False
     kernel_impl: str = "auto"  # mask assembly: auto = Triton on CUDA, reference on CPU
 
@@ -137,7 +138,7 @@ def predict(
             runners[key] = Runner(backend, replace(geo, model_scale=scale), post, max_object_px=cfg.max_object_px)
         res = runners[key](frame.image)
         t0 = time.perf_counter()
-        label_map = res.label_map()
+        res, label_map = res.final_labels(cfg.min_visible)
         timing = dict(res.timing_ms)
         timing["postprocess"] = timing.get("postprocess", 0.0) + 1e3 * (time.perf_counter() - t0)
         yield ImageResult(

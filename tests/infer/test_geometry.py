@@ -193,3 +193,26 @@ def test_geometry_rejects_bad_values():
     for kw in ({"scale": "tiles"}, {"img_size": 100}, {"tile_overlap": -1}, {"batch": 0}, {"model_scale": 0.0}):
         with pytest.raises(ConfigError):
             Geometry(**kw)
+
+
+def test_final_labels_drop_detections_hidden_under_higher_scoring_cells():
+    """A duplicate mask mostly covered by a higher-scoring cell is dropped; a cell that is only touched is kept."""
+    from asfyolo_rt.infer.geometry import FrameResult, concat_packed
+    from asfyolo_rt.kernels.mask_assembly import PackedMasks
+
+    def packed(x0, y0, m):
+        m = torch.as_tensor(m, dtype=torch.uint8)
+        return PackedMasks(m.reshape(-1), torch.tensor([0, m.numel()]), torch.tensor([[x0, y0, m.shape[1], m.shape[0]]],
+                           dtype=torch.int32), torch.zeros(1, dtype=torch.int64), (40, 40))
+
+    big = np.ones((10, 10), np.uint8)
+    parts = [packed(5, 5, big), packed(6, 6, np.ones((8, 8), np.uint8)), packed(13, 5, big)]
+    res = FrameResult(torch.tensor([[5, 5, 15, 15], [6, 6, 14, 14], [13, 5, 23, 15]], dtype=torch.float32),
+                      torch.tensor([0.9, 0.8, 0.7]), torch.zeros(3, dtype=torch.int64), concat_packed(parts, (40, 40)),
+                      (40, 40))
+    kept, lm = res.final_labels(0.5)
+    assert len(kept) == 2 and kept.scores.tolist() == pytest.approx([0.9, 0.7])  # the covered duplicate is gone
+    assert set(np.unique(lm).tolist()) == {0, 1, 2}
+    assert (lm == 2).sum() == 80  # the touching cell keeps its own 8 visible columns x 10 rows
+    kept, _ = res.final_labels(0.0)
+    assert len(kept) == 3
