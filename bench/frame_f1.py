@@ -30,15 +30,17 @@ HERE = Path(__file__).resolve().parent
 CLI = [sys.executable, "-m", "asfyolo_rt"]
 
 
-def run_predict(image: Path, out: Path, extra: list[str], cwd: Path) -> tuple[np.ndarray, float, float]:
-    """Labels, wall seconds, peak RSS MiB of one `asfyolo-rt predict` (out=None: the default folder)."""
-    cmd = ["/usr/bin/time", "-v", *CLI, "predict", str(image), *extra]
+def run_predict(image: Path, extra: list[str], cwd: Path) -> tuple[np.ndarray, float, float]:
+    """Labels, wall seconds, peak RSS MiB of one `asfyolo-rt predict` (its --json names the output folder;
+    --json only prints, it changes nothing else)."""
+    cmd = ["/usr/bin/time", "-v", *CLI, "predict", str(image), *extra, "--json"]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     wall = time.perf_counter() - t0
     if proc.returncode:
         raise SystemExit(f"predict failed ({' '.join(cmd)}):\n{proc.stderr[-2000:]}")
     rss = float(re.search(r"Maximum resident set size \(kbytes\): (\d+)", proc.stderr).group(1)) / 1024
+    out = cwd / json.loads(proc.stdout)["out"]
     labels = tifffile.imread(out / "labels" / f"{image.stem}.tif")
     return labels, wall, rss
 
@@ -63,7 +65,7 @@ def main() -> None:
         subprocess.run([*CLI, "data", "frame", str(data), "--size", str(args.size), "--out", str(frame)], check=True)
         gt = tifffile.imread(frame.with_name(frame.stem + ".labels.tif")).astype(np.int64)
         # the default: no option but the input; results land in ./runs/predict of the scratch folder
-        ref, wall, rss = run_predict(frame, tmp / "runs" / "predict", [], tmp)
+        ref, wall, rss = run_predict(frame, [], tmp)
         f = instance_f1(gt, ref)
         rows.append({"input": frame.name, "model": "default (shipped, PyTorch)", "options": "", "gt_instances": int(len(np.unique(gt)) - 1),
                      "cells": int(ref.max()), **{k: f.to_dict()[k] for k in ("f1", "precision", "recall")},
@@ -72,7 +74,7 @@ def main() -> None:
             if args.bundle is None or not (args.bundle / name).is_file():
                 continue
             out = tmp / f"pred-{name}"
-            lab, wall, rss = run_predict(frame, out, ["--model", str((args.bundle / name).resolve()), "--out", str(out)], tmp)
+            lab, wall, rss = run_predict(frame, ["--model", str((args.bundle / name).resolve()), "--out", str(out)], tmp)
             f = instance_f1(gt, lab)
             rows.append({"input": frame.name, "model": name, "options": f"--model {name}", "gt_instances": rows[0]["gt_instances"],
                          "cells": int(lab.max()), **{k: f.to_dict()[k] for k in ("f1", "precision", "recall")},
@@ -83,8 +85,7 @@ def main() -> None:
             h, w = image_size(s.image_path)
             if (h, w) != (603, 1272):
                 continue
-            out = tmp / "runs" / "predict"
-            lab, wall, rss = run_predict(s.image_path, out, [], tmp)
+            lab, wall, rss = run_predict(s.image_path, [], tmp)
             g = polygons_to_index_map([p * np.array([w, h], np.float32) for p in s.polygons], (h, w))[0]
             f = instance_f1(g, lab)
             rows.append({"input": s.image_path.name[:12] + "… (1272x603)", "model": "default (shipped, PyTorch)", "options": "",

@@ -37,6 +37,19 @@ Progress = Callable[[int, int], None]
 
 DEFAULT_MAX_IMAGES = 500
 DEFAULT_SYNTHETIC_IMAGES = 64
+# Below this many images the activation ranges are a handful of samples: warn. (NVIDIA advises >= 500 for CNNs;
+# 32 is where the tiny-dataset case, e.g. a lab's first 40 annotated images, is still accepted silently.)
+MIN_ADVISED_IMAGES = 32
+
+
+def few_images_warning(n: int, source: str | None) -> str | None:
+    """The warning for a calibration set of `n` images (None when there are enough)."""
+    if n >= MIN_ADVISED_IMAGES:
+        return None
+    where = f" from {source}" if source else " (synthetic)"
+    return (f"INT8 calibrated on only {n} image{'s' if n != 1 else ''}{where}, fewer than {MIN_ADVISED_IMAGES}: the "
+            "activation ranges may not cover the data and INT8 accuracy can drop; pass --data with more images "
+            f"(--calib-images {MIN_ADVISED_IMAGES} or more; NVIDIA advises about 500)")
 SYNTHETIC_SHAPES = ((256, 256), (256, 320), (360, 360), (520, 696))  # DSB2018's common sizes
 SYNTHETIC_WARNING = (
     "no calibration data given: calibrating INT8 scales on synthetic nuclei images; real images from the "

@@ -27,8 +27,9 @@ def calibration_report(
     results: list[QuantResult],
     *,
     sensitivity: dict[str, Any] | None = None,
+    warnings: list[str] | None = None,
 ) -> dict[str, Any]:
-    """A JSON-ready report of one calibration set and the models quantized from it."""
+    """A JSON-ready report of one calibration set and the models quantized from it (+ the export's warnings)."""
     flavours = {}
     for r in results:
         ranges = {t: {k: p[k] for k in ("min", "max", "scale", "zero_point", "dtype")}
@@ -49,6 +50,7 @@ def calibration_report(
     report: dict[str, Any] = {
         "calibration_set": calib.summary(),
         "warning": SYNTHETIC_WARNING if calib.synthetic else None,
+        "warnings": list(warnings or []),
         "quantizer_choice": QUANTIZER_CHOICE,
         "flavours": flavours,
     }

@@ -10,8 +10,14 @@ commands to run on the target device. Files in `out/`:
     model.int8-cpu.onnx        --int8: ONNX Runtime CPU flavour (uint8 activations, int8 weights)
     model[.fp16|.int8].end2end.onnx   --end2end: + top-k, NMS, masks (fixed-size outputs)
     calibration_report.json, model.int8.calib.json, model.int8-cpu.calib.json (fingerprinted caches)
+    model[.P][.end2end].rtx.engine (+ .engine.json, model[.P].end2end.rtx.onnx)   TensorRT-RTX, when installed
     export_report.json         parity (ORT vs PyTorch per output and precision), FP16 notes, accuracy
-    bundle.json                file list with SHA-256, model config, engine build commands
+    bundle.json                the files THIS export wrote, with SHA-256; model config and source weights sha256
+
+A bundle is one model (`export.bundle_files`): the old bundle.json goes before the first write, files of an
+earlier export that this one did not write are removed (listed in the warnings), every ONNX file records
+the checkpoint's sha256 (`weights_sha256` metadata), and consumers refuse files bundle.json does not vouch
+for. Options and weights are checked before anything is written (--calib-images >= 1, finite weights).
 """
 
 from __future__ import annotations
@@ -25,11 +31,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from asfyolo_rt.export.bundle_files import (
+    BUNDLE_JSON,
+    REPORT_JSON,
+    SOURCE_KEY,
+    invalidate,
+    json_safe,
+    non_finite_paths,
+    remove_stale,
+    seal,
+)
 from asfyolo_rt.export.compare import check_sizes, compare_runners, ort_runner, torch_runner, worst
 from asfyolo_rt.export.end2end import End2EndConfig
 from asfyolo_rt.export.onnx_export import as_hw, file_sha256
 
-from asfyolo_rt.errors import AsfYoloError, ConfigError, EngineBuildError
+from asfyolo_rt.errors import AsfYoloError, CheckpointError, ConfigError, EngineBuildError
 from asfyolo_rt.model.weights import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -57,6 +73,8 @@ class BundleOptions:
     e2e: End2EndConfig = field(default_factory=End2EndConfig)
     eval_images: int = 50
     build_engines: bool | None = None  # None: when TensorRT and a GPU are present
+    rtx: bool | None = None  # TensorRT-RTX engines (ahead of time); None: when TensorRT-RTX is installed
+    rtx_archs: tuple[str, ...] = ()  # TensorRT-RTX targets; () = its portable set
     opset: int = 18
 
 
@@ -66,6 +84,7 @@ class BundleResult:
     bundle: dict[str, Any]
     report: dict[str, Any]
     warnings: list[str] = field(default_factory=list)
+    rtx_builds: list[Any] = field(default_factory=list)  # export.engine.bundle_build.BundleBuild per RTX engine
 
 
 def _stage(progress: StageProgress | None, name: str) -> Callable[[int, int], None] | None:
@@ -144,33 +163,43 @@ def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) ->
     from asfyolo_rt.weights_registry import resolve_weights
 
     t0 = time.perf_counter()
-    if opts.int8_sensitivity and not opts.int8:
-        raise ConfigError("--int8-sensitivity needs --int8")
-    if (opts.calib_images is not None or opts.int8_exclude or opts.int8_include) and not opts.int8:
-        raise ConfigError("--calib-images / --int8-exclude / --int8-include need --int8")
+    check_options(opts)
     out = Path(opts.out)
-    out.mkdir(parents=True, exist_ok=True)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file; expected a bundle folder")
     weights = resolve_weights(opts.weights)
     model, mcfg = load_weights(weights)
+    check_finite_model(model, weights)
     hw = as_hw(opts.img_size or mcfg.img_size)
+    weights_sha = file_sha256(weights)
+    rtx = _want_rtx(opts)
+    out.mkdir(parents=True, exist_ok=True)
+    invalidate(out)  # no sealed bundle while files are being replaced
     warnings: list[str] = []
     files: dict[str, Path] = {}
-    report: dict[str, Any] = {"weights": str(weights), "img_size": list(hw), "dynamic": opts.dynamic}
+    written: set[str] = set()  # every file of `out` this export wrote: exactly what bundle.json lists
+    report: dict[str, Any] = {"weights": str(weights), "weights_sha256": weights_sha, "img_size": list(hw),
+                              "dynamic": opts.dynamic}
 
     fp32 = export_onnx(model, out / "model.onnx", mcfg, img_size=hw, dynamic_batch=opts.dynamic,
-                       dynamic_size=opts.dynamic, opset=opts.opset, progress=_stage(progress, "export FP32 ONNX"))
+                       dynamic_size=opts.dynamic, opset=opts.opset, extra_metadata={SOURCE_KEY: weights_sha},
+                       progress=_stage(progress, "export FP32 ONNX"))
     files["fp32"] = fp32.path
     warnings += fp32.notes
 
     calib = None
     if opts.int8 or opts.data is not None or opts.fp16:
-        from asfyolo_rt.calib.dataset import SYNTHETIC_WARNING, build_calibration_set
+        from asfyolo_rt.calib.dataset import SYNTHETIC_WARNING, build_calibration_set, few_images_warning
 
         if opts.int8:
             calib = build_calibration_set(opts.data, hw, n=opts.calib_images, seed=opts.calib_seed,
                                           progress=_stage(progress, "calibration images"))
             if calib.synthetic:
                 warnings.append(SYNTHETIC_WARNING)
+            few = few_images_warning(len(calib), calib.data)
+            if few:
+                log.warning(few)
+                warnings.append(few)
         else:  # FP16 range probing / parity inputs: a few images, real when --data is given
             calib = build_calibration_set(opts.data, hw, n=4, seed=opts.calib_seed)
     sample = calib.float_images(0, min(4, len(calib))) if calib is not None else None
@@ -214,7 +243,9 @@ def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) ->
             sens = layer_sensitivity(fp32.path, calib, qcfg, cache_path=out / "model.int8.calib.json",
                                      evaluate=_mask_map50_evaluator(opts, max(hw)),
                                      progress=_stage(progress, "INT8 sensitivity")).to_dict()
-        write_report(out / "calibration_report.json", calibration_report(calib, [q_trt, q_cpu], sensitivity=sens))
+        write_report(out / "calibration_report.json", calibration_report(calib, [q_trt, q_cpu], sensitivity=sens,
+                                                                         warnings=list(warnings)))
+        written |= {"calibration_report.json"} | {q.cache_path.name for q in (q_trt, q_cpu) if q.cache_path}
         report["int8"] = {"calibration_report": "calibration_report.json", "method": opts.calib_method,
                           "images": len(calib), "synthetic": calib.synthetic,
                           "excluded": {"tensorrt": len(q_trt.excluded), "cpu": len(q_cpu.excluded)}}
@@ -227,42 +258,100 @@ def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) ->
 
     if opts.end2end:
         report["end2end"] = _end2end(opts, files, out, progress)
+        written |= {m["path"] for m in report["end2end"]["models"].values()}
 
     if opts.data is not None:
         report["accuracy"] = _evaluate(opts, model_fused, mcfg.names, {k: v for k, v in files.items()},
                                        max(hw), progress)  # square exports: img_size = side
 
+    written |= {p.name for p in files.values()}
     report["engines"] = _engines(opts, files, out, progress)
+    written |= {n for e in report["engines"]["built"].values() for n in (e["engine"], e["sidecar"])}
+    rtx_builds = []
+    if rtx:
+        from asfyolo_rt.export.engine.bundle_build import build_rtx_bundle
+
+        rtx_builds = build_rtx_bundle(out, [p for p in ("fp32", "fp16", "int8") if p in files], end2end=opts.end2end,
+                                      archs=opts.rtx_archs, progress=progress)
+        written |= {p.name for b in rtx_builds for p in (b.onnx, b.artifact.engine, b.artifact.sidecar_path)}
+    report["rtx_engines"] = {b.artifact.engine.name: {"onnx": b.onnx.name, "sidecar": b.artifact.sidecar_path.name}
+                             for b in rtx_builds}
+    stale = remove_stale(out, written)
+    if stale:
+        warnings.append(f"removed {len(stale)} file(s) of an earlier export into {out} that this export did not "
+                        f"write: {', '.join(stale)}")
+    bad = non_finite_paths(report.get("parity", {}), "parity") + non_finite_paths(report.get("accuracy", {}), "accuracy")
+    if bad:
+        warnings.append(f"non-finite values (NaN/Infinity, written as null) in the export report: {', '.join(bad[:6])}"
+                        + (f" (+{len(bad) - 6} more)" if len(bad) > 6 else ""))
     bundle = {
         "format": FORMAT,
         "asfyolo_rt": __version__,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": {"variant": mcfg.variant, "nc": mcfg.nc, "names": {str(k): v for k, v in mcfg.names.items()},
                   "img_size": list(hw), "dynamic": opts.dynamic, "weights": str(weights),
-                  "weights_sha256": file_sha256(weights)},
-        "files": {k: {"path": p.name, "sha256": file_sha256(p)} for k, p in sorted(_all_files(out).items())},
+                  "weights_sha256": weights_sha},
+        "files": seal(out, written),
         "engines": report["engines"],
+        "rtx_engines": report["rtx_engines"],
         "seconds": round(time.perf_counter() - t0, 1),
     }
     report["warnings"] = warnings
-    _write_json(out / "export_report.json", report)
-    bundle["files"]["export_report.json"] = {"path": "export_report.json",
-                                             "sha256": file_sha256(out / "export_report.json")}
-    _write_json(out / "bundle.json", bundle)
-    return BundleResult(out, bundle, report, warnings)
+    _write_json(out / REPORT_JSON, report)
+    bundle["files"][REPORT_JSON] = {"path": REPORT_JSON, "sha256": file_sha256(out / REPORT_JSON)}
+    _write_json(out / BUNDLE_JSON, bundle)  # last: the seal
+    return BundleResult(out, bundle, report, warnings, rtx_builds)
+
+
+def check_options(opts: BundleOptions) -> None:
+    """ConfigError for inconsistent or out-of-range options; called before any file is written."""
+    if opts.int8_sensitivity and not opts.int8:
+        raise ConfigError("--int8-sensitivity needs --int8")
+    if (opts.calib_images is not None or opts.int8_exclude or opts.int8_include) and not opts.int8:
+        raise ConfigError("--calib-images / --int8-exclude / --int8-include need --int8")
+    if opts.calib_images is not None and opts.calib_images < 1:
+        raise ConfigError(f"--calib-images {opts.calib_images}: expected at least 1 image (32 or more advised)",
+                          hint="omit it to use min(500, all) images of --data")
+    if opts.eval_images < 0:
+        raise ConfigError(f"--eval-images {opts.eval_images}: expected >= 0")
+    if opts.int8:
+        from asfyolo_rt.calib.quantize import QuantConfig
+
+        QuantConfig(method=opts.calib_method, exclude=opts.int8_exclude, include=opts.int8_include)  # validates
+    if opts.img_size is not None:
+        as_hw(opts.img_size)
+    if opts.data is not None and not Path(opts.data).exists():
+        raise ConfigError(f"--data {opts.data} does not exist",
+                          hint="pass a dataset folder, a data YAML or a folder of images")
+
+
+def check_finite_model(model: Any, weights: Path) -> None:
+    """CheckpointError naming the file and tensor when the loaded model holds NaN or Infinity (any format)."""
+    from asfyolo_rt.model.weights import check_finite
+
+    try:
+        check_finite(dict(model.state_dict()), weights)
+    except CheckpointError as exc:
+        raise CheckpointError(f"cannot export: {exc}", hint=exc.hint) from None
+
+
+def _want_rtx(opts: BundleOptions) -> bool:
+    """Whether to build TensorRT-RTX engines; EngineBuildError up front for --rtx without TensorRT-RTX."""
+    from asfyolo_rt.export.engine.api import rtx_available
+
+    if opts.rtx and not rtx_available():
+        raise EngineBuildError("--rtx: TensorRT-RTX is not installed here",
+                               hint="pip install 'asfyolo-rt[rtx]' (tensorrt-rtx-cu12-bindings tensorrt-rtx-cu12-libs), "
+                                    "or export with --no-rtx")
+    return rtx_available() if opts.rtx is None else opts.rtx
 
 
 def _write_json(path: Path, obj: Any) -> None:
+    """Strict JSON (non-finite floats as null: no bare NaN for other readers), written atomically."""
     from asfyolo_rt.export.onnx_export import publish
 
-    atomic_write_bytes(path, json.dumps(obj, indent=1, default=str).encode())
+    atomic_write_bytes(path, json.dumps(json_safe(obj), indent=1, default=str, allow_nan=False).encode())
     publish(path)
-
-
-def _all_files(out: Path) -> dict[str, Path]:
-    """Every file of the bundle folder by name (bundle.json itself and hidden files excepted)."""
-    return {p.name: p for p in sorted(out.iterdir())
-            if p.is_file() and p.name not in ("bundle.json", "export_report.json") and not p.name.startswith(".")}
 
 
 def _end2end(opts: BundleOptions, files: dict[str, Path], out: Path, progress: StageProgress | None) -> dict[str, Any]:

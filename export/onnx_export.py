@@ -290,6 +290,7 @@ def export_onnx(
     opset: int = DEFAULT_OPSET,
     exporter: str = "auto",
     do_simplify: bool = True,
+    extra_metadata: dict[str, str] | None = None,
     progress: Progress | None = None,
 ) -> OnnxArtifact:
     """Export `model` (an ASFYOLO) to a single FP32 ONNX file at `path`.
@@ -297,6 +298,8 @@ def export_onnx(
     img_size: traced (H, W) (an int for a square), multiples of 32; batch: traced batch size.
     dynamic_batch / dynamic_size: make the batch axis / the H and W axes symbolic (H, W then accept any
     multiple of 32 up to MAX_SIDE). exporter: "auto" (dynamo, legacy on failure), "dynamo" or "legacy".
+    extra_metadata: more custom metadata (the bundle records the source checkpoint's `weights_sha256`);
+    FP16, INT8 and end-to-end models derived from the file carry it on.
     The caller's model is not modified (a fused copy is exported).
     """
     if opset < 18:
@@ -346,6 +349,7 @@ def export_onnx(
     stride = [float(s) for s in getattr(model, "stride", torch.tensor([8.0, 16.0, 32.0])).tolist()]
     meta = model_metadata(config, precision="fp32", img_size=hw, dynamic_batch=dynamic_batch,
                           dynamic_size=dynamic_size, exporter=used, stride=stride)
+    meta.update(extra_metadata or {})
     set_metadata(proto, meta)
     proto.producer_name = "asfyolo-rt"
     check_model(proto, f"the exported model {path.name}")

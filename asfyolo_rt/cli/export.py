@@ -66,7 +66,7 @@ def export(
                                               "(with --data).")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="Print bundle.json and the export report as JSON.")] = False,
     rtx: Annotated[bool | None, typer.Option("--rtx/--no-rtx", help="Build TensorRT-RTX engines into the bundle "
-                                             "(default: when TensorRT-RTX is installed).")] = None,
+                                             "(default: when TensorRT-RTX is installed); listed in bundle.json.")] = None,
 ) -> None:
     """Export a deployment bundle: ONNX per precision, calibration, parity and accuracy reports, bundle.json.
 
@@ -92,26 +92,23 @@ def export(
         int8_exclude=tuple(int8_exclude or ()), int8_include=tuple(int8_include or ()),
         int8_sensitivity=int8_sensitivity, end2end=end2end,
         e2e=End2EndConfig(conf_threshold=conf, iou_threshold=iou, max_det=max_det, topk=topk, label_map=label_map),
-        eval_images=eval_images,
+        eval_images=eval_images, rtx=rtx,
     )
-    from asfyolo_rt.export.engine.api import rtx_available
+    from asfyolo_rt.export.bundle_files import json_safe
 
     with _stages() as progress:
         result = export_bundle(opts, progress=progress)
-        rtx_builds = []
-        if rtx or (rtx is None and rtx_available()):
-            from asfyolo_rt.export.engine.bundle_build import build_rtx_bundle
+    rtx_builds = result.rtx_builds
+    from rich.markup import escape
 
-            precisions = [p for p in ("fp32", "fp16", "int8") if p in result.report["parity"]]
-            rtx_builds = build_rtx_bundle(result.out, precisions, end2end=end2end, progress=progress)
     for w in result.warnings:
-        stderr.print(f"[yellow]warning:[/] {w}")
+        stderr.print(f"[yellow]warning:[/] {escape(w)}")
     rtx_engines = {b.artifact.engine.name: {"onnx": b.onnx.name, "sidecar": b.artifact.sidecar_path.name,
                                             "convolutions": b.artifact.sidecar.layers.get("convolutions"),
                                             "bytes": b.artifact.sidecar.build.get("engine_bytes"),
                                             "seconds": round(b.artifact.seconds, 1)} for b in rtx_builds}
     if as_json:
-        print_json({"bundle": result.bundle, "report": result.report, "rtx_engines": rtx_engines})
+        print_json(json_safe({"bundle": result.bundle, "report": result.report, "rtx_engines": rtx_engines}))
         return
     console = stdout_console()
     table = Table(title=f"bundle {result.out} (ONNX Runtime CPU vs PyTorch FP32)")

@@ -19,6 +19,15 @@ console = stdout_console()
 BUNDLE_FILES = ["model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8-cpu.onnx"]
 
 
+def _can_run_engines() -> bool:
+    """TensorRT engines run only with a CUDA GPU and cuda-python."""
+    import importlib.util
+
+    import torch
+
+    return torch.cuda.is_available() and importlib.util.find_spec("cuda") is not None
+
+
 def discover(paths: list[Path]) -> tuple[list[Path], Path | None]:
     """Model files to test, and the checkpoint a bundle was exported from (if its bundle.json says)."""
     from asfyolo_rt.errors import ConfigError
@@ -33,10 +42,18 @@ def discover(paths: list[Path]) -> tuple[list[Path], Path | None]:
                 if w:  # the checkpoint the bundle was exported from (absolute, or relative to the bundle)
                     cand = Path(w) if Path(w).is_absolute() else p / w
                     weights = cand if cand.exists() else weights
-            found = [p / f for f in BUNDLE_FILES if (p / f).is_file()] + sorted(p.glob("*.engine")) + sorted(p.glob("*.plan"))
+            engines = sorted(p.glob("*.engine")) + sorted(p.glob("*.plan"))
+            if not _can_run_engines():  # engines built ahead of time (TensorRT-RTX) cannot run on this machine
+                engines = []
+            found = [p / f for f in BUNDLE_FILES if (p / f).is_file()] + engines
             if not found:
                 raise ConfigError(f"{p} holds none of {', '.join(BUNDLE_FILES)} or *.engine",
                                   hint="create a bundle with `asfyolo-rt export --int8 --out DIR`")
+            from asfyolo_rt.export.bundle_files import verify_bundle_file
+
+            for f in found:
+                if f.suffix == ".onnx":
+                    verify_bundle_file(f)  # one model per bundle: listed, unchanged, same source weights
             files += found
         elif p.is_file():
             files.append(p)

@@ -134,12 +134,17 @@ def load_backend(
     precision: str = "fp32",
     kernel_impl: str = "torch",
     threads: int | None = None,
+    ort_rtx: Any = None,  # an asfyolo_rt.infer.ort_rtx.OrtRtxOptions (or True): ONNX files on TensorRT-RTX
 ) -> Backend:
     """A backend for a checkpoint (.safetensors, official .pt), an ONNX file or a TensorRT engine."""
     if isinstance(source, torch.nn.Module):
         return TorchBackend(source, device=device, precision=precision, kernel_impl=kernel_impl)
     path = Path(source)
     suffix = path.suffix.lower()
+    if suffix == ".onnx" and ort_rtx:
+        from asfyolo_rt.infer.ort_rtx import OrtRtxBackend  # --backend ort-rtx
+
+        return OrtRtxBackend(path, ort_rtx, threads=threads)
     if suffix == ".onnx":
         return OrtBackend(path, threads=threads)
     if suffix in (".engine", ".plan"):

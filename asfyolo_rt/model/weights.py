@@ -110,7 +110,19 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCon
         ) from exc
     if _META_KEY not in meta:
         raise CheckpointError(f"{path}: safetensors file without asfyolo-rt config metadata")
+    check_finite(state, path)
     return state, ModelConfig.from_json(meta[_META_KEY], path)
+
+
+def check_finite(state: dict[str, torch.Tensor], source: str | Path) -> None:
+    """CheckpointError naming the file and the first tensor when any floating tensor holds NaN or Infinity."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        v = state[bad[0]]
+        n = int((~torch.isfinite(v)).sum())
+        more = f" (and {len(bad) - 1} more tensors)" if len(bad) > 1 else ""
+        raise CheckpointError(f"{source}: tensor {bad[0]!r} has {n} of {v.numel()} values NaN or infinite{more}",
+                              hint="the training run diverged or the file is damaged; use an earlier checkpoint")
 
 
 def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str | Path) -> None:

@@ -10,6 +10,10 @@ TensorRT-RTX has no NonMaxSuppression runner, so its end-to-end model is the Clu
 bundle holds, with the same thresholds (read from that model's metadata), from the same plain model; it is
 rewritten only when that plain model or the thresholds changed. Standard TensorRT engines carry the DLA
 core in their name (`.dla0.engine`).
+
+A folder with a `bundle.json` is checked first (`export.bundle_files.verify_bundle_file`): the ONNX file to
+build (for the TensorRT-RTX end-to-end model: the files it is made from) must be listed there with its
+sha256 and come from the bundle's weights, so an engine is never built from a file of another model.
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ def build_from_bundle(bundle: Path, cfg: BuildConfig, *, end2end: bool = False, 
         note = api.display
     cfg = replace(cfg, runtime=api.runtime)
     written: list[Path] = []
+    _verify_sources(bundle, cfg.precision, end2end=end2end, rtx=api.runtime == "rtx")
     if bundle.is_file():
         if end2end:
             raise ConfigError("--end2end picks a file of a bundle folder; pass the folder, or the end-to-end ONNX "
@@ -110,6 +115,24 @@ def build_from_bundle(bundle: Path, cfg: BuildConfig, *, end2end: bool = False, 
     engine = onnx_path.parent / engine_name(onnx_path.name, api.runtime, cfg.dla_core)
     art = build_engine(onnx_path, engine, cfg, manifest=manifest, progress=progress)
     return BundleBuild(art, onnx_path, note, written)
+
+
+def _verify_sources(bundle: Path, precision: str, *, end2end: bool, rtx: bool) -> None:
+    """Refuse bundle files that bundle.json does not vouch for (module docstring); hand-made folders pass."""
+    from asfyolo_rt.export.bundle_files import verify_bundle_file
+
+    if bundle.is_file():
+        verify_bundle_file(bundle)
+        return
+    if end2end and rtx:  # the Cluster-NMS model is derived (and re-derived) from these two
+        names = [end2end_name(precision), ONNX_FOR_PRECISION[precision]]
+        if not (bundle / names[0]).is_file():
+            names = [end2end_name(precision, "cluster")]
+    else:
+        names = [end2end_name(precision) if end2end else ONNX_FOR_PRECISION[precision]]
+    for name in names:
+        if (bundle / name).is_file():  # a missing file gets its own error from the build
+            verify_bundle_file(bundle / name)
 
 
 def build_rtx_bundle(bundle: Path, precisions: list[str], *, end2end: bool = False, archs: tuple[str, ...] = (),
