@@ -197,8 +197,9 @@ def test_geometry_rejects_bad_values():
 
 def test_final_labels_drop_detections_hidden_under_higher_scoring_cells():
     """A duplicate mask mostly covered by a higher-scoring cell is dropped; a cell that is only touched is kept."""
-    from asfyolo_rt.infer.geometry import FrameResult, concat_packed
     from asfyolo_rt.kernels.mask_assembly import PackedMasks
+
+    from asfyolo_rt.infer.geometry import FrameResult, concat_packed
 
     def packed(x0, y0, m):
         m = torch.as_tensor(m, dtype=torch.uint8)
