@@ -234,20 +234,8 @@ def validate(
                  "input_shape": list(backend.input_shape) if backend.input_shape else None},
         n_images=done,
     )
-    if cfg.coco:
-        from asfyolo_rt.eval.coco import coco_evaluate
-
-        result.coco = coco_evaluate(coco_gts, coco_dts, max_dets=cfg.coco_max_dets)
-    if cfg.dsb:
-        from asfyolo_rt.eval.dsb import dsb_score
-
-        d = dsb_score(dsb_gt, dsb_pred)
-        result.dsb, result.dsb_per_image = float(d.score), [float(v) for v in d.per_image]
-    if keep_predictions:
-        result.predictions = kept  # type: ignore[attr-defined]
-    if plots_dir is not None:
-        _plots(Path(plots_dir), metrics, mosaic_payload)
-    return result
+    return _finish(result, cfg, coco_gts, coco_dts, dsb_gt, dsb_pred, kept if keep_predictions else None, plots_dir,
+                   mosaic_payload)
 
 
 @dataclass
@@ -335,6 +323,13 @@ def _validate_tiled(backend: Backend, split: DatasetSplit, cfg: ValConfig, progr
                  "tile": list(runner.tile), "tile_overlap": runner.overlap, "tiles": tiles},
         n_images=len(samples),
     )
+    return _finish(result, cfg, coco_gts, coco_dts, dsb_gt, dsb_pred, kept if keep_predictions else None, plots_dir,
+                   mosaic_payload)
+
+
+def _finish(result: ValResult, cfg: ValConfig, coco_gts: list, coco_dts: list, dsb_gt: list, dsb_pred: list,
+            kept: list | None, plots_dir: str | Path | None, mosaic_payload: list) -> ValResult:
+    """The cross-checks, kept predictions and plots shared by both protocols."""
     if cfg.coco:
         from asfyolo_rt.eval.coco import coco_evaluate
 
@@ -344,10 +339,10 @@ def _validate_tiled(backend: Backend, split: DatasetSplit, cfg: ValConfig, progr
 
         d = dsb_score(dsb_gt, dsb_pred)
         result.dsb, result.dsb_per_image = float(d.score), [float(v) for v in d.per_image]
-    if keep_predictions:
+    if kept is not None:
         result.predictions = kept  # type: ignore[attr-defined]
     if plots_dir is not None:
-        _plots(Path(plots_dir), metrics, mosaic_payload)
+        _plots(Path(plots_dir), result.metrics, mosaic_payload)
     return result
 
 

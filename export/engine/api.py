@@ -5,7 +5,7 @@ can do, read from the module itself (`hasattr` on its enums and classes), never 
 
 | feature                  | TensorRT 8.6 | 10.x        | 11.x   | TensorRT-RTX 1.x | detected by                                    |
 | ------------------------ | ------------ | ----------- | ------ | ---------------- | ---------------------------------------------- |
-| builder precision flags  | yes          | yes         | no     | no               | `BuilderFlag.FP16`                             |
+| builder precision flags  | yes          | yes         | no     | no               | `BuilderFlag.FP16` (legacy path, TensorRT < 11) |
 | strongly typed networks  | no           | opt-in flag | always | always           | `NetworkDefinitionCreationFlag.STRONGLY_TYPED` |
 | EXPLICIT_BATCH needed    | yes          | no (no-op)  | no     | no               | EXPLICIT_BATCH present, STRONGLY_TYPED absent  |
 | AOT Python plugins       | no           | >= 10.9     | yes    | no               | `PREFER_AOT_PYTHON_PLUGINS`                    |
