@@ -92,6 +92,11 @@ class OrtBackend:
             self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
         except Exception as exc:
             raise ExportError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
+        self._describe_session(precision)
+
+    def _describe_session(self, precision: str | None) -> None:
+        """Input name, static shape/batch, names, nc and precision from the loaded session (shared with
+        the TensorRT-RTX execution-provider backend)."""
         inputs = self.session.get_inputs()
         outputs = [o.name for o in self.session.get_outputs()]
         if len(inputs) != 1 or "pred" not in outputs or "protos" not in outputs:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from asfyolo_rt.errors import ConfigError, EngineBuildError, ExportError
-from asfyolo_rt.infer.backends import OrtBackend, _json_or
+from asfyolo_rt.infer.backends import OrtBackend
 
 PLUGIN_MODULE = "onnxruntime_ep_nv_tensorrt_rtx"
 BUILTIN_PROVIDER = "NvTensorRTRTXExecutionProvider"
@@ -140,17 +140,4 @@ class OrtRtxBackend(OrtBackend):
         except Exception as exc:
             raise ExportError(f"ONNX Runtime (TensorRT-RTX) cannot load {self.path}: {str(exc)[:300]}",
                               hint="allow_cpu_fallback=True runs unsupported nodes on the CPU") from exc
-        inputs = self.session.get_inputs()
-        outputs = [o.name for o in self.session.get_outputs()]
-        if len(inputs) != 1 or "pred" not in outputs or "protos" not in outputs:
-            raise ConfigError(f"{self.path}: expected one input and outputs 'pred' and 'protos', got {outputs}",
-                              hint="end-to-end (--end2end) models have a different interface; use the plain model")
-        self.input_name = inputs[0].name
-        shape = inputs[0].shape
-        self.max_batch = shape[0] if isinstance(shape[0], int) else None
-        self.input_shape = (shape[2], shape[3]) if all(isinstance(s, int) for s in shape[2:]) else None
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.names = {int(k): v for k, v in _json_or(meta.get("names"), {"0": "cell"}).items()}
-        self.nc = int(meta.get("nc", len(self.names)))
-        self.precision = precision or meta.get("precision", "fp32")
-        self.providers = self.session.get_providers()
+        self._describe_session(precision)
