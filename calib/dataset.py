@@ -9,8 +9,10 @@ Sources (`--data`):
 
 Sampling: N images (default min(500, all)), stratified by (source folder, image height x width) with
 largest-remainder allocation (every stratum gets at least one image when N allows), uniformly at random
-within a stratum with a seeded generator; the result is sorted by path. Pre-processing is
-`asfyolo_rt.data.letterbox.preprocess` to the model input size, the function inference uses.
+within a stratum with a seeded generator; the result is sorted by path. Pre-processing is what inference
+does with the model: `asfyolo_rt.data.letterbox.preprocess` to the model input size for whole-image
+(fit-scale) models; for native-scale models (`tile_scale`) one seeded tile-sized window per image at the
+model scale, padded like the edge tiles of `asfyolo_rt.infer.geometry`.
 
 Images are held as uint8 (N, 3, H, W) to bound memory (500 images at 640 x 640 take 0.6 GB) and converted
 to float32 [0, 1] per batch.
@@ -121,8 +123,19 @@ class CalibrationSet:
         }
 
 
-def preprocess_description(img_size: tuple[int, int]) -> dict[str, Any]:
+def preprocess_description(img_size: tuple[int, int], tile_scale: float | None = None) -> dict[str, Any]:
     """What the calibration images went through (part of the cache fingerprint)."""
+    if tile_scale is not None:
+        return {
+            "function": "asfyolo_rt.calib.dataset.native_tile (one seeded window per image, as tiled inference cuts)",
+            "shape": list(img_size),
+            "model_scale": tile_scale,
+            "color": 114,
+            "reader": "asfyolo_rt.data.io.read_image(method='percentile', low=0.1, high=99.9)",
+            "dtype": "float32",
+            "range": [0, 1],
+            "layout": "NCHW RGB",
+        }
     return {
         "function": "asfyolo_rt.data.letterbox.preprocess",
         "shape": list(img_size),
@@ -187,25 +200,56 @@ def stratified_sample(keys: list[str], n: int, seed: int) -> list[int]:
     return sorted(chosen)
 
 
+def native_tile(image: np.ndarray, img_size: tuple[int, int], model_scale: float, rng: np.random.Generator) -> np.ndarray:
+    """One (3, H, W) uint8 window of `image` at `model_scale`, as tiled inference cuts it: a seeded random
+    position inside the image, padded with 114 where the image is smaller than the tile."""
+    import cv2
+
+    from asfyolo_rt.infer.geometry import PAD_VALUE
+
+    h0, w0 = image.shape[:2]
+    if model_scale != 1.0:
+        size = (max(1, round(w0 * model_scale)), max(1, round(h0 * model_scale)))
+        image = cv2.resize(image, size, interpolation=cv2.INTER_LINEAR if model_scale > 1 else cv2.INTER_AREA)
+    th, tw = img_size
+    hs, ws = image.shape[:2]
+    y0 = int(rng.integers(0, hs - th + 1)) if hs > th else 0
+    x0 = int(rng.integers(0, ws - tw + 1)) if ws > tw else 0
+    out = np.full((th, tw, 3), PAD_VALUE, np.uint8)
+    crop = image[y0 : y0 + th, x0 : x0 + tw]
+    out[: crop.shape[0], : crop.shape[1]] = crop
+    return np.ascontiguousarray(out.transpose(2, 0, 1))
+
+
 def build_calibration_set(
     data: str | Path | None,
     img_size: tuple[int, int],
     *,
     n: int | None = None,
     seed: int = 0,
+    tile_scale: float | None = None,
     progress: Progress | None = None,
 ) -> CalibrationSet:
     """Sample and pre-process calibration images (see the module docstring).
 
     data: dataset folder / data YAML / image folder, or None for synthetic images.
     img_size: network (H, W). n: number of images (default min(500, available); synthetic: 64).
+    tile_scale: None = letterbox each whole image (fit-scale models); a model scale = one native-scale
+    window per image, the way tiled inference sees the data (native-scale models).
     """
     from asfyolo_rt.data.io import image_size, read_image, to_uint8_rgb
     from asfyolo_rt.data.letterbox import preprocess
 
     if n is not None and n < 1:
         raise CalibrationError(f"--calib-images {n}; expected a positive number of images")
-    desc = preprocess_description(img_size)
+    desc = preprocess_description(img_size, tile_scale)
+    tile_rng = np.random.default_rng(seed + 7919)
+
+    def prepare(rgb: np.ndarray) -> np.ndarray:
+        if tile_scale is not None:
+            return native_tile(rgb, img_size, tile_scale, tile_rng)
+        tensor, _ = preprocess([rgb], img_size)
+        return np.clip(tensor[0].numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
     h, w = img_size
     entries: list[CalibImage] = []
     if data is None:
@@ -219,8 +263,7 @@ def build_calibration_set(
             from asfyolo_rt.data.synth import make_nuclei
 
             raw, _ = make_nuclei(s, shape)
-            tensor, _ = preprocess([to_uint8_rgb(raw)], img_size)
-            pixels[i] = np.clip(tensor[0].numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
+            pixels[i] = prepare(to_uint8_rgb(raw))
             entries.append(CalibImage(f"synthetic:nuclei:{s}:{shape[0]}x{shape[1]}", "synthetic", shape))
             digest.update(entries[-1].id.encode())
             if progress:
@@ -257,8 +300,7 @@ def build_calibration_set(
     for j, i in enumerate(picked):
         p = paths[i]
         digest.update(Path(p).read_bytes())
-        tensor, _ = preprocess([read_image(p)], img_size)
-        pixels[j] = np.clip(tensor[0].numpy() * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        pixels[j] = prepare(read_image(p))
         entries.append(CalibImage(str(p), keys[i].rsplit(":", 1)[0], shapes[i]))
         if progress:
             progress(j + 1, len(picked))

@@ -46,6 +46,7 @@ from asfyolo_rt.export.end2end import End2EndConfig
 from asfyolo_rt.export.onnx_export import as_hw, file_sha256
 
 from asfyolo_rt.errors import AsfYoloError, CheckpointError, ConfigError, EngineBuildError
+from asfyolo_rt.infer.geometry import DEFAULT_TILE
 from asfyolo_rt.model.weights import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def engine_availability() -> str | None:
     return None
 
 
-def _evaluate(opts: BundleOptions, model: Any, names: dict[int, str], files: dict[str, Path], img: int,
+def _evaluate(opts: BundleOptions, model: Any, mcfg: Any, files: dict[str, Path], img: int,
               progress: StageProgress | None) -> dict[str, Any]:
     from asfyolo_rt.data.dataset import load_split
     from asfyolo_rt.eval.validate import ValConfig, validate
@@ -123,10 +124,14 @@ def _evaluate(opts: BundleOptions, model: Any, names: dict[int, str], files: dic
         split = load_split(opts.data, "val", on_problem="skip")
     except AsfYoloError as exc:
         return {"error": f"no val split to evaluate on: {exc}"}
-    cfg = ValConfig(img_size=img, max_images=opts.eval_images, batch_size=1)
+    # native-scale models are judged the way they are deployed: tiles of the exported input at the model scale
+    protocol = "tiled" if mcfg.train_scale == "native" else "fit"
+    cfg = ValConfig(img_size=img, max_images=opts.eval_images, batch_size=1, protocol=protocol,
+                    model_scale=mcfg.model_scale or 1.0, max_object_px=mcfg.max_object_px)
     runs: dict[str, Any] = {}
-    static = None if opts.dynamic else (img, img)  # PyTorch letterboxed like the static ONNX models
-    backends: list[tuple[str, Any]] = [("pytorch-fp32", lambda: TorchBackend(model, names=names, input_shape=static))]
+    static = None if opts.dynamic else (img, img)  # PyTorch letterboxed / tiled like the static ONNX models
+    backends: list[tuple[str, Any]] = [("pytorch-fp32",
+                                        lambda: TorchBackend(model, names=mcfg.names, input_shape=static))]
     backends += [(f"onnxruntime-{k}", (lambda p=p: OrtBackend(p))) for k, p in files.items()]
     for name, make in backends:
         res = validate(make(), split, cfg, progress=_stage(progress, f"validate {name}"))
@@ -134,8 +139,8 @@ def _evaluate(opts: BundleOptions, model: Any, names: dict[int, str], files: dic
                       if k in ("box_map50", "box_map", "mask_map50", "mask_map")}
     ref = runs["pytorch-fp32"]
     deltas = {n: {k: r[k] - ref[k] for k in r} for n, r in runs.items() if n != "pytorch-fp32"}
-    return {"split": "val", "images": min(opts.eval_images, len(split)), "img_size": img, "metrics": runs,
-            "delta_vs_pytorch": deltas}
+    return {"split": "val", "images": min(opts.eval_images, len(split)), "img_size": img, "protocol": protocol,
+            "metrics": runs, "delta_vs_pytorch": deltas}
 
 
 def _mask_map50_evaluator(opts: BundleOptions, img: int, n_images: int = 8) -> Callable[[Path], float] | None:
@@ -170,7 +175,9 @@ def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) ->
     weights = resolve_weights(opts.weights)
     model, mcfg = load_weights(weights)
     check_finite_model(model, weights)
-    hw = as_hw(opts.img_size or mcfg.img_size)
+    native = mcfg.train_scale == "native"
+    hw = as_hw(opts.img_size or (DEFAULT_TILE if native else mcfg.img_size))
+    tile_scale = (mcfg.model_scale or 1.0) if native else None  # calibrate on the tiles inference will see
     weights_sha = file_sha256(weights)
     rtx = _want_rtx(opts)
     out.mkdir(parents=True, exist_ok=True)
@@ -193,7 +200,7 @@ def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) ->
 
         if opts.int8:
             calib = build_calibration_set(opts.data, hw, n=opts.calib_images, seed=opts.calib_seed,
-                                          progress=_stage(progress, "calibration images"))
+                                          tile_scale=tile_scale, progress=_stage(progress, "calibration images"))
             if calib.synthetic:
                 warnings.append(SYNTHETIC_WARNING)
             few = few_images_warning(len(calib), calib.data)
@@ -201,7 +208,7 @@ def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) ->
                 log.warning(few)
                 warnings.append(few)
         else:  # FP16 range probing / parity inputs: a few images, real when --data is given
-            calib = build_calibration_set(opts.data, hw, n=4, seed=opts.calib_seed)
+            calib = build_calibration_set(opts.data, hw, n=4, seed=opts.calib_seed, tile_scale=tile_scale)
     sample = calib.float_images(0, min(4, len(calib))) if calib is not None else None
     sizes = check_sizes(hw, opts.dynamic)
     model_fused = model.float().eval()
@@ -261,7 +268,7 @@ def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) ->
         written |= {m["path"] for m in report["end2end"]["models"].values()}
 
     if opts.data is not None:
-        report["accuracy"] = _evaluate(opts, model_fused, mcfg.names, {k: v for k, v in files.items()},
+        report["accuracy"] = _evaluate(opts, model_fused, mcfg, {k: v for k, v in files.items()},
                                        max(hw), progress)  # square exports: img_size = side
 
     written |= {p.name for p in files.values()}

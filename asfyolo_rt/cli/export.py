@@ -39,8 +39,9 @@ def export(
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="Checkpoint (.safetensors) or official "
                                                  "ASF-YOLO .pt; default: the shipped DSB2018 model.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Bundle folder to write.")] = Path("bundle"),
-    img_size: Annotated[int | None, typer.Option("--img-size", help="Input size (multiple of 32); default: the "
-                                                  "checkpoint's training size.")] = None,
+    img_size: Annotated[int | None, typer.Option("--img-size", help="Input size (multiple of 32); default: 640 "
+                                                  "(the tile) for native-scale checkpoints, else the checkpoint's "
+                                                  "training size.")] = None,
     dynamic: Annotated[bool, typer.Option("--dynamic", help="Dynamic batch and input size (default: static).")] = False,
     fp16: Annotated[bool, typer.Option("--fp16", help="Also write model.fp16.onnx.")] = False,
     int8: Annotated[bool, typer.Option("--int8", help="Also write model.int8.onnx (TensorRT Q/DQ) and "

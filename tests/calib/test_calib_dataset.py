@@ -42,6 +42,32 @@ def image_folder(tmp_path):
     return tmp_path
 
 
+
+def test_native_tile_calibration_cuts_windows_inference_would_see(image_folder):
+    """Native-scale models are calibrated on tile-sized windows of the images at the model scale, not on
+    letterboxed (rescaled) whole images: every window is a crop of the image, padded with 114 where the
+    image is smaller than the tile, identical for the same seed."""
+    from asfyolo_rt.data.io import read_image
+
+    cs = build_calibration_set(image_folder, (64, 64), n=4, seed=0, tile_scale=1.0)
+    assert cs.pixels.shape == (4, 3, 64, 64) and cs.summary()["preprocess"]["model_scale"] == 1.0
+    for k, e in enumerate(cs.entries):
+        img = read_image(e.id)  # (H, W, 3), >= 96 px: a 64 window fits, no padding
+        win = cs.pixels[k].transpose(1, 2, 0)
+        hits = [(y, x) for y in range(img.shape[0] - 63) for x in range(img.shape[1] - 63)
+                if np.array_equal(img[y : y + 64, x : x + 64], win)]
+        assert hits, f"{e.id}: the window is not a crop of the image at its own scale"
+    again = build_calibration_set(image_folder, (64, 64), n=4, seed=0, tile_scale=1.0)
+    np.testing.assert_array_equal(cs.pixels, again.pixels)
+    big = build_calibration_set(image_folder, (160, 160), n=2, seed=0, tile_scale=1.0)
+    img = read_image(big.entries[0].id)
+    win = big.pixels[0].transpose(1, 2, 0)
+    np.testing.assert_array_equal(win[: img.shape[0], : img.shape[1]], img)  # image at the top left...
+    assert (win[img.shape[0] :] == 114).all() and (win[:, img.shape[1] :] == 114).all()  # ...padded like edge tiles
+    half = build_calibration_set(image_folder, (160, 160), n=2, seed=0, tile_scale=0.5)
+    assert (half.pixels[0][:, img.shape[0] // 2 + 1 :] == 114).all()  # the model scale shrinks the image first
+    assert cs.summary()["preprocess"] != build_calibration_set(image_folder, (64, 64), n=4, seed=0).summary()["preprocess"]
+
 def test_folder_calibration_set_uses_inference_preprocessing(image_folder):
     from asfyolo_rt.data.io import read_image
     from asfyolo_rt.data.letterbox import preprocess
