@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from asfyolo_rt.cli._common import print_json, progress_bar, stdout_console
+from asfyolo_rt.cli._common import check_device, check_img_size, print_json, progress_bar, stdout_console
 from asfyolo_rt.cli.main import app
 
 console = stdout_console()
@@ -96,6 +96,8 @@ def parity(
         raise ConfigError(f"--protocol {protocol!r}: expected fit or tiled")
     if images < 1:
         raise ConfigError(f"--images {images}: expected >= 1")
+    check_img_size(img_size)
+    check_device(device)
     files, bundle_weights = discover(list(paths or []))
     ref_path = resolve_weights(weights) if weights else (bundle_weights or resolve_weights(None))
     from asfyolo_rt.model.weights import import_official

@@ -34,16 +34,17 @@ def import_cmd(
 
 
 @weights_app.command("show")
-def show(path: Annotated[Path, typer.Argument(help="An asfyolo-rt .safetensors checkpoint.")]) -> None:
+def show(path: Annotated[str, typer.Argument(help="An asfyolo-rt .safetensors checkpoint, or a shipped name (dsb2018, bcc).")]) -> None:
     """Print a checkpoint's config (variant, classes, anchors, image size, provenance) as JSON.
 
-    Example: asfyolo-rt weights show runs/train/dsb2018-n-320/best.safetensors
+    Examples: asfyolo-rt weights show runs/train/dsb2018-n-320/best.safetensors; asfyolo-rt weights show bcc
     """
     from dataclasses import asdict
 
     from asfyolo_rt.model.weights import read_checkpoint
+    from asfyolo_rt.weights_registry import resolve_weights
 
-    state, cfg = read_checkpoint(path)
+    state, cfg = read_checkpoint(resolve_weights(path, option="PATH"))
     print_json({**asdict(cfg), "tensors": len(state), "parameters": int(sum(v.numel() for k, v in state.items()
                                                                           if "running" not in k and "num_batches" not in k and not k.endswith("anchors")))})
 

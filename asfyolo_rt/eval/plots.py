@@ -7,8 +7,6 @@ mosaics are drawn with OpenCV. Files are written atomically (temporary file + re
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,6 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from asfyolo_rt.atomic import atomic_target
 from asfyolo_rt.errors import AsfYoloError, DataError
 from asfyolo_rt.eval.metrics import APResult, box_filter
 
@@ -25,20 +24,9 @@ _TILE = 640  # px, longest side of one mosaic tile
 _MAX_CLASS_LINES = 20  # above this, only the class mean is drawn
 
 
-def _atomic_target(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-
-
 def _save_figure(fig: Any, path: Path) -> Path:
-    fd, tmp = _atomic_target(path)
-    os.close(fd)
-    try:
+    with atomic_target(path) as tmp:
         fig.savefig(tmp, dpi=200, format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -161,13 +149,7 @@ def plot_val_mosaic(
         cv2.putText(mosaic, str(getattr(gts[i], "image_id", i))[:40], (c * _TILE + 95, r * _TILE + 20),
                     cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1)
     path = Path(path)
-    fd, tmp = _atomic_target(path)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, cv2.cvtColor(mosaic, cv2.COLOR_RGB2BGR)):
+    with atomic_target(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(mosaic, cv2.COLOR_RGB2BGR)):
             raise AsfYoloError(f"OpenCV could not write {path}", hint="use a .png or .jpg file name")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
