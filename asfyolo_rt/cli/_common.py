@@ -152,7 +152,7 @@ def load_labelled_split(data: Path, split: str, *, skip_bad_labels: bool) -> Any
             with contextlib.suppress(OSError, UnicodeDecodeError):
                 instances += sum(1 for line in Path(f).read_text().splitlines() if line.strip())
         stderr.print(f"--skip-bad-labels: left out {len(bad)} image(s) of split {split!r} with label errors "
-                     f"({instances} label line(s)); evaluating the other {len(ds.samples)}", highlight=False)
+                     f"({instances} label line(s)); evaluating the other {len(ds.samples)}", highlight=False, soft_wrap=True)
     return ds
 
 

@@ -16,13 +16,13 @@ console = stdout_console()
 DEFAULT_DATA = Path("../shared/datasets/DSB2018")
 
 
-def _csv_list(text: str, cast: type = str) -> list[Any]:
+def _csv_list(text: str, cast: type = str, option: str = "--batch") -> list[Any]:
     try:
         return [cast(t.strip()) for t in text.split(",") if t.strip()]
     except ValueError:
         from asfyolo_rt.errors import ConfigError
 
-        raise ConfigError(f"{text!r}: expected a comma list of {cast.__name__} values, e.g. 1,2,4") from None
+        raise ConfigError(f"{option} {text!r}: expected a comma list of {cast.__name__} values, e.g. 1,2,4") from None
 
 
 def _images(data: Path | None, n: int = 16) -> tuple[list, str]:

@@ -108,6 +108,10 @@ def predict(
     path, trained_size = resolve_model_source(weights, model)
     rec = recorded_geometry(path)
     files = expand_sources(source)
+    from asfyolo_rt.data.io import IMAGE_SUFFIXES, check_headers, pixel_limit
+
+    with pixel_limit(max_pixels):
+        check_headers(files, IMAGE_SUFFIXES)  # unreadable or oversized images: refused before any output
     backend = load_backend(path, device=device)
     size = img_size
     if scale == "fit" and size is None and backend.input_shape is None:
@@ -119,8 +123,6 @@ def predict(
     out = fresh_output_folder(out)
     writer = PredictionWriter(out, names=backend.names, overlays=overlays, labels="" if labels == "none" else labels,
                               coco=coco)
-    from asfyolo_rt.data.io import pixel_limit
-
     summaries = []
     try:
         with pixel_limit(max_pixels), progress_bar("predict", len(files)) as cb:

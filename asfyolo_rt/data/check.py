@@ -169,7 +169,8 @@ def check_dataset(
                 message = str(exc)
                 prefix = f"{path}: "
                 message = message.removeprefix(prefix)
-                problems.append(Problem(path, None, "error", f"unreadable image: {message}"))
+                hint = f" ({exc.hint})" if exc.hint else ""
+                problems.append(Problem(path, None, "error", f"unreadable image: {message}{hint}"))
             done += 1
             if progress is not None:
                 progress(done, total)

@@ -43,6 +43,14 @@ def check_pixels(path: Path, size: tuple[int, int]) -> None:
                         "and memory allows (an RGB copy needs about 3 bytes per pixel)")
 
 
+def check_headers(paths: list[Path], suffixes: tuple[str, ...]) -> None:
+    """Read the header of every file in `paths` ending in one of `suffixes` (lower case): DataError naming
+    the first one that is unreadable or above the pixel limit. Lets a command refuse before any output."""
+    for p in paths:
+        if p.suffix.lower() in suffixes:
+            check_pixels(p, image_size(p))
+
+
 _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _JPEG_MAGIC = b"\xff\xd8\xff"
 _TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")

@@ -42,6 +42,7 @@ import numpy as np
 from asfyolo_rt.atomic import atomic_write_bytes
 from asfyolo_rt.data.header import (  # noqa: F401  (image_size, MAX_PIXELS, pixel_limit: re-exported)
     MAX_PIXELS,
+    check_headers,
     check_pixels,
     header_size,
     image_size,
