@@ -16,6 +16,7 @@ from asfyolo_rt.cli._common import (
     progress_bar,
     resolve_model_source,
 )
+from asfyolo_rt.cli._common import stderr as log_stderr
 from asfyolo_rt.cli.main import app
 
 console = Console(stderr=True)
@@ -128,6 +129,10 @@ def predict(
         with pixel_limit(max_pixels), progress_bar("predict", len(files)) as cb:
             for i, result in enumerate(run_predict(backend, iter_frames(files, video_stride=video_stride), cfg)):
                 summaries.append(writer.write(result))
+                where = result.frame.source.name + ("" if result.frame.frame_index is None
+                                                    else f" frame {result.frame.frame_index}")
+                log_stderr.print(f"{where}: {summaries[-1]['cells']} cells, {sum(result.timing_ms.values()):.0f} ms",
+                                 highlight=False, markup=False)
                 cb(i + 1, max(len(files), i + 1))
     finally:
         writer.close()

@@ -279,6 +279,8 @@ def test_outputs_get_the_usual_mode(cli, bad, tmp_path):
     pred = tmp_path / "pred"
     r = cli("predict", bad["small"], "--out", pred)
     assert r.exit_code == 0, r.stderr
+    assert any(line.startswith("small.png: ") and " cells, " in line and line.endswith(" ms")
+               for line in r.stderr.splitlines()), r.stderr  # the per-image log line
     modes = _modes(plots) | {f"pred/{k}": v for k, v in _modes(pred).items()}
     assert any(k.endswith(".png") for k in modes) and "pred/predictions.coco.json" in modes
     assert {k: v for k, v in modes.items() if v != _usual_mode()} == {}
@@ -318,12 +320,11 @@ def test_parity_gates_exported_files_only_and_names_failed_gates(cli, bad, tmp_p
 
 def test_disagreement_marks_unmatched_and_low_iou_instances():
     """Item 8: the instances that disagree are the ones outlined (not every instance, not none)."""
+    from types import SimpleNamespace
+
     import torch
 
     from asfyolo_rt.eval.parity import disagreeing_boxes
-
-    from types import SimpleNamespace
-
     from asfyolo_rt.eval.validate import ImagePrediction
 
     def P(boxes, masks):  # noqa: N802  (a fit-protocol prediction: only what matching reads)
