@@ -45,10 +45,13 @@ def progress_bar(description: str, total: int | None = None, *, transient: bool 
 
 
 def print_json(obj: Any) -> None:
-    """Results go to stdout as JSON."""
+    """Results go to stdout as strict JSON: a non-finite number (NaN, Infinity) becomes null, never bare NaN."""
     import typer
 
-    typer.echo(json.dumps(obj, indent=2, default=_default))
+    from asfyolo_rt.export.bundle_files import json_safe
+
+    plain = json.loads(json.dumps(obj, default=_default))
+    typer.echo(json.dumps(json_safe(plain), indent=2, allow_nan=False))
 
 
 def _default(o: Any) -> Any:

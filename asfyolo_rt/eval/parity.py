@@ -333,7 +333,9 @@ def write_report(report: ParityReport, preds: dict[str, list[ImagePrediction]], 
     from asfyolo_rt.model.weights import atomic_write_bytes
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out_dir / "parity.json", json.dumps(report.to_dict(), indent=2).encode())
+    from asfyolo_rt.export.bundle_files import json_safe
+
+    atomic_write_bytes(out_dir / "parity.json", json.dumps(json_safe(report.to_dict()), indent=2, allow_nan=False).encode())
     atomic_write_bytes(out_dir / "parity.md", report.to_markdown().encode())
     ref = preds[report.reference]
     for r in report.results[1:]:

@@ -365,3 +365,16 @@ def test_mosaic_legend_names_both_sides(tmp_path):
     assert not ((p[..., 0] > 200) & (p[..., 1] > 200) & (p[..., 2] < 60)).any()  # no highlight, no 'disagree'
     green_width = [int(((x[:30, :, 1] > 150) & (x[:30, :, 0] < 80)).any(0).nonzero()[0].max()) for x in (m, p)]
     assert green_width[0] > green_width[1]  # "reference" is written, not "GT"
+
+
+def test_cli_json_is_strict(capsys):
+    """Item 2: no --json output carries bare NaN/Infinity (invalid JSON for jq, JavaScript, ...)."""
+    from asfyolo_rt.cli._common import print_json
+
+    print_json({"map": float("nan"), "rows": [np.float32("inf"), np.array([1.5, np.nan])], "ok": 1})
+
+    def bad(c: str) -> None:
+        raise AssertionError(f"bare {c} in JSON output")
+
+    assert json.loads(capsys.readouterr().out, parse_constant=bad) == {"map": None, "rows": [None, [1.5, None]],
+                                                                         "ok": 1}
