@@ -102,7 +102,7 @@ class ParityReport:
 
     def failed_gates(self) -> list[str]:
         """'label (Δ -1.06 < -1.0 pts)' for every gated row that failed."""
-        return [f"{r.label} (mask mAP50 {r.deltas.get('mask_map50', float('nan')):+.2f} pts, allowed -{r.threshold:.1f})"
+        return [f"{r.label} (mask mAP50 {r.deltas.get('mask_map50', float('nan')):+.2f} pts, allowed {-r.threshold:+.1f})"
                 for r in self.results if r.gated and not r.passed]
 
     def verdict(self) -> str:
@@ -114,6 +114,8 @@ class ParityReport:
         failed = self.failed_gates()
         if failed:
             return f"parity FAILED {len(failed)} of {len(gated)} gates: {'; '.join(failed)}{note}"
+        if not gated:
+            return f"parity passed: no gated rows (no exported model was compared){note}"
         return f"parity passed: all {len(gated)} gates passed{note}"
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,7 +139,6 @@ class ParityReport:
                 f"{m.get('dsb_score', float('nan')):.4f} | {r.deltas.get('mask_map50', 0.0):+.2f} | "
                 f"{'-' if r.threshold is None else f'{r.threshold:.1f}'} | {a.get('match_rate', 1.0):.3f} | "
                 f"{a.get('mask_iou_mean', 1.0):.3f} | {r.verdict() if r.passed or not r.gated else '**FAIL**'} |")
-        lines.append(f"\n**{self.verdict()}**")
         lines.append("\n## Raw outputs vs reference\n")
         lines.append("| backend | output | max abs | mean abs | cosine | within tolerance |")
         lines.append("| --- | --- | ---: | ---: | ---: | --- |")
@@ -145,6 +146,7 @@ class ParityReport:
             for out, v in r.raw.items():
                 lines.append(f"| {r.label} | {out} | {v['max_abs']:.3g} | {v['mean_abs']:.3g} | {v['cosine']:.6f} | "
                              f"{'yes' if v['within_tolerance'] else 'no'} |")
+        lines.append(f"\n**{self.verdict()}**")
         return "\n".join(lines) + "\n"
 
 
@@ -361,3 +363,4 @@ class _View:
         keep = scores >= conf
         self.boxes = boxes[keep]
         self.scores = scores[keep]
+        self.image_id = Path(p.sample.image_path).name  # written on the mosaic tile

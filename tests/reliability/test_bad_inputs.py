@@ -305,7 +305,8 @@ def test_parity_gates_exported_files_only_and_names_failed_gates(cli, bad, tmp_p
     r = cli(*common, "--report", tmp_path / "rep")
     assert r.exit_code == 0, r.stdout + r.stderr
     last = r.stdout.strip().splitlines()[-1]
-    assert last.startswith("parity passed: all 0 gates passed; not gated: torch bf16 FAIL"), r.stdout
+    assert last.startswith("parity passed: no gated rows (no exported model was compared); not gated: torch bf16 "
+                           "FAIL"), r.stdout
     assert "FAIL (estimate, not gated)" in r.stdout
     rep = json.loads((tmp_path / "rep" / "parity.json").read_text())
     assert rep["passed"] is True and rep["failed_gates"] == [] and rep["results"][1]["gated"] is False
@@ -378,3 +379,24 @@ def test_cli_json_is_strict(capsys):
 
     assert json.loads(capsys.readouterr().out, parse_constant=bad) == {"map": None, "rows": [None, [1.5, None]],
                                                                          "ok": 1}
+
+
+def test_parity_verdict_names_every_failed_gate():
+    """Item 8: the verdict line lists each failed gated row; estimate rows never flip the exit code."""
+    from asfyolo_rt.eval.parity import BackendParity, ParityReport
+
+    def row(label: str, delta: float, thr: float, gated: bool = True) -> BackendParity:
+        m = {"box_map50": 0.9, "mask_map50": 0.9, "mask_map": 0.5}
+        return BackendParity(label, "x", "fp16", m, {"mask_map50": delta}, {}, {}, thr, delta >= -thr, gated=gated)
+
+    rep = ParityReport("torch fp32", 5, (64, 64), [row("torch fp32", 0.0, 0.0), row("ort fp32 model.onnx", -0.05, 0.1),
+                                                   row("ort fp16 model.fp16.onnx", -0.5, 0.3),
+                                                   row("ort int8 model.int8.onnx", -2.0, 1.0),
+                                                   row("torch bf16", -1.06, 1.0, gated=False)])
+    assert not rep.passed
+    assert rep.verdict() == ("parity FAILED 2 of 3 gates: ort fp16 model.fp16.onnx (mask mAP50 -0.50 pts, allowed -0.3); "
+                             "ort int8 model.int8.onnx (mask mAP50 -2.00 pts, allowed -1.0); "
+                             "not gated: torch bf16 FAIL (--gate-estimates to gate them)")
+    rep.results = [rep.results[0], rep.results[1], rep.results[4]]
+    assert rep.passed and rep.verdict().startswith("parity passed: all 1 gates passed; not gated: torch bf16 FAIL")
+    assert "parity passed" in rep.to_markdown().splitlines()[-1]
