@@ -101,8 +101,8 @@ class ParityReport:
         return all(r.passed for r in self.results if r.gated)
 
     def failed_gates(self) -> list[str]:
-        """'label (Δ -1.06 < -1.0 pts)' for every gated row that failed."""
-        return [f"{r.label} (mask mAP50 {r.deltas.get('mask_map50', float('nan')):+.2f} pts, allowed {-r.threshold:+.1f})"
+        """'label (mask mAP50 -1.06 pts, allowed -1.0)' for every gated row that failed."""
+        return [f"{r.label} (mask mAP50 {r.deltas.get('mask_map50', float('nan')):+.2f} pts, allowed {-(r.threshold or 0.0):+.1f})"
                 for r in self.results if r.gated and not r.passed]
 
     def verdict(self) -> str:
