@@ -51,7 +51,7 @@ def show(path: Annotated[str, typer.Argument(help="An asfyolo-rt .safetensors ch
 
 @weights_app.command("pack")
 def pack(
-    source: Annotated[Path, typer.Argument(help="An asfyolo-rt checkpoint, e.g. a run's best.safetensors.")],
+    source: Annotated[str, typer.Argument(help="An asfyolo-rt checkpoint, e.g. a run's best.safetensors, or a shipped name.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the packed checkpoint.")],
     half: Annotated[bool, typer.Option("--half/--fp32", help="Store FP16 weights (half the size; loads as FP32).")] = True,
     note: Annotated[list[str], typer.Option("--note", help="Extra provenance KEY=VALUE (repeatable).")] = [],  # noqa: B006
@@ -68,8 +68,9 @@ def pack(
 
     from asfyolo_rt.errors import ConfigError
     from asfyolo_rt.model.weights import load_checkpoint, save_checkpoint
+    from asfyolo_rt.weights_registry import resolve_weights
 
-    model, cfg = load_checkpoint(source)
+    model, cfg = load_checkpoint(resolve_weights(source, option="SOURCE"))
     extra = {}
     for n in note:
         k, sep, v = n.partition("=")

@@ -111,10 +111,11 @@ def bad(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     rand.write_bytes(np.random.default_rng(0).bytes(4096))
     corrupt_tif = d / "corrupt.tif"
     corrupt_tif.write_bytes(b"II*\x00" + np.random.default_rng(1).bytes(300))
+    (d / "empty").mkdir()
     return {"dir": d, "ds": ds, "ds_huge": huge_ds, "ds_labels": labels_ds, "bad_label": bad_label,
             "huge": huge_png(d / "huge.png"), "small": small, "random_onnx": rand, "corrupt_tif": corrupt_tif,
             "deep_pt": deep_pt(d / "deep.pt"), "nan": nan_checkpoint(d / "nan.safetensors"),
-            "missing": d / "missing.png", "out": d / "out"}
+            "missing": d / "missing.png", "out": d / "out", "empty": d / "empty"}
 
 
 # (id, argv with {name} placeholders from the `bad` fixture, text the error line must contain)
@@ -164,6 +165,16 @@ CASES: list[tuple[str, list[str], str]] = [
     ("weights-show-unknown-name", ["weights", "show", "dsb2019"], "dsb2019"),
     ("val-missing-data", ["val", "--data", "{missing}"], "missing.png"),
     ("data-check-missing", ["data", "check", "{missing}"], "missing.png"),
+    ("weights-pack-missing", ["weights", "pack", "{missing}", "--out", "{out}/p.safetensors"], "missing.png"),
+    # more of the same kind: every numeric option and name checked before any work
+    ("predict-empty-folder", ["predict", "{empty}", "--out", "{out}/q"], "has no images"),
+    ("predict-conf-1.5", ["predict", "{small}", "--conf", "1.5", "--out", "{out}/r"], "--conf 1.5"),
+    ("predict-video-stride-0", ["predict", "{small}", "--video-stride", "0", "--out", "{out}/s"], "--video-stride 0"),
+    ("val-unknown-split", ["val", "--data", "{ds}", "--split", "nope"], "'nope'"),
+    ("data-check-unknown-split", ["data", "check", "{ds}", "--split", "nope"], "'nope'"),
+    ("parity-images-0", ["parity", "--data", "{ds}", "--images", "0"], "--images 0"),
+    ("bench-iters-0", ["bench", "--iters", "0"], "--iters 0"),
+    ("info-unknown-size", ["info", "--model", "q"], "'q'"),
 ]
 
 if not __import__("torch").cuda.is_available():  # item 4: --device cuda on a machine without CUDA
