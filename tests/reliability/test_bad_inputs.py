@@ -42,6 +42,13 @@ class _Node:
         return {"_parameters": {}, "_buffers": {}, "_modules": {"m": self.child} if self.child else {}}
 
 
+class _ListState:
+    """A pickled 'module' whose state is not a module's dict."""
+
+    def __getstate__(self) -> list:
+        return [1, 2]
+
+
 def deep_pt(path: Path, depth: int = 5000) -> Path:
     """A .pt file holding `depth` nested modules (pickled in a thread with a large stack)."""
     import torch
@@ -214,6 +221,11 @@ def test_library_errors_name_the_file(bad, tmp_path):
     assert read_image_raw(bad["small"]).shape == (64, 64, 3)  # the limit is back to the default
     with pytest.raises(CheckpointError, match="deep.pt: its pickled modules are nested too deeply"):
         import_official(bad["deep_pt"])
+    import torch
+
+    torch.save({"model": _ListState()}, tmp_path / "odd.pt")
+    with pytest.raises(CheckpointError, match=r"odd\.pt: a pickled module \(.*_ListState\) has no recognisable state"):
+        import_official(tmp_path / "odd.pt")
 
 
 def test_raised_pixel_limit_reaches_the_decoder(bad):
