@@ -36,13 +36,16 @@ def default_weights() -> Path:
     return shipped_weights(DEFAULT)
 
 
-def resolve_weights(weights: str | Path | None) -> Path:
-    """--weights value -> a path: None means the default shipped model; 'dsb2018'/'bcc' name shipped ones."""
+def resolve_weights(weights: str | Path | None, option: str = "--weights") -> Path:
+    """--weights value -> a path: None means the default shipped model; 'dsb2018'/'bcc' name shipped ones.
+
+    option: how the value was given, for the error message (e.g. --model, or PATH for an argument)."""
     if weights is None:
         return default_weights()
     if str(weights) in SHIPPED:
         return shipped_weights(str(weights))
     path = Path(weights)
     if not path.exists():
-        raise CheckpointError(f"--weights {path} does not exist", hint=f"use a file path or a shipped name: {', '.join(SHIPPED)}")
+        raise CheckpointError(f"{option} {path} does not exist",
+                              hint=f"give an existing file or a shipped name: {', '.join(SHIPPED)}")
     return path

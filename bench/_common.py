@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
-import os
+import io
 import platform
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from asfyolo_rt.atomic import atomic_write_bytes
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -94,15 +95,14 @@ def append_rows(path: Path, rows: list[dict[str, Any]]) -> None:
     """Append rows to a CSV (header written once); the file is replaced atomically."""
     path.parent.mkdir(parents=True, exist_ok=True)
     old = path.read_text() if path.exists() else ""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", newline="") as f:
-        f.write(old)
-        writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
-        if not old:
-            writer.writeheader()
-        for row in rows:
-            writer.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()})
-    os.replace(tmp, path)
+    f = io.StringIO(newline="")
+    f.write(old)
+    writer = csv.DictWriter(f, fieldnames=CSV_FIELDS, extrasaction="ignore")
+    if not old:
+        writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.4g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_bytes(path, f.getvalue().encode())  # mode 0644, like every other output
 
 
 def try_compile(fn: Callable[..., Any]) -> tuple[Callable[..., Any] | None, str]:

@@ -83,6 +83,8 @@ class CalibrationSet:
     data: str | None
     content_sha256: str  # hash over the image files' bytes (or synthetic ids), in entry order
     preprocess: dict[str, Any] = field(default_factory=dict)
+    split: str | None = None  # the dataset split the images came from (None: a plain folder, or synthetic)
+    folder: str | None = None  # the folder sampled (split folder or plain folder)
 
     def __len__(self) -> int:
         return int(self.pixels.shape[0])
@@ -116,6 +118,8 @@ class CalibrationSet:
             "seed": self.seed,
             "synthetic": self.synthetic,
             "data": self.data,
+            "split": self.split,
+            "folder": self.folder,
             "strata": self.strata(),
             "preprocess": self.preprocess,
             "images": [e.id for e in self.entries],
@@ -147,26 +151,27 @@ def preprocess_description(img_size: tuple[int, int], tile_scale: float | None =
     }
 
 
-def _list_source(data: Path) -> tuple[list[Path], Path]:
-    """Image paths of a dataset (train split) or a plain folder, and the root strata are relative to."""
+def _list_source(data: Path) -> tuple[list[Path], Path, str | None]:
+    """Image paths of a dataset (train split) or a plain folder, the root strata are relative to, and the
+    split (None for a plain folder)."""
     from asfyolo_rt.data.dataset import _walk_images, list_images, resolve_source
 
     if data.is_dir() and not (data / "images").is_dir() and not any(
         (data / n).is_file() for n in ("data.yaml", "dataset.yaml")
     ):
-        return _walk_images(data), data
+        return _walk_images(data), data, None
     try:
         source = resolve_source(data)
     except DataError:
         if data.is_dir():
-            return _walk_images(data), data
+            return _walk_images(data), data, None
         raise
     split = "train" if "train" in source.splits else next(iter(source.splits), None)
     if split is None:
         raise CalibrationError(f"{data}: the dataset has no splits to calibrate on")
     paths = list_images(source.splits[split])
     roots = [e for e in source.splits[split] if e.is_dir()]
-    return paths, roots[0] if len(roots) == 1 else source.root
+    return paths, roots[0] if len(roots) == 1 else source.root, split
 
 
 def stratified_sample(keys: list[str], n: int, seed: int) -> list[int]:
@@ -274,7 +279,7 @@ def build_calibration_set(
     if not root_path.exists():
         raise CalibrationError(f"--data {root_path} does not exist",
                                hint="pass a dataset folder, a data YAML or a folder of images")
-    paths, root = _list_source(root_path)
+    paths, root, split = _list_source(root_path)
     if not paths:
         raise CalibrationError(f"--data {root_path}: no images found",
                                hint="supported: .png .jpg .tif .bmp ... (recursively in a folder)")
@@ -304,4 +309,5 @@ def build_calibration_set(
         entries.append(CalibImage(str(p), keys[i].rsplit(":", 1)[0], shapes[i]))
         if progress:
             progress(j + 1, len(picked))
-    return CalibrationSet(pixels, entries, img_size, seed, False, str(root_path), digest.hexdigest(), desc)
+    return CalibrationSet(pixels, entries, img_size, seed, False, str(root_path), digest.hexdigest(), desc,
+                          split=split, folder=str(root))

@@ -1,4 +1,5 @@
-"""Helpers shared by CLI commands: Rich progress bound to library progress callbacks, backend loading."""
+"""Helpers shared by CLI commands: Rich progress bound to library progress callbacks, option validation
+(checked before any work starts), model-source loading."""
 
 from __future__ import annotations
 
@@ -44,10 +45,13 @@ def progress_bar(description: str, total: int | None = None, *, transient: bool 
 
 
 def print_json(obj: Any) -> None:
-    """Results go to stdout as JSON."""
+    """Results go to stdout as strict JSON: a non-finite number (NaN, Infinity) becomes null, never bare NaN."""
     import typer
 
-    typer.echo(json.dumps(obj, indent=2, default=_default))
+    from asfyolo_rt.export.bundle_files import json_safe
+
+    plain = json.loads(json.dumps(obj, default=_default))
+    typer.echo(json.dumps(json_safe(plain), indent=2, allow_nan=False))
 
 
 def _default(o: Any) -> Any:
@@ -71,21 +75,88 @@ def resolve_model_source(weights: str | None, model: str | None) -> tuple[Path, 
 
     if weights and model:
         raise ConfigError("give either --weights (a checkpoint) or --model (an exported model), not both")
-    path = resolve_weights(weights or model)
+    path = resolve_weights(weights or model, option="--weights" if weights else "--model")
     img_size: int | None = None
     if path.suffix == ".safetensors":
         from asfyolo_rt.model.weights import read_checkpoint
 
         img_size = read_checkpoint(path)[1].img_size
     elif path.suffix == ".onnx":
-        import onnx
-
-        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        meta = {p.key: p.value for p in read_onnx(path).metadata_props}
         if "img_size" in meta:
             with contextlib.suppress(ValueError, TypeError):
                 v = json.loads(meta["img_size"])  # JSON [H, W] or an int
                 img_size = int(max(v) if isinstance(v, list) else v)
     return path, img_size
+
+
+def read_onnx(path: Path) -> Any:
+    """The ONNX graph of `path` (without external data); CheckpointError naming the file when it is not one."""
+    import onnx
+
+    from asfyolo_rt.errors import CheckpointError
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf DecodeError, RuntimeWarning-turned-errors, OSError, ...
+        text = " ".join(str(exc).split())[:200] or type(exc).__name__
+        raise CheckpointError(f"{path}: not a readable ONNX model ({type(exc).__name__}: {text})",
+                              hint="re-export it with `asfyolo-rt export`, or re-copy it if it was cut short") from exc
+
+
+def check_min(value: int | None, option: str, minimum: int = 1) -> None:
+    """ConfigError naming the option when an integer option is below `minimum` (None: not given)."""
+    from asfyolo_rt.errors import ConfigError
+
+    if value is not None and value < minimum:
+        raise ConfigError(f"{option} {value}: expected >= {minimum}")
+
+
+def check_img_size(value: int | None, option: str = "--img-size") -> None:
+    """ConfigError unless `value` is None or a positive multiple of 32 (the model's largest stride)."""
+    from asfyolo_rt.errors import ConfigError
+
+    if value is not None and (value < 32 or value % 32):
+        raise ConfigError(f"{option} {value}: expected a positive multiple of 32 (e.g. 320 or 640)")
+
+
+def check_device(device: str, option: str = "--device") -> None:
+    """ConfigError for a device that is not cpu / cuda / cuda:N, or a CUDA device this machine lacks."""
+    import re
+
+    from asfyolo_rt.errors import ConfigError
+
+    m = re.fullmatch(r"cuda(?::(\d+))?", device)
+    if device == "cpu":
+        return
+    if m is None:
+        raise ConfigError(f"{option} {device!r}: expected cpu, cuda or cuda:N")
+    import torch
+
+    if not torch.cuda.is_available():
+        why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ConfigError(f"{option} {device}: CUDA is not available here ({why})", hint=f"use {option} cpu")
+    index = int(m.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise ConfigError(f"{option} {device}: only {torch.cuda.device_count()} CUDA device(s) here",
+                          hint=f"use {option} cuda:0")
+
+
+def load_labelled_split(data: Path, split: str, *, skip_bad_labels: bool) -> Any:
+    """A dataset split for evaluation: refused when labels have errors (as train does), or with
+    `skip_bad_labels` the affected images left out and counted on stderr."""
+    from asfyolo_rt.data.dataset import load_split
+
+    ds = load_split(data, split, on_problem="skip" if skip_bad_labels else "error")
+    bad = sorted({p.path for p in ds.problems if p.severity == "error"})
+    if bad:
+        instances = 0
+        for f in (f for f in bad if f.suffix == ".txt"):
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                instances += sum(1 for line in Path(f).read_text().splitlines() if line.strip())
+        stderr.print(f"--skip-bad-labels: left out {len(bad)} image(s) of split {split!r} with label errors "
+                     f"({instances} label line(s)); evaluating the other {len(ds.samples)}", highlight=False, soft_wrap=True)
+    return ds
 
 
 def stdout_console() -> Console:

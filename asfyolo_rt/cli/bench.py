@@ -9,15 +9,20 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from asfyolo_rt.cli._common import print_json, stderr, stdout_console
+from asfyolo_rt.cli._common import check_device, print_json, stderr, stdout_console
 from asfyolo_rt.cli.main import app
 
 console = stdout_console()
 DEFAULT_DATA = Path("../shared/datasets/DSB2018")
 
 
-def _csv_list(text: str, cast: type = str) -> list[Any]:
-    return [cast(t.strip()) for t in text.split(",") if t.strip()]
+def _csv_list(text: str, cast: type = str, option: str = "--batch") -> list[Any]:
+    try:
+        return [cast(t.strip()) for t in text.split(",") if t.strip()]
+    except ValueError:
+        from asfyolo_rt.errors import ConfigError
+
+        raise ConfigError(f"{option} {text!r}: expected a comma list of {cast.__name__} values, e.g. 1,2,4") from None
 
 
 def _images(data: Path | None, n: int = 16) -> tuple[list, str]:
@@ -86,6 +91,7 @@ def bench(
     batches = _csv_list(batch, int)
     if any(b < 1 for b in batches) or not batches:
         raise ConfigError(f"--batch {batch!r}: expected positive batch sizes, e.g. 1,2,4")
+    check_device(device)
     if iters < 1 or warmup < 0:
         raise ConfigError(f"--iters {iters} / --warmup {warmup}: expected iters >= 1 and warmup >= 0")
     if frame is not None and image is not None:

@@ -63,6 +63,8 @@ def check(
     split: Annotated[list[str] | None, typer.Option("--split", help="Check only this split (repeatable).")] = None,
     no_decode: Annotated[bool, typer.Option("--no-decode", help="Read image headers only: faster, but misses "
                                                                  "truncated pixel data and duplicates.")] = False,
+    max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="List images of more pixels (H x W) than "
+                                                   "this as errors, without decoding them. [default: 268435456]")] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Statistics and every problem (with file and line) of a YOLO-seg dataset; exit 1 on errors.
@@ -73,7 +75,9 @@ def check(
 
       asfyolo-rt data check ../shared/datasets/BCC --split val --json
     """
-    with progress_bar("checking", transient=True) as progress:
+    from asfyolo_rt.data.io import pixel_limit
+
+    with pixel_limit(max_pixels), progress_bar("checking", transient=True) as progress:
         report = check_dataset(path, split or None, decode=not no_decode, progress=progress)
     if as_json:
         typer.echo(json.dumps(report.to_dict(), indent=2))

@@ -83,10 +83,11 @@ def export(
     """
     from rich.table import Table
 
-    from asfyolo_rt.cli._common import print_json, stderr, stdout_console
+    from asfyolo_rt.cli._common import check_img_size, print_json, stderr, stdout_console
     from asfyolo_rt.export.bundle import BundleOptions, export_bundle
     from asfyolo_rt.export.end2end import End2EndConfig
 
+    check_img_size(img_size)
     opts = BundleOptions(
         out=out, weights=Path(weights) if weights else None, img_size=img_size, dynamic=dynamic, fp16=fp16,
         int8=int8, data=data, calib_images=calib_images, calib_method=calib_method,

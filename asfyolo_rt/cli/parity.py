@@ -10,7 +10,14 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
-from asfyolo_rt.cli._common import print_json, progress_bar, stdout_console
+from asfyolo_rt.cli._common import (
+    check_device,
+    check_img_size,
+    print_json,
+    progress_bar,
+    stderr,
+    stdout_console,
+)
 from asfyolo_rt.cli.main import app
 
 console = stdout_console()
@@ -72,12 +79,14 @@ def parity(
     protocol: Annotated[str, typer.Option("--protocol", help="fit: every image letterboxed into the models' input; tiled: every image at native scale in tiles of that input (what predict does).")] = "fit",
     split: Annotated[str, typer.Option(help="Dataset split.")] = "val",
     threshold: Annotated[list[str] | None, typer.Option("--threshold", help="Allowed mask mAP50 loss in points, e.g. --threshold int8=0.5 (defaults fp32=0.1 fp16=0.3 bf16=1.0 int8=1.0).")] = None,
-    torch_lowp: Annotated[bool, typer.Option("--torch-lowp/--no-torch-lowp", help="Also evaluate PyTorch bf16 (CPU) / fp16 (CUDA).")] = True,
+    torch_lowp: Annotated[bool, typer.Option("--torch-lowp/--no-torch-lowp", help="Also evaluate PyTorch bf16 (CPU) / fp16 (CUDA): an estimate row, reported but not gated.")] = True,
+    gate_estimates: Annotated[bool, typer.Option("--gate-estimates", help="Let the PyTorch bf16/fp16 estimate rows decide the exit code too (default: only exported files do).")] = False,
     device: Annotated[str, typer.Option(help="Device of the PyTorch reference.")] = "cpu",
     report: Annotated[Path | None, typer.Option("--report", help="Write parity.json, parity.md and disagreement PNGs here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
 ) -> None:
-    """Accuracy parity: same images, same post-processing, metric deltas vs PyTorch FP32; exit 1 on failure.
+    """Accuracy parity: same images, same post-processing, metric deltas vs PyTorch FP32; exit 1 when an
+    exported file misses its gate (the last line names every failed gate).
 
     Examples:
       asfyolo-rt parity bundle/ --data ../shared/datasets/DSB2018 --images 50 --json
@@ -96,6 +105,8 @@ def parity(
         raise ConfigError(f"--protocol {protocol!r}: expected fit or tiled")
     if images < 1:
         raise ConfigError(f"--images {images}: expected >= 1")
+    check_img_size(img_size)
+    check_device(device)
     files, bundle_weights = discover(list(paths or []))
     ref_path = resolve_weights(weights) if weights else (bundle_weights or resolve_weights(None))
     from asfyolo_rt.model.weights import import_official
@@ -107,7 +118,7 @@ def parity(
 
         lowp = "fp16" if device.startswith("cuda") else "bf16"
         cands.append(Candidate(f"torch {lowp}", TorchBackend(copy.deepcopy(model), device=device, precision=lowp,
-                                                            names=cfg.names)))
+                                                            names=cfg.names), estimate=True))
     skipped = []
     for f in files:
         try:
@@ -138,13 +149,15 @@ def parity(
         rec = recorded_geometry(ref_path)
         rep, preds = run_parity(cands, ds, input_shape=shape, n_images=n, thresholds=thresholds,
                                 progress=lambda lab, d, t: cb(order[lab] * n + d, n * len(cands)), protocol=protocol,
-                                model_scale=rec.scale_factor, max_object_px=rec.max_object_px)
+                                model_scale=rec.scale_factor, max_object_px=rec.max_object_px,
+                                gate_estimates=gate_estimates)
     if report:
         write_report(rep, preds, report)
     out = rep.to_dict()
     out["skipped"] = skipped
     if as_json:
         print_json(out)
+        stderr.print(rep.verdict(), highlight=False, soft_wrap=True)
     else:
         how = "letterboxed into" if protocol == "fit" else "native scale, tiles of"
         table = Table(title=f"parity on {n} images of {data} ({how} {shape[0]}x{shape[1]})")
@@ -155,9 +168,10 @@ def parity(
             table.add_row(escape(r.label), f"{m['box_map50']:.4f}", f"{m['mask_map50']:.4f}", f"{m['mask_map']:.4f}",
                           f"{m.get('dsb_score', float('nan')):.4f}", f"{r.deltas.get('mask_map50', 0.0):+.2f}",
                           "-" if r.threshold is None else f"{r.threshold:.1f}",
-                          "[green]PASS[/]" if r.passed else "[red]FAIL[/]")
+                          ("[green]" if r.passed else "[red]" if r.gated else "[yellow]") + f"{r.verdict()}[/]")
         console.print(table)
         for s in skipped:
             console.print(f"[dim]skipped {s}[/]")
+        console.print(("[green]" if rep.passed else "[bold red]") + escape(rep.verdict()) + "[/]", soft_wrap=True)
     if not rep.passed:
         raise typer.Exit(1)

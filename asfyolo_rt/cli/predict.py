@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from asfyolo_rt.cli._common import print_json, progress_bar, resolve_model_source
+from asfyolo_rt.cli._common import (
+    check_device,
+    check_img_size,
+    check_min,
+    print_json,
+    progress_bar,
+    resolve_model_source,
+)
+from asfyolo_rt.cli._common import stderr as log_stderr
 from asfyolo_rt.cli.main import app
 
 console = Console(stderr=True)
@@ -59,6 +67,7 @@ def predict(
     overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")] = True,
     coco: Annotated[bool, typer.Option("--coco/--no-coco", help="Write predictions.coco.json with RLE masks.")] = True,
     video_stride: Annotated[int, typer.Option("--video-stride", help="Use every N-th video frame.")] = 1,
+    max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images of more pixels (H x W) than this, read from the header before decoding. [default: 268435456 = 16384 x 16384]")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the per-image summary as JSON.")] = False,
 ) -> None:
     """Segment cells: label images, overlays, COCO JSON (RLE), per-cell CSV and per-image counts.
@@ -92,9 +101,18 @@ def predict(
         raise ConfigError(f"--pixel-size {pixel_size}: expected micrometres per pixel in (0, 1000), e.g. 0.325")
     if not 0.0 <= conf < 1.0:
         raise ConfigError(f"--conf {conf}: expected a threshold in [0, 1)")
+    check_img_size(img_size)
+    check_min(batch, "--batch")
+    check_min(video_stride, "--video-stride")
+    check_min(max_pixels, "--max-pixels")
+    check_device(device)
     path, trained_size = resolve_model_source(weights, model)
     rec = recorded_geometry(path)
     files = expand_sources(source)
+    from asfyolo_rt.data.io import IMAGE_SUFFIXES, check_headers, pixel_limit
+
+    with pixel_limit(max_pixels):
+        check_headers(files, IMAGE_SUFFIXES)  # unreadable or oversized images: refused before any output
     backend = load_backend(path, device=device)
     size = img_size
     if scale == "fit" and size is None and backend.input_shape is None:
@@ -108,9 +126,13 @@ def predict(
                               coco=coco)
     summaries = []
     try:
-        with progress_bar("predict", len(files)) as cb:
+        with pixel_limit(max_pixels), progress_bar("predict", len(files)) as cb:
             for i, result in enumerate(run_predict(backend, iter_frames(files, video_stride=video_stride), cfg)):
                 summaries.append(writer.write(result))
+                where = result.frame.source.name + ("" if result.frame.frame_index is None
+                                                    else f" frame {result.frame.frame_index}")
+                log_stderr.print(f"{where}: {summaries[-1]['cells']} cells, {sum(result.timing_ms.values()):.0f} ms",
+                                 highlight=False, markup=False)
                 cb(i + 1, max(len(files), i + 1))
     finally:
         writer.close()

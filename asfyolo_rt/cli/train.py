@@ -69,6 +69,10 @@ def train(
     from asfyolo_rt.train.config import TrainConfig
     from asfyolo_rt.train.trainer import train as run_training
 
+    if device not in (None, "auto"):
+        from asfyolo_rt.cli._common import check_device
+
+        check_device(device)
     given: dict[str, Any] = {
         "data": data, "model": model.value if model else None, "img_size": img_size, "scale": scale, "epochs": epochs, "batch": batch,
         "device": device, "workers": workers, "seed": seed, "out": out, "name": name, "val_every": val_every,

@@ -8,7 +8,15 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from asfyolo_rt.cli._common import print_json, progress_bar, resolve_model_source, stdout_console
+from asfyolo_rt.cli._common import (
+    check_device,
+    check_min,
+    load_labelled_split,
+    print_json,
+    progress_bar,
+    resolve_model_source,
+    stdout_console,
+)
 from asfyolo_rt.cli.main import app
 
 console = stdout_console()
@@ -33,6 +41,8 @@ def val(
     max_images: Annotated[int | None, typer.Option("--max-images", help="Evaluate only the first N images.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N] (PyTorch checkpoints).")] = "cpu",
     precision: Annotated[str, typer.Option(help="PyTorch precision: fp32, fp16 or bf16.")] = "fp32",
+    skip_bad_labels: Annotated[bool, typer.Option("--skip-bad-labels", help="Leave out images with label errors (and say how many) instead of refusing to validate.")] = False,
+    max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images of more pixels (H x W) than this, read from the header before decoding. [default: 268435456 = 16384 x 16384]")] = None,
     plots: Annotated[Path | None, typer.Option(help="Write PR/F1/P/R curves and a validation mosaic here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print all metrics as JSON to stdout.")] = False,
 ) -> None:
@@ -45,7 +55,7 @@ def val(
       asfyolo-rt val --weights bcc --data ../shared/datasets/BCC --plots runs/val-bcc
       asfyolo-rt val --model bundle/model.int8.onnx --data ../shared/datasets/DSB2018 --max-images 50
     """
-    from asfyolo_rt.data.dataset import load_split
+    from asfyolo_rt.data.io import pixel_limit
     from asfyolo_rt.errors import ConfigError
     from asfyolo_rt.eval.validate import ValConfig, validate
     from asfyolo_rt.infer.backends import load_backend
@@ -59,9 +69,12 @@ def val(
         raise ConfigError(f"--max-det {max_det}: expected >= 1")
     if img_size is not None and (img_size < 32 or img_size % 32):
         raise ConfigError(f"--img-size {img_size}: expected a positive multiple of 32 (e.g. 640)")
+    check_min(max_images, "--max-images")
+    check_min(max_pixels, "--max-pixels")
+    check_device(device)
     path, _ = resolve_model_source(weights, model)
     rec = recorded_geometry(path)
-    ds = load_split(data, split, on_problem="warn")
+    ds = load_labelled_split(data, split, skip_bad_labels=skip_bad_labels)
     backend = load_backend(path, device=device, precision=precision)
     if backend.input_shape is not None and img_size is not None and img_size != max(backend.input_shape):
         raise ConfigError(f"--img-size {img_size} conflicts with {path.name}'s fixed input "
@@ -75,7 +88,7 @@ def val(
                         coco=coco, dsb=dsb, max_images=max_images, protocol=p, model_scale=rec.scale_factor,
                         tile_overlap=tile_overlap, max_object_px=rec.max_object_px)
         plots_dir = None if plots is None else (plots / p if len(protocols) > 1 else plots)
-        with progress_bar(f"val {p} {path.name}", n) as cb:
+        with pixel_limit(max_pixels), progress_bar(f"val {p} {path.name}", n) as cb:
             results[p] = validate(backend, ds, cfg, progress=cb, plots_dir=plots_dir)
     head = {"model": str(path), "data": str(data), "split": split}
     if as_json:

@@ -34,23 +34,24 @@ def import_cmd(
 
 
 @weights_app.command("show")
-def show(path: Annotated[Path, typer.Argument(help="An asfyolo-rt .safetensors checkpoint.")]) -> None:
+def show(path: Annotated[str, typer.Argument(help="An asfyolo-rt .safetensors checkpoint, or a shipped name (dsb2018, bcc).")]) -> None:
     """Print a checkpoint's config (variant, classes, anchors, image size, provenance) as JSON.
 
-    Example: asfyolo-rt weights show runs/train/dsb2018-n-320/best.safetensors
+    Examples: asfyolo-rt weights show runs/train/dsb2018-n-320/best.safetensors; asfyolo-rt weights show bcc
     """
     from dataclasses import asdict
 
     from asfyolo_rt.model.weights import read_checkpoint
+    from asfyolo_rt.weights_registry import resolve_weights
 
-    state, cfg = read_checkpoint(path)
+    state, cfg = read_checkpoint(resolve_weights(path, option="PATH"))
     print_json({**asdict(cfg), "tensors": len(state), "parameters": int(sum(v.numel() for k, v in state.items()
                                                                           if "running" not in k and "num_batches" not in k and not k.endswith("anchors")))})
 
 
 @weights_app.command("pack")
 def pack(
-    source: Annotated[Path, typer.Argument(help="An asfyolo-rt checkpoint, e.g. a run's best.safetensors.")],
+    source: Annotated[str, typer.Argument(help="An asfyolo-rt checkpoint, e.g. a run's best.safetensors, or a shipped name.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Where to write the packed checkpoint.")],
     half: Annotated[bool, typer.Option("--half/--fp32", help="Store FP16 weights (half the size; loads as FP32).")] = True,
     note: Annotated[list[str], typer.Option("--note", help="Extra provenance KEY=VALUE (repeatable).")] = [],  # noqa: B006
@@ -67,8 +68,9 @@ def pack(
 
     from asfyolo_rt.errors import ConfigError
     from asfyolo_rt.model.weights import load_checkpoint, save_checkpoint
+    from asfyolo_rt.weights_registry import resolve_weights
 
-    model, cfg = load_checkpoint(source)
+    model, cfg = load_checkpoint(resolve_weights(source, option="SOURCE"))
     extra = {}
     for n in note:
         k, sep, v = n.partition("=")

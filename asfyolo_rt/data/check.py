@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from asfyolo_rt.data.dataset import DatasetSplit, Problem, read_split, resolve_source
-from asfyolo_rt.data.io import image_size, pixel_hash, read_image_raw
+from asfyolo_rt.data.io import check_pixels, image_size, pixel_hash, read_image_raw
 from asfyolo_rt.errors import DataError
 
 PERCENTILES = (5, 25, 50, 75, 95)
@@ -127,7 +127,8 @@ def check_dataset(
     """Check a dataset folder or data YAML and gather statistics (see the module docstring).
 
     splits: which splits (default: all the source defines). decode: decode every image (finds truncated
-    pixel data and duplicate images); False reads only image headers. progress(done, total) is called
+    pixel data and duplicate images); False reads only image headers. Images above the pixel limit
+    (`asfyolo_rt.data.io.pixel_limit`) are listed as errors, never decoded. progress(done, total) is called
     after each image. Raises DataError only when the source itself is unusable.
     """
     src = resolve_source(source)
@@ -161,12 +162,15 @@ def check_dataset(
                     sizes[path] = (int(pixels.shape[0]), int(pixels.shape[1]))
                     by_hash.setdefault(pixel_hash(pixels), []).append((split.split, path))
                 else:
-                    sizes[path] = image_size(path)
+                    size = image_size(path)
+                    check_pixels(path, size)
+                    sizes[path] = size
             except DataError as exc:
                 message = str(exc)
                 prefix = f"{path}: "
                 message = message.removeprefix(prefix)
-                problems.append(Problem(path, None, "error", f"unreadable image: {message}"))
+                hint = f" ({exc.hint})" if exc.hint else ""
+                problems.append(Problem(path, None, "error", f"unreadable image: {message}{hint}"))
             done += 1
             if progress is not None:
                 progress(done, total)

@@ -379,7 +379,7 @@ def load_split(
         raise DataError(
             f"{len(errors)} error(s) in split {split!r} of {source}:\n  {shown}{more}",
             hint=f"run `asfyolo-rt data check {source}` to list every problem, fix the files, "
-            "or load with on_problem='skip' to leave the affected images out",
+            "or pass --skip-bad-labels (API: on_problem='skip') to leave the affected images out",
         )
     if not errors:
         return full

@@ -19,11 +19,17 @@ Two levels:
 EXIF orientation tags are not applied: pixels come as stored (microscopes do not rotate images).
 Truncated or corrupt files raise `DataError` naming the file. PNG and JPEG files are checked for their
 end marker before decoding, because OpenCV returns a half-grey picture for a truncated JPEG.
+
+Every decode goes through `read_image_raw`, which reads the image size from the file's header first and
+refuses images above the pixel limit (`MAX_PIXELS`, changed for a block of code with `pixel_limit(n)`,
+the CLI's `--max-pixels`) before any pixel memory is allocated: a 1.5 MB PNG can declare 40000x40000
+pixels. Decoder failures (cv2.error, tifffile exceptions) become one-line `DataError`s naming the file.
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import os
 import struct
@@ -34,6 +40,17 @@ import cv2
 import numpy as np
 
 from asfyolo_rt.atomic import atomic_write_bytes
+from asfyolo_rt.data.header import (  # noqa: F401  (image_size, MAX_PIXELS, pixel_limit: re-exported)
+    MAX_PIXELS,
+    check_headers,
+    check_pixels,
+    header_size,
+    image_size,
+    one_line,
+    pixel_limit,
+    sniff_format,
+    unknown_format_error,
+)
 from asfyolo_rt.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -42,33 +59,6 @@ IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".ti
 """File name endings (lower case) that are treated as images."""
 
 ScaleMethod = Literal["percentile", "full-range"]
-
-_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-_JPEG_MAGIC = b"\xff\xd8\xff"
-_TIFF_MAGICS = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
-
-
-def _sniff(head: bytes) -> str | None:
-    """The format named by a file's first bytes: 'png', 'jpeg', 'bmp', 'tiff' or None."""
-    if head.startswith(_PNG_MAGIC):
-        return "png"
-    if head.startswith(_JPEG_MAGIC):
-        return "jpeg"
-    if head.startswith(b"BM"):
-        return "bmp"
-    if head[:4] in _TIFF_MAGICS:
-        return "tiff"
-    return None
-
-
-def _unknown_format(path: Path, head: bytes) -> DataError:
-    if not head:
-        return DataError(f"{path}: the file is empty (0 bytes)", hint="re-copy or re-export the image")
-    return DataError(
-        f"{path}: not a PNG, JPEG, BMP or TIFF file (first bytes {head[:8]!r})",
-        hint="convert the image to PNG or TIFF, or remove it from the dataset",
-    )
-
 
 def _check_complete(path: Path, fmt: str, data: bytes) -> None:
     """Raise DataError when a PNG/JPEG/BMP file is visibly cut short."""
@@ -97,9 +87,14 @@ def _read_tiff(path: Path) -> np.ndarray:
     try:
         with tifffile.TiffFile(path) as tif:
             series = tif.series[0]
+            planes = [n for a, n in zip(series.axes, series.shape) if a not in "SC"]
+            check_pixels(path, (int(np.prod(planes[:-1], dtype=np.int64)), int(planes[-1]) if planes else 1))
             axes, array = series.axes, series.asarray()
-    except Exception as exc:  # tifffile raises many types (ValueError, TiffFileError, struct.error)
-        raise DataError(f"{path}: unreadable or corrupt TIFF ({exc})", hint="re-copy or re-export it") from exc
+    except DataError:
+        raise
+    except Exception as exc:  # tifffile raises many types (ValueError, TiffFileError, struct.error, MemoryError)
+        raise DataError(f"{path}: unreadable or corrupt TIFF ({one_line(exc)})", hint="re-copy or re-export it"
+                        ) from exc
     squeezed = "".join(a for a, n in zip(axes, array.shape) if n != 1) or "YX"
     array = array.reshape([n for n in array.shape if n != 1] or [1, 1])
     if squeezed in ("YX", "YXS"):
@@ -125,14 +120,21 @@ def read_image_raw(path: str | os.PathLike[str]) -> np.ndarray:
         data = path.read_bytes()
     except OSError as exc:
         raise DataError(f"{path}: cannot read image file ({exc.strerror or exc})") from exc
-    fmt = _sniff(data[:16])
+    fmt = sniff_format(data[:16])
     if fmt is None:
-        raise _unknown_format(path, data[:16])
+        raise unknown_format_error(path, data[:16])
     if fmt == "tiff":
         array = _read_tiff(path)
     else:
+        check_pixels(path, header_size(path, fmt, io.BytesIO(data)))
         _check_complete(path, fmt, data)
-        decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        try:
+            decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        except (cv2.error, MemoryError) as exc:
+            own_limit = "CV_IO_MAX_IMAGE_PIXELS" in str(exc)
+            raise DataError(f"{path}: OpenCV cannot decode this {fmt.upper()} ({one_line(exc)})",
+                            hint="OpenCV refuses more than 2**30 pixels unless OPENCV_IO_MAX_IMAGE_PIXELS is set "
+                            "before start-up" if own_limit else "re-export the image as PNG or TIFF") from exc
         if decoded is None:
             raise DataError(f"{path}: corrupt {fmt.upper()} file (the decoder rejected it)",
                             hint="re-copy or re-export the image")
@@ -213,70 +215,6 @@ def read_image(
     return to_uint8_rgb(read_image_raw(path), method=method, low=low, high=high)
 
 
-def _jpeg_size(f) -> tuple[int, int] | None:
-    f.seek(2)
-    while True:
-        byte = f.read(1)
-        while byte and byte != b"\xff":
-            byte = f.read(1)
-        while byte == b"\xff":
-            byte = f.read(1)
-        if not byte:
-            return None
-        marker = byte[0]
-        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-            continue  # markers without a length field
-        seg = f.read(2)
-        if len(seg) < 2:
-            return None
-        length = struct.unpack(">H", seg)[0]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            body = f.read(5)
-            if len(body) < 5:
-                return None
-            h, w = struct.unpack(">xHH", body)
-            return h, w
-        f.seek(length - 2, os.SEEK_CUR)
-
-
-def image_size(path: str | os.PathLike[str]) -> tuple[int, int]:
-    """(H, W) of an image read from its header only (no pixel decoding). Raises DataError naming the file."""
-    path = Path(path)
-    try:
-        with open(path, "rb") as f:
-            head = f.read(32)
-            fmt = _sniff(head)
-            size: tuple[int, int] | None = None
-            if fmt == "png" and len(head) >= 24 and head[12:16] == b"IHDR":
-                w, h = struct.unpack(">II", head[16:24])
-                size = (h, w)
-            elif fmt == "bmp" and len(head) >= 26:
-                if struct.unpack_from("<I", head, 14)[0] == 12:  # OS/2 BITMAPCOREHEADER
-                    w, h = struct.unpack_from("<HH", head, 18)
-                else:
-                    w, h = struct.unpack_from("<ii", head, 18)
-                size = (abs(h), w)
-            elif fmt == "jpeg":
-                size = _jpeg_size(f)
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read image file ({exc.strerror or exc})") from exc
-    if fmt is None:
-        raise _unknown_format(path, head)
-    if fmt == "tiff":
-        import tifffile
-
-        try:
-            with tifffile.TiffFile(path) as tif:
-                page = tif.pages[0]
-                size = (int(page.imagelength), int(page.imagewidth))  # type: ignore[union-attr]
-        except Exception as exc:
-            raise DataError(f"{path}: unreadable or corrupt TIFF header ({exc})") from exc
-    if size is None or size[0] <= 0 or size[1] <= 0:
-        raise DataError(f"{path}: corrupt {fmt.upper()} header (no valid image size found)",
-                        hint="re-copy or re-export the image")
-    return size
-
-
 def pixel_hash(array: np.ndarray) -> str:
     """Hex digest identifying an image by its pixels (dtype and shape included), not its file bytes."""
     a = np.ascontiguousarray(array)
@@ -295,8 +233,6 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray) -> None:
     suffix = path.suffix.lower()
     a = np.ascontiguousarray(array)
     if suffix in (".tif", ".tiff"):
-        import io
-
         import tifffile
 
         buf = io.BytesIO()

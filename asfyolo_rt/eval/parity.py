@@ -8,7 +8,10 @@ post-processing; the reference is PyTorch FP32. Three layers of evidence, Polygr
 2. detection agreement per image: instances matched at box IoU >= 0.5 (score >= `agree_conf`),
    unmatched counts, mask IoU of matched pairs, count error;
 3. task metrics (box/mask mAP50, mAP50-95, DSB score) and their deltas to the reference, gated by
-   per-precision thresholds on mask mAP50 (defaults: FP32 0.1, FP16/BF16 0.3, INT8 1.0 points).
+   per-precision thresholds on mask mAP50 (defaults: FP32 0.1, FP16 0.3, BF16/INT8 1.0 points).
+
+Candidates marked `estimate` (PyTorch BF16/FP16: what low precision might cost, not a file anyone
+deploys) are reported with their verdict but decide the overall result only with `gate_estimates`.
 """
 
 from __future__ import annotations
@@ -65,6 +68,7 @@ class Candidate:
 
     label: str
     backend: Backend
+    estimate: bool = False  # an estimate (PyTorch low precision), not an exported artifact
 
 
 @dataclass
@@ -78,6 +82,10 @@ class BackendParity:
     agreement: dict[str, Any]
     threshold: float | None  # allowed mask mAP50 loss in points (None for the reference)
     passed: bool
+    gated: bool = True  # False: an estimate row, reported but not part of the overall verdict
+
+    def verdict(self) -> str:
+        return ("PASS" if self.passed else "FAIL") + ("" if self.gated else " (estimate, not gated)")
 
 
 @dataclass
@@ -90,11 +98,30 @@ class ParityReport:
 
     @property
     def passed(self) -> bool:
-        return all(r.passed for r in self.results)
+        return all(r.passed for r in self.results if r.gated)
+
+    def failed_gates(self) -> list[str]:
+        """'label (mask mAP50 -1.06 pts, allowed -1.0)' for every gated row that failed."""
+        return [f"{r.label} (mask mAP50 {r.deltas.get('mask_map50', float('nan')):+.2f} pts, allowed {-(r.threshold or 0.0):+.1f})"
+                for r in self.results if r.gated and not r.passed]
+
+    def verdict(self) -> str:
+        """One line: every failed gate, or that all passed (and which rows were not gated)."""
+        gated = [r for r in self.results[1:] if r.gated]
+        loose = [r for r in self.results[1:] if not r.gated]
+        note = (f"; not gated: {', '.join(f'{r.label} {r.verdict().split()[0]}' for r in loose)} "
+                "(--gate-estimates to gate them)") if loose else ""
+        failed = self.failed_gates()
+        if failed:
+            return f"parity FAILED {len(failed)} of {len(gated)} gates: {'; '.join(failed)}{note}"
+        if not gated:
+            return f"parity passed: no gated rows (no exported model was compared){note}"
+        return f"parity passed: all {len(gated)} gates passed{note}"
 
     def to_dict(self) -> dict[str, Any]:
         return {"reference": self.reference, "n_images": self.n_images, "input_shape": list(self.input_shape),
-                "protocol": self.protocol, "passed": self.passed, "results": [asdict(r) for r in self.results]}
+                "protocol": self.protocol, "passed": self.passed, "failed_gates": self.failed_gates(),
+                "verdict": self.verdict(), "results": [asdict(r) for r in self.results]}
 
     def to_markdown(self) -> str:
         lines = [
@@ -111,7 +138,7 @@ class ParityReport:
                 f"| {r.label} | {m['box_map50']:.4f} | {m['mask_map50']:.4f} | {m['mask_map']:.4f} | "
                 f"{m.get('dsb_score', float('nan')):.4f} | {r.deltas.get('mask_map50', 0.0):+.2f} | "
                 f"{'-' if r.threshold is None else f'{r.threshold:.1f}'} | {a.get('match_rate', 1.0):.3f} | "
-                f"{a.get('mask_iou_mean', 1.0):.3f} | {'PASS' if r.passed else '**FAIL**'} |")
+                f"{a.get('mask_iou_mean', 1.0):.3f} | {r.verdict() if r.passed or not r.gated else '**FAIL**'} |")
         lines.append("\n## Raw outputs vs reference\n")
         lines.append("| backend | output | max abs | mean abs | cosine | within tolerance |")
         lines.append("| --- | --- | ---: | ---: | ---: | --- |")
@@ -119,6 +146,7 @@ class ParityReport:
             for out, v in r.raw.items():
                 lines.append(f"| {r.label} | {out} | {v['max_abs']:.3g} | {v['mean_abs']:.3g} | {v['cosine']:.6f} | "
                              f"{'yes' if v['within_tolerance'] else 'no'} |")
+        lines.append(f"\n**{self.verdict()}**")
         return "\n".join(lines) + "\n"
 
 
@@ -141,6 +169,42 @@ def raw_errors(ref: dict[str, torch.Tensor], other: dict[str, torch.Tensor], pre
     return out
 
 
+def match_instances(a: Any, b: Any, conf: float = 0.25, iou: float = 0.5
+                    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, int, float]]]:
+    """One image's instances of two backends (score >= conf) matched greedily at box IoU >= iou.
+
+    Returns (reference boxes, candidate boxes, [(i, j, mask IoU)] for the matched pairs)."""
+    sa, ba, mask_a = _instances(a)
+    sb, bb, mask_b = _instances(b)
+    ka, kb = sa >= conf, sb >= conf
+    ba, bb = ba[ka], bb[kb]
+    ia, ib = torch.nonzero(ka).reshape(-1).tolist(), torch.nonzero(kb).reshape(-1).tolist()
+    pairs: list[tuple[int, int, float]] = []
+    if ba.shape[0] and bb.shape[0]:
+        ious = box_iou(ba.float(), bb.float())
+        used = torch.zeros(bb.shape[0], dtype=torch.bool)
+        for i in range(ba.shape[0]):  # reference sorted by score: greedy, COCO-style
+            row = ious[i].clone()
+            row[used] = -1
+            j = int(row.argmax())
+            if row[j] >= iou:
+                used[j] = True
+                pairs.append((i, j, _pair_mask_iou(mask_a(ia[i]), mask_b(ib[j]))))
+    return ba, bb, pairs
+
+
+def disagreeing_boxes(a: Any, b: Any, conf: float = 0.25, iou: float = 0.5, low_iou: float = 0.5) -> torch.Tensor:
+    """(k, 4) boxes (original pixels) of one image's disagreements: unmatched reference and candidate
+    instances, and the union box of matched pairs whose masks overlap at IoU < low_iou."""
+    ba, bb, pairs = match_instances(a, b, conf, iou)
+    ma = {i for i, _, _ in pairs}
+    mb = {j for _, j, _ in pairs}
+    out = [ba[i] for i in range(ba.shape[0]) if i not in ma] + [bb[j] for j in range(bb.shape[0]) if j not in mb]
+    out += [torch.cat([torch.minimum(ba[i, :2], bb[j, :2]), torch.maximum(ba[i, 2:], bb[j, 2:])])
+            for i, j, m in pairs if m < low_iou]
+    return torch.stack(out).float() if out else torch.zeros((0, 4))
+
+
 def agreement(ref: Sequence[ImagePrediction], other: Sequence[ImagePrediction], conf: float = 0.25,
               iou: float = 0.5) -> dict[str, Any]:
     """Instance-level agreement of two backends' detections on the same images."""
@@ -149,25 +213,10 @@ def agreement(ref: Sequence[ImagePrediction], other: Sequence[ImagePrediction], 
     count_err: list[int] = []
     per_image: list[int] = []
     for a, b in zip(ref, other):
-        sa, ba, mask_a = _instances(a)
-        sb, bb, mask_b = _instances(b)
-        ka, kb = sa >= conf, sb >= conf
-        ba, bb = ba[ka], bb[kb]
-        ia, ib = torch.nonzero(ka).reshape(-1).tolist(), torch.nonzero(kb).reshape(-1).tolist()
-        na, nb = ba.shape[0], bb.shape[0]
+        ba, bb, pairs = match_instances(a, b, conf, iou)
+        na, nb, m = ba.shape[0], bb.shape[0], len(pairs)
         count_err.append(nb - na)
-        m = 0
-        if na and nb:
-            ious = box_iou(ba.float(), bb.float())
-            used = torch.zeros(nb, dtype=torch.bool)
-            for i in range(na):  # reference sorted by score: greedy, COCO-style
-                row = ious[i].clone()
-                row[used] = -1
-                j = int(row.argmax())
-                if row[j] >= iou:
-                    used[j] = True
-                    m += 1
-                    mask_ious.append(_pair_mask_iou(mask_a(ia[i]), mask_b(ib[j])))
+        mask_ious += [p[2] for p in pairs]
         matched += m
         unmatched_ref += na - m
         unmatched_other += nb - m
@@ -221,8 +270,11 @@ def run_parity(
     protocol: str = "fit",
     model_scale: float = 1.0,
     max_object_px: float | None = None,
+    gate_estimates: bool = False,
 ) -> tuple[ParityReport, dict[str, list[Any]]]:
     """Evaluate candidates[0] (the reference) and every other candidate on the same first `n_images`.
+
+    Candidates marked `estimate` get a verdict but count for `report.passed` only with gate_estimates.
 
     protocol "fit": every image letterboxed into input_shape; "tiled": every image at native scale in
     input_shape tiles (asfyolo_rt.infer.geometry), the deployment path."""
@@ -255,7 +307,8 @@ def run_parity(
         passed = deltas.get("mask_map50", 0.0) >= -thr
         report.results.append(BackendParity(
             cand.label, b.name, b.precision, metrics, deltas, raw_errors(ref_raw, raw, b.precision),
-            agreement(preds[candidates[0].label], preds[cand.label]), thr, passed))
+            agreement(preds[candidates[0].label], preds[cand.label]), thr, passed,
+            gated=gate_estimates or not cand.estimate))
     return report, preds
 
 
@@ -275,12 +328,16 @@ def _run_raw(backend: Backend, x: torch.Tensor) -> dict[str, torch.Tensor]:
 
 
 def write_report(report: ParityReport, preds: dict[str, list[ImagePrediction]], out_dir: Path, max_images: int = 4) -> None:
-    """parity.json, parity.md, and disagreement PNGs (reference outlines green, candidate red)."""
+    """parity.json, parity.md, and disagreement PNGs: per candidate its most disagreeing images, reference
+    boxes green, candidate boxes red, disagreements (unmatched instances, matched pairs of mask IoU < 0.5)
+    outlined yellow."""
     from asfyolo_rt.eval.plots import plot_val_mosaic
     from asfyolo_rt.model.weights import atomic_write_bytes
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out_dir / "parity.json", json.dumps(report.to_dict(), indent=2).encode())
+    from asfyolo_rt.export.bundle_files import json_safe
+
+    atomic_write_bytes(out_dir / "parity.json", json.dumps(json_safe(report.to_dict()), indent=2, allow_nan=False).encode())
     atomic_write_bytes(out_dir / "parity.md", report.to_markdown().encode())
     ref = preds[report.reference]
     for r in report.results[1:]:
@@ -293,7 +350,9 @@ def write_report(report: ParityReport, preds: dict[str, list[ImagePrediction]], 
         gts = [_View(ref[i]) for i in worst]
         dts = [_View(other[i]) for i in worst]
         safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in r.label)
-        plot_val_mosaic(images, gts, dts, out_dir / f"disagreement_{safe}.png", min_score=0.25)
+        marks = [disagreeing_boxes(ref[i], other[i]) for i in worst]
+        plot_val_mosaic(images, gts, dts, out_dir / f"disagreement_{safe}.png", min_score=0.25,
+                        legend=("reference", "candidate"), highlights=marks)
 
 
 class _View:
@@ -304,3 +363,4 @@ class _View:
         keep = scores >= conf
         self.boxes = boxes[keep]
         self.scores = scores[keep]
+        self.image_id = Path(p.sample.image_path).name  # written on the mosaic tile

@@ -7,8 +7,6 @@ mosaics are drawn with OpenCV. Files are written atomically (temporary file + re
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -16,29 +14,20 @@ from typing import Any
 import cv2
 import numpy as np
 
+from asfyolo_rt.atomic import atomic_target
 from asfyolo_rt.errors import AsfYoloError, DataError
 from asfyolo_rt.eval.metrics import APResult, box_filter
 
 _GT_COLOUR = (0, 220, 0)  # RGB green
 _PRED_COLOUR = (255, 40, 40)  # RGB red
+_MARK_COLOUR = (255, 230, 0)  # RGB yellow: instances where the two sides disagree
 _TILE = 640  # px, longest side of one mosaic tile
 _MAX_CLASS_LINES = 20  # above this, only the class mean is drawn
 
 
-def _atomic_target(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-
-
 def _save_figure(fig: Any, path: Path) -> Path:
-    fd, tmp = _atomic_target(path)
-    os.close(fd)
-    try:
+    with atomic_target(path) as tmp:
         fig.savefig(tmp, dpi=200, format="png")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 
@@ -123,8 +112,14 @@ def plot_val_mosaic(
     path: str | Path,
     max_images: int = 16,
     min_score: float = 0.25,
+    legend: tuple[str, str] = ("GT", "pred"),
+    highlights: Sequence[Any] | None = None,
 ) -> Path:
     """Grid of images with GT outlines (green) and prediction outlines (red).
+
+    legend: what green and red stand for, written on every tile (parity: "reference", "candidate").
+    highlights: per image, (k, 4) xyxy boxes to outline thickly in yellow (e.g. instances the two sides
+    disagree on), labelled "disagree" in the legend.
 
     images: (H, W, 3) uint8 RGB arrays; gts: objects with ``boxes`` (m, 4) xyxy and optional
     ``masks`` (m, H, W) bool in that image's pixels (e.g. :class:`asfyolo_rt.eval.coco.ImageGT`);
@@ -152,22 +147,23 @@ def plot_val_mosaic(
         if det_masks is not None and not isinstance(det_masks, (list, tuple)):
             det_masks = _np(det_masks)[keep]
         _draw_instances(canvas, _np(dets[i].boxes).reshape(-1, 4)[keep], det_masks, _PRED_COLOUR, thick)
+        if highlights is not None:
+            for x1, y1, x2, y2 in _np(highlights[i]).reshape(-1, 4):
+                pad = 2 * thick
+                cv2.rectangle(canvas, (round(float(x1)) - pad, round(float(y1)) - pad),
+                              (round(float(x2)) + pad, round(float(y2)) + pad), _MARK_COLOUR, 2 * thick)
         tile = cv2.resize(canvas, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
         r, c = divmod(i, cols)
         mosaic[r * _TILE : r * _TILE + tile.shape[0], c * _TILE : c * _TILE + tile.shape[1]] = tile
-        cv2.putText(mosaic, "GT", (c * _TILE + 5, r * _TILE + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, _GT_COLOUR, 2)
-        cv2.putText(mosaic, "pred", (c * _TILE + 40, r * _TILE + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6,
-                    _PRED_COLOUR, 2)
-        cv2.putText(mosaic, str(getattr(gts[i], "image_id", i))[:40], (c * _TILE + 95, r * _TILE + 20),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255, 255, 255), 1)
+        x = c * _TILE + 5
+        entries = [(legend[0], _GT_COLOUR), (legend[1], _PRED_COLOUR)]
+        if highlights is not None:
+            entries.append(("disagree", _MARK_COLOUR))
+        for text, colour in [*entries, (str(getattr(gts[i], "image_id", i))[:40], (255, 255, 255))]:
+            cv2.putText(mosaic, text, (x, r * _TILE + 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, colour, 2)
+            x += cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.6, 2)[0][0] + 12
     path = Path(path)
-    fd, tmp = _atomic_target(path)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, cv2.cvtColor(mosaic, cv2.COLOR_RGB2BGR)):
+    with atomic_target(path) as tmp:
+        if not cv2.imwrite(str(tmp), cv2.cvtColor(mosaic, cv2.COLOR_RGB2BGR)):
             raise AsfYoloError(f"OpenCV could not write {path}", hint="use a .png or .jpg file name")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path

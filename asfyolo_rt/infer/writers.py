@@ -16,13 +16,12 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from asfyolo_rt.atomic import atomic_write_bytes
 from asfyolo_rt.data.io import write_image
 from asfyolo_rt.data.rle import counts_to_string
 from asfyolo_rt.infer.predict import ImageResult
@@ -202,7 +201,4 @@ class PredictionWriter:
                 "categories": [{"id": k + 1, "name": v} for k, v in sorted(self.names.items())],
                 "info": {"description": "asfyolo-rt predictions (RLE masks at original resolution)"},
             }
-            fd, tmp = tempfile.mkstemp(dir=self.out, suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(doc, f)
-            os.replace(tmp, self.out / "predictions.coco.json")
+            atomic_write_bytes(self.out / "predictions.coco.json", json.dumps(doc).encode())

@@ -98,7 +98,8 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelCon
 
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist", hint="pass --weights PATH to an existing .safetensors file")
+        raise CheckpointError(f"checkpoint {path} does not exist",
+                              hint="give an existing .safetensors file, or a shipped name (dsb2018, bcc)")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
@@ -151,9 +152,20 @@ def load_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: s
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tuple[ASFYOLO, ModelConfig]:
     """Rebuild the model from one of our checkpoints; returned in eval mode, float32."""
     state, cfg = read_checkpoint(path)
-    model = build_model(cfg.variant, cfg.nc, cfg.anchors)
+    model = _build(path, cfg.variant, cfg.nc, cfg.anchors)
     load_state(model, state, path)
     return model.to(device).eval(), cfg
+
+
+def _build(path: str | Path, variant: str, nc: int, anchors: tuple[tuple[float, ...], ...] | None = None) -> ASFYOLO:
+    """build_model, with errors from the checkpoint's recorded config (unknown size, bad nc) naming the file."""
+    from asfyolo_rt.errors import AsfYoloError
+
+    try:
+        return build_model(variant, nc, anchors)
+    except (AsfYoloError, ValueError, TypeError) as exc:
+        raise CheckpointError(f"{path}: its recorded config does not describe a model ({exc})",
+                              hint="the file was written by another tool or edited; re-create it") from exc
 
 
 # --------------------------------------------------------------------------- official checkpoints
@@ -259,7 +271,8 @@ class _RestrictedPickleModule:
 def _module_state(stub: Any) -> dict[str, Any]:
     state = getattr(stub, "_state", None)
     if not isinstance(state, dict):
-        raise CheckpointError("official checkpoint: a pickled module has no recognisable state")
+        raise CheckpointError(f"a pickled module ({getattr(stub, '_qualname', type(stub).__name__)}) has no "
+                              "recognisable state")
     return state
 
 
@@ -280,16 +293,30 @@ def _collect_state_dict(stub: Any, prefix: str = "") -> dict[str, torch.Tensor]:
 
 
 def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Layer-indexed state dict and attributes (nc, names, stride) of an official `.pt` checkpoint."""
+    """Layer-indexed state dict and attributes (nc, names, stride) of an official `.pt` checkpoint.
+
+    Every failure is a CheckpointError naming the file, including pathological pickles (modules nested
+    thousands deep: RecursionError)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"official checkpoint {path} does not exist")
+    hint = "only official ASF-YOLO / YOLOv5-seg training checkpoints (best.pt, last.pt) can be imported"
     try:
         ckpt = torch.load(path, map_location="cpu", pickle_module=_RestrictedPickleModule, weights_only=False)
-    except CheckpointError:
-        raise
+        return _official_contents(path, ckpt)
+    except CheckpointError as exc:
+        msg = str(exc)
+        raise CheckpointError(msg if msg.startswith(str(path)) else f"{path}: {msg}", hint=exc.hint or hint) from exc
+    except RecursionError as exc:
+        raise CheckpointError(f"{path}: its pickled modules are nested too deeply to be a model checkpoint",
+                              hint=hint) from exc
     except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+        text = " ".join(str(exc).split())[:200]
+        raise CheckpointError(f"{path}: cannot read as a PyTorch checkpoint ({type(exc).__name__}: {text})",
+                              hint=hint) from exc
+
+
+def _official_contents(path: Path, ckpt: Any) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     root = ckpt
     if isinstance(ckpt, dict):
         root = ckpt.get("ema") or ckpt.get("model")
@@ -340,7 +367,7 @@ def import_official(path: str | Path, variant: str = "l") -> tuple[ASFYOLO, Mode
         nc = mapped["head.m.0.weight"].shape[0] // 3 - 5 - 32
     if nc is None:
         raise CheckpointError(f"{path}: cannot determine the number of classes")
-    model = build_model(variant, int(nc))
+    model = _build(path, variant, int(nc))
     load_state(model, mapped, path)
     names = meta["names"]
     if isinstance(names, list):

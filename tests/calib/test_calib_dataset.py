@@ -82,6 +82,7 @@ def test_folder_calibration_set_uses_inference_preprocessing(image_folder):
     summary = cs.summary()
     assert summary["n_images"] == 4 and summary["images"] == [e.id for e in cs.entries]
     assert summary["preprocess"]["function"] == "asfyolo_rt.data.letterbox.preprocess"
+    assert summary["split"] is None and summary["folder"] == str(image_folder)  # a plain folder: no split
 
 
 def test_image_list_hash_tracks_content(image_folder):
@@ -115,4 +116,5 @@ def test_bad_sources(tmp_path):
 def test_dataset_calibration_uses_train_split(datasets_root):
     cs = build_calibration_set(datasets_root / "DSB2018", (64, 64), n=8, seed=0)
     assert len(cs) == 8 and all("/images/train/" in e.id for e in cs.entries)
+    assert cs.summary()["split"] == "train" and cs.summary()["folder"].endswith("images/train")
     assert len(cs.strata()) >= 3  # DSB2018's train split mixes several image sizes
