@@ -464,15 +464,12 @@ def recorded_geometry(path: str | Path) -> RecordedGeometry:
 
         c = read_checkpoint(path)[1]
         return RecordedGeometry(c.img_size, c.train_scale, c.model_scale, c.max_object_px, c.pixel_size_um)
-    if suffix == ".onnx":
+    if suffix in (".onnx", ".xml"):
         import json
 
-        import onnx
+        from asfyolo_rt.infer.openvino import model_metadata
 
-        try:
-            meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        except Exception:  # unreadable files get their clear error from the backend loader
-            return RecordedGeometry()
+        meta = model_metadata(path)  # unreadable files get their clear error from the backend loader
         g: dict[str, Any] = {}
         try:
             g = json.loads(meta.get("geometry", "{}")) or {}
