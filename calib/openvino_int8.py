@@ -23,7 +23,6 @@ from typing import Any
 
 import onnx
 from asfyolo_rt.calib.dataset import CalibrationSet
-from asfyolo_rt.export.graph import head_decode_nodes
 
 from asfyolo_rt.atomic import atomic_write_bytes, file_sha256
 from asfyolo_rt.errors import CalibrationError, ConfigError
@@ -66,7 +65,9 @@ def quantize_openvino(
     fp32_path: str | Path,
     out_xml: str | Path,
     calib: CalibrationSet,
+    cfg: Any = None,
     *,
+    preset: str = "mixed",
     progress: Callable[[int, int], None] | None = None,
 ) -> OpenVinoQuantResult:
     """NNCF PTQ of `fp32_path` on `calib`; writes out_xml and its .bin (module docstring)."""
@@ -82,10 +83,13 @@ def quantize_openvino(
         raise ConfigError(f"{out_xml}: an OpenVINO IR is an .xml file (with a .bin beside it)")
     source = onnx.load(str(fp32_path), load_external_data=False)
     meta = {p.key: p.value for p in source.metadata_props}
-    ignored = [n for n in head_decode_nodes(source) if n]
+    from asfyolo_rt.calib.quantize import QuantConfig, exclusions
+
+    ignored = sorted(exclusions(source, cfg or QuantConfig()))  # the same layers the ONNX flavours keep in FP32
     model = ov.Core().read_model(str(fp32_path))
     names = {op.get_friendly_name() for op in model.get_ops()}
-    ignored = [n for n in ignored if n in names]
+    # OpenVINO's ONNX frontend names a Conv with bias "<name>/WithoutBiases" (the Add gets "<name>")
+    ignored = sorted({m for n in ignored for m in (n, f"{n}/WithoutBiases") if m in names})
     total = len(calib)
     seen = [0]
 
@@ -97,6 +101,7 @@ def quantize_openvino(
 
     try:
         q = nncf.quantize(model, nncf.Dataset(range(total), transform), subset_size=total,
+                          preset=nncf.QuantizationPreset.MIXED if preset == "mixed" else nncf.QuantizationPreset.PERFORMANCE,
                           ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
     except Exception as exc:
         raise CalibrationError(f"NNCF quantization of {fp32_path} failed: {type(exc).__name__}: {exc}") from exc
