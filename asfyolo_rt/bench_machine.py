@@ -107,7 +107,7 @@ class Peak:
     n: int
 
 
-def fp32_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+def fp32_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
     """Best-of-`repeats` GFLOP/s of an n x n x n FP32 GEMM in torch (its current thread count)."""
     import torch
 
@@ -122,7 +122,7 @@ def fp32_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
     return 2 * n**3 / best / 1e9
 
 
-def int8_peak_gops(n: int = 2048, repeats: int = 5, threads: int | None = None) -> float | None:
+def int8_peak_gops(n: int = 1024, repeats: int = 5, threads: int | None = None) -> float | None:
     """Best-of-`repeats` GOP/s of an n x n x n uint8 x int8 GEMM (ONNX Runtime MatMulInteger); None on failure."""
     try:
         import onnxruntime as ort
@@ -155,7 +155,7 @@ def int8_peak_gops(n: int = 2048, repeats: int = 5, threads: int | None = None) 
     return 2 * n**3 / best / 1e9
 
 
-def measure_peak(threads: int | None = None, n: int = 2048) -> Peak:
+def measure_peak(threads: int | None = None, n: int = 1024) -> Peak:
     from asfyolo_rt.infer.openvino import cpu_isa
 
     return Peak(round(fp32_peak_gflops(n), 1), _round(int8_peak_gops(n, threads=threads)), cpu_isa(), n)

@@ -24,6 +24,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, append_rows, env_row, setup, timeit
+
 from asfyolo_rt.bench_machine import LoadProbe, cores, load_average, noise_verdict
 from asfyolo_rt.data.letterbox import preprocess
 from asfyolo_rt.infer.geometry import _to_tensor

@@ -43,7 +43,12 @@ def openvino_runs(label: str, src: Path, int8: Callable[[], Path] | None, precis
             except ConfigError as exc:
                 stderr.print(f"[yellow]openvino bf16 skipped:[/] {escape(str(exc))}")
                 continue
-        path = int8() if prec == "int8" and int8 is not None else src
+        path = src
+        if prec == "int8":  # made from an architecture/checkpoint, or the INT8 IR beside a bundle's model.onnx
+            path = int8() if int8 is not None else (src if src.suffix == ".xml" else src.with_name("model.int8-openvino.xml"))
+            if not path.is_file():
+                raise ConfigError(f"--precision int8 for OpenVINO: {path} does not exist",
+                                  hint="export the bundle with `asfyolo-rt export --int8`, or pass the .xml itself")
         b = OpenVinoBackend(path, precision=prec, threads=threads)
         runs.append((f"{label} [openvino {b.precision} {cpu_isa()}]", b))
     return runs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -149,7 +150,7 @@ def bench(
             if "openvino" in backends:
                 folder = cache / f"{label}-{size}"
                 fp32 = _onnx_variant(net, cfg, size, "fp32", folder, data)
-                runs += _openvino_runs(label, fp32, lambda f=fp32, n=size: openvino_int8_variant(f, n, data, DEFAULT_DATA),
+                runs += _openvino_runs(label, fp32, partial(openvino_int8_variant, fp32, size, data, DEFAULT_DATA),
                                        ov_precs, threads)
             if "tensorrt" in backends:
                 stderr.print("[yellow]tensorrt:[/] engines are built on the device: `asfyolo-rt build BUNDLE`, "

@@ -120,7 +120,8 @@ def parity(
                 continue
             raise
         cands.append(Candidate(backend_label(b, f), b))
-    ov_cands, ov_skipped = openvino_candidates(files)  # model.onnx on OpenVINO FP32 (+ BF16 where the CPU has it)
+    folders = {p for p in paths or [] if p.is_dir()}  # bundles: their model.onnx also on OpenVINO FP32 (+ BF16)
+    ov_cands, ov_skipped = openvino_candidates([f for f in files if f.parent in folders])
     cands += ov_cands
     skipped += ov_skipped
     shapes = {c.backend.input_shape for c in cands if c.backend.input_shape is not None}

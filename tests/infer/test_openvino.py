@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -16,6 +15,7 @@ IMG = 160
 @pytest.fixture(scope="module")
 def shipped_onnx(tmp_path_factory) -> Path:
     from asfyolo_rt.export.onnx_export import export_onnx, load_weights
+
     from asfyolo_rt.weights_registry import default_weights
 
     model, cfg = load_weights(default_weights())
@@ -24,9 +24,9 @@ def shipped_onnx(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def nuclei() -> torch.Tensor:
+    from asfyolo_rt.data.io import to_uint8_rgb
     from asfyolo_rt.data.letterbox import preprocess
     from asfyolo_rt.data.synth import make_nuclei
-    from asfyolo_rt.data.io import to_uint8_rgb
 
     imgs = [to_uint8_rgb(make_nuclei(i, shape=(IMG, IMG))[0]) for i in range(2)]
     return preprocess(imgs, IMG)[0]
