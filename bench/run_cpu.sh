@@ -41,3 +41,5 @@ $CLI bench --frame 2048 --backend openvino --precision fp32,bf16,int8 --data "$D
 # 5. pre-processing: 1272 x 603 -> 320 (letterbox, INTER_AREA) and the tile-to-tensor pass
 $PY bench/bench_preprocess.py --iters 200 --warmup 20
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
+# 6. the README table (markdown) from this run's rows
+$PY bench/cpu_table.py
