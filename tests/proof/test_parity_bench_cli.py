@@ -108,6 +108,7 @@ def test_bench_whole_frame_rows(bundle: Path, synth_data: Path, cli, tmp_path: P
     assert r.exit_code != 0 and "another kind" in r.output
 
 
+@pytest.mark.slow  # parity over seven backends and an OpenVINO bench: > 20 s on 2 cores (fast checks: tests/infer)
 def test_openvino_rows_in_bundle_parity_and_bench(bundle: Path, synth_data: Path, cli) -> None:
     pytest.importorskip("nncf")
     from asfyolo_rt.atomic import file_sha256
