@@ -4,7 +4,7 @@ One line per row of the given git SHA (default: the newest SHA in the file): per
 FPS, GFLOPs, achieved GFLOP/s, % of the measured GEMM peak, CPU/wall, noisy) and whole-frame rows
 (ms per frame, megapixels/s). Ratios are against ONNX Runtime FP32 of the same model, input and run.
 
-    python bench/cpu_table.py [--sha abc1234]
+    python bench/cpu_table.py [--sha abc1234 | --since 2026-12-01T23:00:00]
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _rows(path: Path, sha: str | None) -> list[dict[str, str]]:
+def _rows(path: Path, sha: str | None, since: str | None) -> list[dict[str, str]]:
     if not path.is_file():
         return []
     rows = list(csv.DictReader(path.open()))
+    if since:  # rows of one run_cpu.sh run (timestamps are ISO UTC: they sort as strings)
+        return [r for r in rows if r["timestamp"][:19] >= since[:19]]
     sha = sha or (rows[-1]["git_sha"] if rows else None)
     return [r for r in rows if r["git_sha"] == sha]
 
@@ -70,11 +72,12 @@ def frames(rows: list[dict[str, str]]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sha", default=None)
+    ap.add_argument("--sha", default=None, help="rows of this git SHA (default: the newest in the file)")
+    ap.add_argument("--since", default=None, help="rows timestamped at or after this ISO UTC time (run_cpu.sh's start)")
     ap.add_argument("--rows", type=Path, default=RESULTS / "cpu_v2.csv")
     ap.add_argument("--frames", type=Path, default=RESULTS / "cpu_frames_v2.csv")
     args = ap.parse_args(argv)
-    rows, fr = _rows(args.rows, args.sha), _rows(args.frames, args.sha)
+    rows, fr = _rows(args.rows, args.sha, args.since), _rows(args.frames, args.sha, args.since)
     if rows:
         r0 = rows[0]
         print(f"CPU: {r0['device']}, ISA {r0['isa']}, {r0['threads']} threads; GEMM peak {r0['peak_gflops_per_s']} "

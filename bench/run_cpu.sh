@@ -14,6 +14,7 @@ OUT=bench/results
 ROWS=$OUT/cpu_v2.csv
 FRAMES=$OUT/cpu_frames_v2.csv
 mkdir -p "$OUT"
+SINCE=$(date -u +%Y-%m-%dT%H:%M:%S)
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores" >&2
 
 # 1. the shipped DSB2018 model at its training size: PyTorch eager, ONNX Runtime FP32 / INT8 (both flavours),
@@ -42,4 +43,4 @@ $CLI bench --frame 2048 --backend openvino --precision fp32,bf16,int8 --data "$D
 $PY bench/bench_preprocess.py --iters 200 --warmup 20
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
 # 6. the README table (markdown) from this run's rows
-$PY bench/cpu_table.py
+$PY bench/cpu_table.py --since "$SINCE"
