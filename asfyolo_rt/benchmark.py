@@ -81,7 +81,7 @@ class RowPerf:
     """Per row: the work (model GFLOPs), how fast it ran against the machine's measured peak, and the noise."""
 
     isa: str = ""  # the CPU's best matrix ISA (avx2, avx512_vnni, avx512_bf16, amx)
-    gflops: float | None = None  # model GFLOPs per image (per frame in frame rows), from the ONNX graph
+    gflops: float | None = None  # model GFLOPs per network input (image or tile), from the graph
     achieved_gflops_per_s: float | None = None  # gflops x images / forward time
     peak_gflops_per_s: float | None = None  # measured GEMM peak that applies (INT8 GOP/s for int8 rows)
     peak_kind: str = ""  # "fp32 gemm" or "int8 gemm"
