@@ -70,9 +70,77 @@ class BenchRow:
     tensorrt: str | None
     git_sha: str | None
     timestamp: str
+    perf: RowPerf | None = None  # GFLOPs vs peak, CPU time, load and the noisy verdict (flattened in to_dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _flat(self)
+
+
+@dataclass
+class RowPerf:
+    """Per row: the work (model GFLOPs), how fast it ran against the machine's measured peak, and the noise."""
+
+    isa: str = ""  # the CPU's best matrix ISA (avx2, avx512_vnni, avx512_bf16, amx)
+    gflops: float | None = None  # model GFLOPs per network input (image or tile), from the graph
+    achieved_gflops_per_s: float | None = None  # gflops x images / forward time
+    peak_gflops_per_s: float | None = None  # measured GEMM peak that applies (INT8 GOP/s for int8 rows)
+    peak_kind: str = ""  # "fp32 gemm" or "int8 gemm"
+    pct_of_peak: float | None = None
+    wall_s: float = 0.0  # timed loop, wall clock
+    cpu_s: float = 0.0  # CPU time of this process over the same loop (user + system)
+    load_before: float | None = None  # 1-minute load average before the command's first row
+    load_during: float | None = None  # 1-minute load average at the end of the row
+    others_cores: float | None = None  # cores used by other processes during the row (/proc/stat)
+    spread: float = 0.0  # (p90 - p10) / p50 of the per-iteration times
+    noisy: bool = False
+    noise_reason: str = ""
+
+
+@dataclass(frozen=True)
+class PerfContext:
+    """What bench measured once per command: model GFLOPs (per image), the peaks, the load before."""
+
+    gflops: float | None = None
+    peak: Any = None  # asfyolo_rt.bench_machine.Peak
+    load_before: float | None = None
+
+
+def _flat(row: Any) -> dict[str, Any]:
+    d = asdict(row)
+    perf = d.pop("perf", None) or asdict(RowPerf())
+    return {**d, **perf}
+
+
+def row_perf(ctx: PerfContext | None, precision: str, work_gflops: float | None, forward_s: float,
+             probe: Any, times: Sequence[float]) -> RowPerf:
+    """RowPerf of one row: `work_gflops` done in `forward_s` seconds of forward time; probe: a LoadSample."""
+    from asfyolo_rt.bench_machine import cores, noise_verdict
+    from asfyolo_rt.infer.openvino import cpu_isa
+
+    ctx = ctx or PerfContext()
+    achieved = work_gflops / forward_s if work_gflops and forward_s > 0 else None
+    peak, kind = None, ""
+    if ctx.peak is not None:
+        if precision.startswith("int8") and ctx.peak.int8_gops:
+            peak, kind = ctx.peak.int8_gops, "int8 gemm"
+        else:
+            peak, kind = ctx.peak.fp32_gflops, "fp32 gemm"
+    noisy, reason = noise_verdict(ctx.load_before or 0.0, probe.others_cores, cores(), times)
+    return RowPerf(
+        isa=cpu_isa(), gflops=None if ctx.gflops is None else round(ctx.gflops, 3),
+        achieved_gflops_per_s=None if achieved is None else round(achieved, 2), peak_gflops_per_s=peak,
+        peak_kind=kind, pct_of_peak=None if achieved is None or not peak else round(100 * achieved / peak, 1),
+        wall_s=round(probe.wall_s, 3), cpu_s=round(probe.cpu_s, 3),
+        load_before=None if ctx.load_before is None else round(ctx.load_before, 2),
+        load_during=round(probe.load_during, 2),
+        others_cores=None if probe.others_cores is None else round(probe.others_cores, 2),
+        spread=round(float(_spread(times)), 3), noisy=noisy, noise_reason=reason)
+
+
+def _spread(times: Sequence[float]) -> float:
+    from asfyolo_rt.bench_machine import spread
+
+    return spread(times)
 
 
 def synthetic_detections(n: int, shape: tuple[int, int], nm: int = 32, seed: int = 0,
@@ -111,8 +179,10 @@ def bench_backend(
     device: str = "cpu",
     env: dict[str, Any] | None = None,
     progress: Callable[[int, int], None] | None = None,
+    perf: PerfContext | None = None,
 ) -> list[BenchRow]:
     """Time the full pipeline of `backend` on `images` for every batch size in cfg.batches."""
+    from asfyolo_rt.bench_machine import LoadProbe
     from asfyolo_rt.env import environment
 
     env = env or environment()
@@ -126,6 +196,7 @@ def bench_backend(
             torch.cuda.reset_peak_memory_stats()
         n_warm, it, start = cfg.warmup, 0, time.perf_counter()
         step = 0
+        probe = LoadProbe().__enter__()
         while True:
             batch_imgs = [images[(step * bs + i) % len(images)] for i in range(bs)]  # cycle through the images
             step += 1
@@ -141,6 +212,7 @@ def bench_backend(
             if n_warm > 0:
                 n_warm -= 1
                 start = time.perf_counter()
+                probe = LoadProbe().__enter__()  # the timed loop only
                 continue
             pre_t.append(t1 - t0)
             inf_t.append(t2 - t1)
@@ -154,6 +226,7 @@ def bench_backend(
                 cfg.seconds is None and it >= cfg.iters
             ):
                 break
+        probe.__exit__(None, None, None)
         p50, p90, p99 = _percentiles([1e3 * t for t in tot_t])
         mean_tot = float(np.mean(tot_t))
         post_med = 1e3 * float(np.median(post_t))
@@ -169,6 +242,8 @@ def bench_backend(
             device=_device_name(env, device), threads=torch.get_num_threads(), torch=env.get("torch") or "",
             onnxruntime=env.get("onnxruntime"), tensorrt=env.get("tensorrt"), git_sha=env.get("git_sha"),
             timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            perf=row_perf(perf, backend.precision, perf.gflops * bs if perf and perf.gflops else None,
+                          float(np.median(inf_t)), probe.sample, tot_t),
         ))
     return rows
 
@@ -204,7 +279,7 @@ def write_csv(rows: Sequence[Any], path: str) -> None:
 
     if not rows:
         return
-    fields = list(type(rows[0]).__dataclass_fields__)
+    fields = list(rows[0].to_dict())
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     new = not p.exists() or p.stat().st_size == 0
@@ -286,17 +361,19 @@ class FrameRow:
     onnxruntime: str | None
     git_sha: str | None
     timestamp: str
-    load_warning: str = ""  # set when the timings spread so much that the machine was busy
+    load_warning: str = ""  # the noisy verdict's reason (perf.noise_reason), kept for older readers
+    perf: RowPerf | None = None  # GFLOPs per frame (x tiles) vs peak, CPU time, load, noisy
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return _flat(self)
 
 
 def bench_frame(label: str, backend: Backend, image: np.ndarray, *, batch: int = 1, img_size: int | None = None,
                 tile_overlap: int | None = None, model_scale: float = 1.0, max_object_px: float | None = None,
                 warmup: int = 1, iters: int = 5, device: str = "cpu", env: dict[str, Any] | None = None,
-                progress: Callable[[int, int], None] | None = None) -> FrameRow:
+                progress: Callable[[int, int], None] | None = None, perf: PerfContext | None = None) -> FrameRow:
     """End-to-end time of one whole frame with tiling, batching, stitching and the label map."""
+    from asfyolo_rt.bench_machine import LoadProbe
     from asfyolo_rt.env import environment
     from asfyolo_rt.infer.geometry import Geometry, PostConfig, Runner
 
@@ -305,7 +382,10 @@ def bench_frame(label: str, backend: Backend, image: np.ndarray, *, batch: int =
                                       batch=batch), PostConfig(), max_object_px=max_object_px)
     tot, pre, inf, post = [], [], [], []
     cells = tiles = 0
+    probe = LoadProbe()
     for i in range(warmup + iters):
+        if i == warmup:
+            probe.__enter__()
         t0 = time.perf_counter()
         res = runner(image)
         res.label_map()
@@ -320,11 +400,12 @@ def bench_frame(label: str, backend: Backend, image: np.ndarray, *, batch: int =
         cells, tiles = len(res), res.tiles
         if progress:
             progress(i + 1 - warmup, iters)
+    probe.__exit__(None, None, None)
     p50, p90, _ = _percentiles([1e3 * t for t in tot])
     h, w = image.shape[:2]
-    warn = ""
-    if len(tot) >= 3 and p90 > 1.5 * p50:
-        warn = f"p90 is {p90 / p50:.1f}x p50: the machine was busy; rerun on an idle machine"
+    computed = -(-tiles // runner.batch) * runner.batch if backend.max_batch else tiles  # a static batch pads
+    work = perf.gflops * computed if perf and perf.gflops else None
+    rp = row_perf(perf, backend.precision, work, float(np.median(inf)) / 1e3, probe.sample, tot)
     return FrameRow(
         label=label, backend=backend.name, precision=backend.precision, frame=f"{h}x{w}",
         tile=f"{runner.tile[0]}x{runner.tile[1]}", tile_overlap=runner.overlap, tiles=tiles, batch=runner.batch,
@@ -334,5 +415,5 @@ def bench_frame(label: str, backend: Backend, image: np.ndarray, *, batch: int =
         peak_host_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         device=_device_name(env, device), threads=torch.get_num_threads(), torch=env.get("torch") or "",
         onnxruntime=env.get("onnxruntime"), git_sha=env.get("git_sha"),
-        timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"), load_warning=warn,
+        timestamp=datetime.now(timezone.utc).isoformat(timespec="seconds"), load_warning=rp.noise_reason, perf=rp,
     )

@@ -117,7 +117,7 @@ def _evaluate(opts: BundleOptions, model: Any, mcfg: Any, files: dict[str, Path]
               progress: StageProgress | None) -> dict[str, Any]:
     from asfyolo_rt.data.dataset import load_split
     from asfyolo_rt.eval.validate import ValConfig, validate
-    from asfyolo_rt.infer.backends import OrtBackend, TorchBackend
+    from asfyolo_rt.infer.backends import TorchBackend, load_backend
 
     assert opts.data is not None
     try:
@@ -132,7 +132,8 @@ def _evaluate(opts: BundleOptions, model: Any, mcfg: Any, files: dict[str, Path]
     static = None if opts.dynamic else (img, img)  # PyTorch letterboxed / tiled like the static ONNX models
     backends: list[tuple[str, Any]] = [("pytorch-fp32",
                                         lambda: TorchBackend(model, names=mcfg.names, input_shape=static))]
-    backends += [(f"onnxruntime-{k}", (lambda p=p: OrtBackend(p))) for k, p in files.items()]
+    backends += [(f"{'openvino' if p.suffix == '.xml' else 'onnxruntime'}-{k}", (lambda p=p: load_backend(p)))
+                 for k, p in files.items()]
     for name, make in backends:
         res = validate(make(), split, cfg, progress=_stage(progress, f"validate {name}"))
         runs[name] = {k: float(v) for k, v in res.summary().items()
@@ -241,6 +242,10 @@ def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) ->
         q_cpu = quantize_ort_cpu(fp32.path, out / "model.int8-cpu.onnx", calib, qcfg,
                                  cache_path=out / "model.int8-cpu.calib.json", progress=_stage(progress, "INT8 (CPU)"))
         files["int8"], files["int8-cpu"] = q_trt.artifact.path, q_cpu.artifact.path
+        q_ov = _openvino_int8(fp32.path, out, calib, warnings, progress)
+        if q_ov is not None:  # model.int8-openvino.xml/.bin: NNCF on the same calibration images
+            files["int8-openvino"] = q_ov.xml
+            written.add(q_ov.bin.name)
         parity["int8"] = _parity(model_fused, q_trt.artifact.path, sizes, sample)
         parity["int8-cpu"] = _parity(model_fused, q_cpu.artifact.path, sizes, sample)
         sens = None
@@ -256,6 +261,8 @@ def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) ->
         report["int8"] = {"calibration_report": "calibration_report.json", "method": opts.calib_method,
                           "images": len(calib), "synthetic": calib.synthetic,
                           "excluded": {"tensorrt": len(q_trt.excluded), "cpu": len(q_cpu.excluded)}}
+        if q_ov is not None:
+            report["int8"]["openvino"] = q_ov.to_dict()
         if sens is not None:
             report["int8"]["sensitivity_suggested_exclude"] = sens["suggested_exclude"]
     report["parity"] = parity
@@ -308,6 +315,16 @@ def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) ->
     bundle["files"][REPORT_JSON] = {"path": REPORT_JSON, "sha256": file_sha256(out / REPORT_JSON)}
     _write_json(out / BUNDLE_JSON, bundle)  # last: the seal
     return BundleResult(out, bundle, report, warnings, rtx_builds)
+
+
+def _openvino_int8(fp32: Path, out: Path, calib: Any, warnings: list[str], progress: StageProgress | None) -> Any:
+    """model.int8-openvino.xml/.bin (calib.openvino_int8), or None with a warning when OpenVINO/NNCF are missing."""
+    from asfyolo_rt.calib.openvino_int8 import INSTALL_HINT, openvino_available, quantize_openvino
+
+    if not openvino_available():
+        warnings.append(f"no model.int8-openvino.xml: {INSTALL_HINT}")
+        return None
+    return quantize_openvino(fp32, out / "model.int8-openvino.xml", calib, progress=_stage(progress, "INT8 (OpenVINO)"))
 
 
 def check_options(opts: BundleOptions) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -9,6 +10,19 @@ import typer
 from rich.markup import escape
 from rich.table import Table
 
+from asfyolo_rt.cli._bench_perf import (
+    PERF_COLUMNS,
+    file_gflops,
+    net_gflops,
+    noise_warnings,
+    openvino_int8_variant,
+    peak_dict,
+    peak_line,
+    perf_cells,
+    split_precisions,
+)
+from asfyolo_rt.cli._bench_perf import measure_peak as _peak
+from asfyolo_rt.cli._bench_perf import openvino_runs as _openvino_runs
 from asfyolo_rt.cli._common import check_device, print_json, stderr, stdout_console
 from asfyolo_rt.cli.main import app
 
@@ -44,8 +58,8 @@ def _images(data: Path | None, n: int = 16) -> tuple[list, str]:
 def bench(
     models: Annotated[list[str] | None, typer.Argument(help="Checkpoints (.safetensors), ONNX files, engines. Default: the shipped DSB2018 model.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Benchmark an architecture with random weights: n, s, m, l or x.")] = None,
-    backend: Annotated[str, typer.Option(help="Comma list: torch, onnxruntime, tensorrt (for checkpoints/architectures).")] = "torch,onnxruntime",
-    precision: Annotated[str, typer.Option(help="Comma list for ONNX Runtime: fp32, fp16, int8 (TensorRT Q/DQ), int8-cpu (uint8 activations).")] = "fp32",
+    backend: Annotated[str, typer.Option(help="Comma list: torch, onnxruntime, openvino, tensorrt (openvino also runs given .onnx files).")] = "torch,onnxruntime",
+    precision: Annotated[str, typer.Option(help="Comma list. ONNX Runtime: fp32, fp16, int8 (TensorRT Q/DQ), int8-cpu (uint8 activations); OpenVINO: fp32, bf16 (CPUs with AVX512-BF16/AMX), int8 (NNCF).")] = "fp32",
     batch: Annotated[str, typer.Option(help="Comma list of batch sizes.")] = "1",
     img_size: Annotated[int | None, typer.Option("--img-size", help="Square input (default: the model's training size, else 640).")] = None,
     warmup: Annotated[int, typer.Option(help="Untimed iterations per configuration.")] = 3,
@@ -64,6 +78,7 @@ def bench(
     csv: Annotated[Path | None, typer.Option("--csv", help="Append rows to this CSV.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json-out", help="Append rows to this JSON list file.")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Bar chart (PNG) of FPS and the latency split.")] = None,
+    peak: Annotated[bool, typer.Option("--peak/--no-peak", help="Measure the machine's FP32/INT8 GEMM peak (a few seconds) for the %-of-peak column.")] = True,
 ) -> None:
     """Benchmark what an application sees: pre-processing, inference, NMS + mask assembly, end to end.
 
@@ -73,10 +88,21 @@ def bench(
       asfyolo-rt bench bundle/model.int8-cpu.onnx --batch 1,2,4 --cells 300 --json
       asfyolo-rt bench --frame 2048 --batch 4 --csv bench/results/cpu_frames.csv
       asfyolo-rt bench bundle/model.onnx --image camera.tif --batch 4
+      asfyolo-rt bench --backend openvino --precision fp32,bf16,int8
     """
+    from asfyolo_rt.bench_machine import load_average
+
+    load_before = load_average()  # before this command adds its own load
     import torch
 
-    from asfyolo_rt.benchmark import BenchConfig, append_json, bench_backend, plot_rows, write_csv
+    from asfyolo_rt.benchmark import (
+        BenchConfig,
+        PerfContext,
+        append_json,
+        bench_backend,
+        plot_rows,
+        write_csv,
+    )
     from asfyolo_rt.env import environment
     from asfyolo_rt.errors import ConfigError
     from asfyolo_rt.infer.backends import TorchBackend, load_backend
@@ -85,9 +111,10 @@ def bench(
         torch.set_num_threads(threads)
     backends = _csv_list(backend)
     precisions = _csv_list(precision)
-    unknown = set(backends) - {"torch", "onnxruntime", "tensorrt"}
+    unknown = set(backends) - {"torch", "onnxruntime", "openvino", "tensorrt"}
     if unknown:
-        raise ConfigError(f"--backend {sorted(unknown)}: expected torch, onnxruntime or tensorrt")
+        raise ConfigError(f"--backend {sorted(unknown)}: expected torch, onnxruntime, openvino or tensorrt")
+    ort_precs, ov_precs = split_precisions(precisions, backends)
     batches = _csv_list(batch, int)
     if any(b < 1 for b in batches) or not batches:
         raise ConfigError(f"--batch {batch!r}: expected positive batch sizes, e.g. 1,2,4")
@@ -103,26 +130,38 @@ def bench(
     env = environment()
     rows: list[Any] = []
     sources = _sources(models, model)
+    machine = _peak(threads) if peak else None
     for label, src in sources:
         runs: list[tuple[str, Any]] = []
-        if isinstance(src, Path) and src.suffix in (".onnx", ".engine", ".plan"):
-            b = load_backend(src, threads=threads)
-            runs.append((f"{label} [{b.name} {b.precision}]", b))
-            size = img_size or (b.input_shape[0] if b.input_shape else 640)
+        if isinstance(src, Path) and src.suffix in (".onnx", ".xml", ".engine", ".plan"):
+            if "openvino" in backends and src.suffix in (".onnx", ".xml"):
+                runs += _openvino_runs(label, src, None, ov_precs or [None], threads)
+            else:
+                b = load_backend(src, threads=threads)
+                runs.append((f"{label} [{b.name} {b.precision}]", b))
+            size = img_size or (runs[0][1].input_shape[0] if runs and runs[0][1].input_shape else 640)
+            gflops = file_gflops(src, size)
         else:
             net, cfg = src if isinstance(src, tuple) else _load(src)
             size = img_size or cfg.img_size
             if "torch" in backends:
                 runs.append((f"{label} [torch fp32 {device}]", TorchBackend(net, device=device, kernel_impl=kernel_impl,
                                                                            names=cfg.names)))
+            gflops = net_gflops(net, size)
             if "onnxruntime" in backends:
-                for prec in precisions:
+                for prec in ort_precs:
                     path = _onnx_variant(net, cfg, size, prec, cache / f"{label}-{size}", data)
                     b = load_backend(path, threads=threads)
                     runs.append((f"{label} [onnxruntime {prec}]", b))
+            if "openvino" in backends:
+                folder = cache / f"{label}-{size}"
+                fp32 = _onnx_variant(net, cfg, size, "fp32", folder, data)
+                runs += _openvino_runs(label, fp32, partial(openvino_int8_variant, fp32, size, data, DEFAULT_DATA),
+                                       ov_precs, threads)
             if "tensorrt" in backends:
                 stderr.print("[yellow]tensorrt:[/] engines are built on the device: `asfyolo-rt build BUNDLE`, "
                              "then `asfyolo-rt bench BUNDLE/model.<precision>.engine`")
+        ctx = PerfContext(gflops=gflops, peak=machine, load_before=load_before)
         for run_label, b in runs:
             stderr.print(f"bench {escape(run_label)} ...")
             if whole is not None:
@@ -135,11 +174,12 @@ def bench(
                                             img_size=None if b.input_shape else img_size, tile_overlap=tile_overlap,
                                             model_scale=rec.scale_factor if rec else 1.0,
                                             max_object_px=rec.max_object_px if rec else None, warmup=warmup,
-                                            iters=iters, device=device if b.name == "torch" else "cpu", env=env))
+                                            iters=iters, device=device if b.name == "torch" else "cpu", env=env,
+                                            perf=ctx))
                 continue
             rows += bench_backend(run_label, b, images, BenchConfig(
                 img_size=size, batches=tuple(batches), warmup=warmup, iters=iters, seconds=seconds, cells=cells,
-            ), device=device if b.name == "torch" else "cpu", env=env)
+            ), device=device if b.name == "torch" else "cpu", env=env, perf=ctx)
     if whole is not None:
         _frame_output(rows, whole[1], csv, json_out, as_json)
         return
@@ -150,17 +190,21 @@ def bench(
     if plot:
         plot_rows([r.to_dict() for r in rows], str(plot))
     if as_json:
-        print_json({"images": images_desc, "rows": [r.to_dict() for r in rows]})
+        print_json({"images": images_desc, "peak": peak_dict(machine), "rows": [r.to_dict() for r in rows]})
+        noise_warnings(rows)
         return
     table = Table(title=f"{rows[0].device if rows else ''} - images: {images_desc}")
     for col in ("model [backend precision]", "batch", "input", "cells/img", "pre ms", "infer ms", "post ms",
-                "p50 ms", "p90 ms", "p99 ms", "FPS", "infer FPS", "post %"):
+                "p50 ms", "p90 ms", "p99 ms", "FPS", "infer FPS", "post %", *PERF_COLUMNS):
         table.add_column(col, justify="left" if col.startswith("model") else "right")
     for r in rows:
         table.add_row(escape(r.label), str(r.batch), r.img_size, f"{r.cells_per_image:.0f}", f"{r.pre_ms:.1f}",
                       f"{r.infer_ms:.1f}", f"{r.post_ms:.1f}", f"{r.latency_p50_ms:.1f}", f"{r.latency_p90_ms:.1f}",
-                      f"{r.latency_p99_ms:.1f}", f"{r.fps:.2f}", f"{r.infer_fps:.2f}", f"{100 * r.post_share:.1f}")
+                      f"{r.latency_p99_ms:.1f}", f"{r.fps:.2f}", f"{r.infer_fps:.2f}", f"{100 * r.post_share:.1f}",
+                      *perf_cells(r))
     console.print(table)
+    peak_line(machine)
+    noise_warnings(rows)
 
 
 def _frame_image(frame: int | None, image: Path | None, data: Path | None) -> tuple[Any, str]:
@@ -192,19 +236,18 @@ def _frame_output(rows: list[Any], desc: str, csv: Path | None, json_out: Path |
         append_json(rows, str(json_out))
     if as_json:
         print_json({"frame": desc, "rows": [r.to_dict() for r in rows]})
+        noise_warnings(rows)
         return
     table = Table(title=f"{rows[0].device if rows else ''} - whole frames: {desc}")
     for col in ("model [backend precision]", "tile", "overlap", "tiles", "batch", "cells", "pre ms", "infer ms",
-                "post ms", "frame p50 ms", "frame p90 ms", "MP/s"):
+                "post ms", "frame p50 ms", "frame p90 ms", "MP/s", *PERF_COLUMNS):
         table.add_column(col, justify="left" if col.startswith("model") else "right")
     for r in rows:
         table.add_row(escape(r.label), r.tile, str(r.tile_overlap), str(r.tiles), str(r.batch), str(r.cells),
                       f"{r.pre_ms:.0f}", f"{r.infer_ms:.0f}", f"{r.post_ms:.0f}", f"{r.frame_p50_ms:.0f}",
-                      f"{r.frame_p90_ms:.0f}", f"{r.mpix_per_s:.3f}")
+                      f"{r.frame_p90_ms:.0f}", f"{r.mpix_per_s:.3f}", *perf_cells(r))
     console.print(table)
-    for r in rows:
-        if r.load_warning:
-            stderr.print(f"[yellow]warning:[/] {escape(r.label)}: {r.load_warning}")
+    noise_warnings(rows)
 
 
 def _sources(models: list[str] | None, arch: str | None) -> list[tuple[str, Any]]:

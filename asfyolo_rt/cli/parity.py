@@ -23,7 +23,7 @@ from asfyolo_rt.cli.main import app
 console = stdout_console()
 
 # Files of a deployment bundle, in report order (see `asfyolo-rt export`).
-BUNDLE_FILES = ["model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8-cpu.onnx"]
+BUNDLE_FILES = ["model.onnx", "model.fp16.onnx", "model.int8.onnx", "model.int8-cpu.onnx", "model.int8-openvino.xml"]
 
 
 def _can_run_engines() -> bool:
@@ -59,8 +59,10 @@ def discover(paths: list[Path]) -> tuple[list[Path], Path | None]:
             from asfyolo_rt.export.bundle_files import verify_bundle_file
 
             for f in found:
-                if f.suffix == ".onnx":
+                if f.suffix in (".onnx", ".xml"):
                     verify_bundle_file(f)  # one model per bundle: listed, unchanged, same source weights
+                if f.suffix == ".xml":
+                    verify_bundle_file(f.with_suffix(".bin"))  # the IR's weights
             files += found
         elif p.is_file():
             files.append(p)
@@ -95,7 +97,7 @@ def parity(
     """
     from asfyolo_rt.data.dataset import load_split
     from asfyolo_rt.errors import ConfigError
-    from asfyolo_rt.eval.parity import Candidate, run_parity, write_report
+    from asfyolo_rt.eval.parity import Candidate, backend_label, openvino_candidates, run_parity, write_report
     from asfyolo_rt.infer.backends import TorchBackend, load_backend
     from asfyolo_rt.infer.geometry import recorded_geometry
     from asfyolo_rt.model.weights import load_checkpoint
@@ -128,7 +130,11 @@ def parity(
                 skipped.append(f"{f.name} (end-to-end graph)")
                 continue
             raise
-        cands.append(Candidate(f"{b.name} {b.precision} {f.name}", b))
+        cands.append(Candidate(backend_label(b, f), b))
+    folders = {p for p in paths or [] if p.is_dir()}  # bundles: their model.onnx also on OpenVINO FP32 (+ BF16)
+    ov_cands, ov_skipped = openvino_candidates([f for f in files if f.parent in folders])
+    cands += ov_cands
+    skipped += ov_skipped
     shapes = {c.backend.input_shape for c in cands if c.backend.input_shape is not None}
     if len(shapes) > 1:
         raise ConfigError(f"the static models have different input shapes {sorted(shapes)}",

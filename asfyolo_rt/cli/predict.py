@@ -62,6 +62,8 @@ def predict(
     batch: Annotated[int, typer.Option("--batch", help="Tiles per backend call (a static-batch model uses its own).")] = 1,
     pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Micrometres per pixel of the input images (overrides OME-TIFF/ImageJ metadata); with a model that records its training pixel size, images are rescaled to it.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
+    backend_name: Annotated[str, typer.Option("--backend", help="Runtime of a --model .onnx: onnxruntime or openvino (an OpenVINO .xml always runs on openvino).")] = "onnxruntime",
+    precision: Annotated[str, typer.Option("--precision", help="OpenVINO: fp32, bf16 (CPUs with AVX512-BF16/AMX) or int8 (an INT8 .xml); PyTorch: fp32, fp16, bf16.")] = "fp32",
     soft_nms: Annotated[bool, typer.Option("--soft-nms", help="Gaussian soft-NMS (paper) instead of hard NMS.")] = False,
     labels: Annotated[str, typer.Option(help="Label image format: tif (uint16/uint32), png (uint16), or none.")] = "tif",
     overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")] = True,
@@ -113,7 +115,7 @@ def predict(
 
     with pixel_limit(max_pixels):
         check_headers(files, IMAGE_SUFFIXES)  # unreadable or oversized images: refused before any output
-    backend = load_backend(path, device=device)
+    backend = load_backend(path, device=device, precision=precision, backend=backend_name)
     size = img_size
     if scale == "fit" and size is None and backend.input_shape is None:
         size = trained_size or 640

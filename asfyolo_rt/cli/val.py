@@ -40,7 +40,8 @@ def val(
     dsb: Annotated[bool, typer.Option("--dsb/--no-dsb", help="DSB2018 per-image score.")] = True,
     max_images: Annotated[int | None, typer.Option("--max-images", help="Evaluate only the first N images.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N] (PyTorch checkpoints).")] = "cpu",
-    precision: Annotated[str, typer.Option(help="PyTorch precision: fp32, fp16 or bf16.")] = "fp32",
+    precision: Annotated[str, typer.Option(help="PyTorch: fp32, fp16 or bf16; OpenVINO: fp32, bf16 (CPUs with AVX512-BF16/AMX) or int8 (an INT8 .xml).")] = "fp32",
+    backend_name: Annotated[str, typer.Option("--backend", help="Runtime of a --model .onnx: onnxruntime or openvino (an OpenVINO .xml always runs on openvino).")] = "onnxruntime",
     skip_bad_labels: Annotated[bool, typer.Option("--skip-bad-labels", help="Leave out images with label errors (and say how many) instead of refusing to validate.")] = False,
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images of more pixels (H x W) than this, read from the header before decoding. [default: 268435456 = 16384 x 16384]")] = None,
     plots: Annotated[Path | None, typer.Option(help="Write PR/F1/P/R curves and a validation mosaic here.")] = None,
@@ -75,7 +76,7 @@ def val(
     path, _ = resolve_model_source(weights, model)
     rec = recorded_geometry(path)
     ds = load_labelled_split(data, split, skip_bad_labels=skip_bad_labels)
-    backend = load_backend(path, device=device, precision=precision)
+    backend = load_backend(path, device=device, precision=precision, backend=backend_name)
     if backend.input_shape is not None and img_size is not None and img_size != max(backend.input_shape):
         raise ConfigError(f"--img-size {img_size} conflicts with {path.name}'s fixed input "
                           f"{backend.input_shape[0]}x{backend.input_shape[1]}", hint="leave out --img-size")

@@ -126,9 +126,23 @@ def letterbox(
     """
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or 0 in image.shape[:2]:
         raise DataError(f"image of shape {getattr(image, 'shape', None)}; expected an (H, W[, C]) numpy array")
+    resized, t = _resize(image, new_shape, scaleup=scaleup, size=size)
+    h, w = t.net_shape
+    nh, nw = resized.shape[:2]
+    left, top = int(t.pad[0]), int(t.pad[1])
+    channels = image.shape[2] if image.ndim == 3 else 0
+    fill = [color] * max(channels, 1)
+    out = cv2.copyMakeBorder(resized, top, h - nh - top, left, w - nw - left, cv2.BORDER_CONSTANT, value=fill)
+    if out.ndim == 2 and channels:  # OpenCV drops a single channel axis
+        out = out[:, :, None]
+    return out, t
+
+
+def _resize(image: np.ndarray, new_shape: int | tuple[int, int], *, scaleup: bool = True,
+            size: int | None = None) -> tuple[np.ndarray, LetterboxTransform]:
+    """The resize step of `letterbox` (on the input dtype, normally uint8) and the transform of the padded result."""
     h, w = _as_hw(new_shape)
     h0, w0 = image.shape[:2]
-    channels = image.shape[2] if image.ndim == 3 else 0
     r = min(h / h0, w / w0) if size is None else size / max(h0, w0)
     if not scaleup:
         r = min(r, 1.0)
@@ -143,12 +157,8 @@ def letterbox(
         interp = cv2.INTER_LINEAR if r > 1 else cv2.INTER_AREA
         image = cv2.resize(image, (nw, nh), interpolation=interp)
     top, left = (h - nh) // 2, (w - nw) // 2
-    fill = [color] * max(channels, 1)
-    out = cv2.copyMakeBorder(image, top, h - nh - top, left, w - nw - left, cv2.BORDER_CONSTANT, value=fill)
-    if out.ndim == 2 and channels:  # OpenCV drops a single channel axis
-        out = out[:, :, None]
-    return out, LetterboxTransform(scale=float(r), pad=(float(left), float(top)), orig_shape=(h0, w0),
-                                   net_shape=(h, w))
+    return image, LetterboxTransform(scale=float(r), pad=(float(left), float(top)), orig_shape=(h0, w0),
+                                     net_shape=(h, w))
 
 
 def rect_shape(h: int, w: int, img_size: int = 640, stride: int = 32, pad: float = 0.5) -> tuple[int, int]:
@@ -186,7 +196,8 @@ def preprocess(
     Returns (B, 3, H, W) float32 in [0, 1], RGB, contiguous, on the CPU; and B transforms.
     """
     h, w = _as_hw(shape)
-    batch = np.empty((len(images), h, w, 3), np.uint8)
+    tensor = torch.empty((len(images), 3, h, w), dtype=torch.float32)
+    out = tensor.numpy()  # shares memory: one pass from uint8 HWC to normalised CHW, no intermediate copies
     transforms = []
     for i, image in enumerate(images):
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -195,7 +206,16 @@ def preprocess(
                 f"{getattr(image, 'dtype', '')}; expected (H, W, 3) uint8 RGB",
                 hint="read images with asfyolo_rt.data.read_image or convert with to_uint8_rgb",
             )
-        batch[i], t = letterbox(image, (h, w), size=size)
+        resized, t = _resize(image, (h, w), size=size)  # on uint8, before any float conversion
+        nh, nw = resized.shape[:2]
+        left, top = int(t.pad[0]), int(t.pad[1])
+        if (nh, nw) != (h, w):
+            out[i].fill(PAD_FLOAT)
+        # x / 255 in float32, exactly as torch's .float().div_(255.0) rounds it
+        np.divide(resized.transpose(2, 0, 1), _255, out=out[i, :, top : top + nh, left : left + nw], dtype=np.float32)
         transforms.append(t)
-    tensor = torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
     return tensor, transforms
+
+
+_255 = np.float32(255.0)
+PAD_FLOAT = float(np.float32(114.0) / _255)  # the grey 114 border, normalised like the pixels

@@ -150,6 +150,31 @@ class ParityReport:
         return "\n".join(lines) + "\n"
 
 
+def backend_label(b: Backend, path: Path) -> str:
+    """'onnxruntime int8 model.int8.onnx'; OpenVINO rows also say the CPU's ISA ('openvino bf16 [avx512_bf16] ...')."""
+    isa = getattr(b, "isa", None)
+    return f"{b.name} {b.precision}{f' [{isa}]' if isa else ''} {path.name}"
+
+
+def openvino_candidates(files: Sequence[Path], threads: int | None = None) -> tuple[list[Candidate], list[str]]:
+    """OpenVINO rows for a bundle's model.onnx: FP32, and BF16 where the CPU has it (else a note saying why
+    not). The INT8 IR (model.int8-openvino.xml) comes through load_backend like every other file."""
+    from asfyolo_rt.calib.openvino_int8 import openvino_available
+    from asfyolo_rt.infer.openvino import OpenVinoBackend, cpu_isa, has_bf16
+
+    fp32 = [f for f in files if f.name == "model.onnx"]
+    if not fp32 or not openvino_available():
+        return [], ([] if not fp32 else ["openvino rows (not installed: pip install 'asfyolo-rt[openvino]')"])
+    out, notes = [], []
+    for prec in ("fp32", "bf16"):
+        if prec == "bf16" and not has_bf16():
+            notes.append(f"openvino bf16 {fp32[0].name} (this CPU, {cpu_isa()}, has no avx512_bf16/amx_bf16)")
+            continue
+        b = OpenVinoBackend(fp32[0], precision=prec, threads=threads)
+        out.append(Candidate(backend_label(b, fp32[0]), b))
+    return out, notes
+
+
 def _split_outputs(pred: torch.Tensor, protos: torch.Tensor, nm: int = 32) -> dict[str, torch.Tensor]:
     return {"boxes": pred[..., :4], "scores": pred[..., 4:-nm], "coeffs": pred[..., -nm:], "protos": protos}
 

@@ -140,12 +140,22 @@ def load_backend(
     kernel_impl: str = "torch",
     threads: int | None = None,
     ort_rtx: Any = None,  # an asfyolo_rt.infer.ort_rtx.OrtRtxOptions (or True): ONNX files on TensorRT-RTX
+    backend: str | None = None,  # "openvino": ONNX files on OpenVINO (IR .xml files always are)
 ) -> Backend:
-    """A backend for a checkpoint (.safetensors, official .pt), an ONNX file or a TensorRT engine."""
+    """A backend for a checkpoint (.safetensors, official .pt), an ONNX file, an OpenVINO IR or a TensorRT engine."""
     if isinstance(source, torch.nn.Module):
         return TorchBackend(source, device=device, precision=precision, kernel_impl=kernel_impl)
+    if backend not in (None, "onnxruntime", "openvino"):
+        raise ConfigError(f"--backend {backend!r}: expected onnxruntime or openvino")
     path = Path(source)
     suffix = path.suffix.lower()
+    if suffix == ".xml" or (suffix == ".onnx" and backend == "openvino"):
+        from asfyolo_rt.infer.openvino import OpenVinoBackend  # --backend openvino
+
+        return OpenVinoBackend(path, precision=None if precision == "fp32" else precision, threads=threads)
+    if backend == "openvino":
+        raise ConfigError(f"--backend openvino runs ONNX files and OpenVINO IR (.xml), not {path.name}",
+                          hint="pass --model BUNDLE/model.onnx or BUNDLE/model.int8-openvino.xml")
     if suffix == ".onnx" and ort_rtx:
         from asfyolo_rt.infer.ort_rtx import OrtRtxBackend  # --backend ort-rtx
 
@@ -167,5 +177,5 @@ def load_backend(
         model, cfg = load_checkpoint(path)
         return TorchBackend(model, device=device, precision=precision, kernel_impl=kernel_impl, names=cfg.names)
     raise ConfigError(
-        f"don't know how to run {path}: expected .safetensors, .pt (official), .onnx or .engine/.plan",
+        f"don't know how to run {path}: expected .safetensors, .pt (official), .onnx, .xml (OpenVINO) or .engine/.plan",
     )

@@ -376,8 +376,13 @@ def _cut(image: np.ndarray, tl: Tile) -> np.ndarray:
 
 
 def _to_tensor(images: list[np.ndarray]) -> torch.Tensor:
-    batch = np.stack(images)
-    return torch.from_numpy(batch).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
+    """(H, W, 3) uint8 images of one size -> (B, 3, H, W) float32 / 255 in one pass (no stacked uint8 copy)."""
+    h, w = images[0].shape[:2]
+    tensor = torch.empty((len(images), 3, h, w), dtype=torch.float32)
+    out = tensor.numpy()
+    for i, image in enumerate(images):
+        np.divide(image.transpose(2, 0, 1), np.float32(255.0), out=out[i], dtype=np.float32)  # rounds like .float().div_(255.0)
+    return tensor
 
 
 def _packed_to_cpu(packed: object) -> object:
@@ -464,15 +469,12 @@ def recorded_geometry(path: str | Path) -> RecordedGeometry:
 
         c = read_checkpoint(path)[1]
         return RecordedGeometry(c.img_size, c.train_scale, c.model_scale, c.max_object_px, c.pixel_size_um)
-    if suffix == ".onnx":
+    if suffix in (".onnx", ".xml"):
         import json
 
-        import onnx
+        from asfyolo_rt.infer.openvino import model_metadata
 
-        try:
-            meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        except Exception:  # unreadable files get their clear error from the backend loader
-            return RecordedGeometry()
+        meta = model_metadata(path)  # unreadable files get their clear error from the backend loader
         g: dict[str, Any] = {}
         try:
             g = json.loads(meta.get("geometry", "{}")) or {}

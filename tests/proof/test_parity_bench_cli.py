@@ -106,3 +106,40 @@ def test_bench_whole_frame_rows(bundle: Path, synth_data: Path, cli, tmp_path: P
     # per-input rows cannot be appended to a whole-frame CSV
     r = cli("bench", bundle / "model.onnx", "--iters", "1", "--warmup", "0", "--csv", out, "--data", synth_data)
     assert r.exit_code != 0 and "another kind" in r.output
+
+
+@pytest.mark.slow  # parity over seven backends and an OpenVINO bench: > 20 s on 2 cores (fast checks: tests/infer)
+def test_openvino_rows_in_bundle_parity_and_bench(bundle: Path, synth_data: Path, cli) -> None:
+    pytest.importorskip("nncf")
+    from asfyolo_rt.atomic import file_sha256
+    from asfyolo_rt.infer.openvino import cpu_isa, has_bf16
+    from asfyolo_rt.onnx_flops import onnx_gflops
+
+    files = json.loads((bundle / "bundle.json").read_text())["files"]
+    for name in ("model.int8-openvino.xml", "model.int8-openvino.bin"):
+        assert files[name]["sha256"] == file_sha256(bundle / name)
+    r = cli("parity", bundle, "--data", synth_data, "--images", "2", "--no-torch-lowp", "--json")
+    assert r.exit_code in (0, 1), r.stderr
+    rep = json.loads(r.stdout)
+    ov = {x["label"]: x for x in rep["results"] if x["name"] == "openvino"}
+    isa = f"[{cpu_isa()}]"
+    assert f"openvino fp32 {isa} model.onnx" in ov and f"openvino int8 {isa} model.int8-openvino.xml" in ov, list(ov)
+    assert (f"openvino bf16 {isa} model.onnx" in ov) == has_bf16()
+    assert ov[f"openvino fp32 {isa} model.onnx"]["threshold"] == 0.1
+    assert ov[f"openvino int8 {isa} model.int8-openvino.xml"]["threshold"] == 1.0  # the INT8 gate
+    assert abs(ov[f"openvino fp32 {isa} model.onnx"]["deltas"]["mask_map50"]) <= 0.1
+    r = cli("bench", bundle / "model.onnx", "--backend", "openvino", "--precision", "fp32,bf16,int8", "--iters", "2",
+            "--warmup", "0", "--data", synth_data, "--json")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    out = json.loads(r.stdout)
+    rows = out["rows"]
+    assert [x["precision"] for x in rows] == (["fp32", "bf16", "int8"] if has_bf16() else ["fp32", "int8"])
+    assert has_bf16() or "no native BF16" in r.stderr
+    gflops = onnx_gflops(bundle / "model.onnx").gflops
+    for x in rows:
+        assert x["backend"] == "openvino" and x["isa"] == cpu_isa()
+        assert x["gflops"] == pytest.approx(gflops, rel=1e-3)
+        assert x["achieved_gflops_per_s"] == pytest.approx(gflops * 1e3 / x["infer_ms"], rel=0.02)
+        assert x["pct_of_peak"] == pytest.approx(100 * x["achieved_gflops_per_s"] / x["peak_gflops_per_s"], abs=0.1)
+        assert isinstance(x["noisy"], bool) and x["cpu_s"] > 0 and x["wall_s"] > 0
+    assert out["peak"]["fp32_gflops"] > 0

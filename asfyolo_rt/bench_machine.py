@@ -1,0 +1,165 @@
+"""What the machine can do and how busy it was: practical GEMM peaks, load, CPU time, the `noisy` verdict.
+
+- `fp32_peak_gflops()`: a large FP32 GEMM (torch.mm, the threads bench runs with), best of a few runs:
+  the practical FP32 peak that achieved model GFLOP/s are compared against.
+- `int8_peak_gops()`: a large uint8 x int8 GEMM through ONNX Runtime's MatMulInteger (the kernels its
+  INT8 CPU models run on: VNNI where the CPU has it, AVX2 `pmaddubsw` otherwise).
+- `LoadProbe`: load average and the CPU time of *other* processes (from /proc/stat minus this
+  process's own CPU time) over a measured interval, with this process's CPU time beside wall time.
+- `noise_verdict(...)`: a row is `noisy` when the load average before the run exceeded half the cores,
+  other processes used more than half the cores during it, or its repeats disagree by more than 20 %
+  ((p90 - p10) / p50 of the per-iteration times).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+NOISY_SPREAD = 0.20  # (p90 - p10) / p50 above this: repeats disagree
+_CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def load_average() -> float:
+    """1-minute load average (0.0 where the OS has none)."""
+    try:
+        return float(os.getloadavg()[0])
+    except OSError:
+        return 0.0
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds all processes spent busy since boot (/proc/stat), None off Linux."""
+    try:
+        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
+    except OSError:
+        return None
+    vals = [int(v) for v in first[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+    steal_guest = sum(vals[7:]) if len(vals) > 7 else 0  # steal, guest, guest_nice: not this VM's work
+    return (sum(vals) - idle - steal_guest) / _CLK_TCK
+
+
+@dataclass
+class LoadSample:
+    wall_s: float
+    cpu_s: float  # this process (user + system)
+    others_cores: float | None  # mean cores used by other processes during the interval
+    load_during: float  # 1-minute load average at the end of the interval
+
+
+class LoadProbe:
+    """Measure one interval: `with LoadProbe() as p: ...; p.sample`."""
+
+    def __enter__(self) -> LoadProbe:
+        self._t0, self._c0, self._b0 = time.perf_counter(), time.process_time(), _busy_seconds()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        wall, cpu, busy = time.perf_counter() - self._t0, time.process_time() - self._c0, _busy_seconds()
+        others = None
+        if busy is not None and self._b0 is not None and wall > 0:
+            others = max(0.0, (busy - self._b0 - cpu) / wall)
+        self.sample = LoadSample(wall, cpu, others, load_average())
+
+
+def spread(times: Sequence[float]) -> float:
+    """(p90 - p10) / p50 of per-iteration times: 0 for identical repeats."""
+    a = np.asarray(times, dtype=np.float64)
+    if a.size < 2:
+        return 0.0
+    p10, p50, p90 = np.percentile(a, [10, 50, 90])
+    return float((p90 - p10) / p50) if p50 > 0 else 0.0
+
+
+def noise_verdict(load_before: float, others_cores: float | None, n_cores: int,
+                  times: Sequence[float]) -> tuple[bool, str]:
+    """(noisy, reason): see the module docstring; reason is '' for a quiet row."""
+    half = n_cores / 2
+    reasons = []
+    if load_before > half:
+        reasons.append(f"load average {load_before:.2f} before the run > {half:g} (half of {n_cores} cores)")
+    if others_cores is not None and others_cores > half:
+        reasons.append(f"other processes used {others_cores:.2f} cores during the run > {half:g}")
+    s = spread(times)
+    if s > NOISY_SPREAD:
+        reasons.append(f"repeats disagree by {100 * s:.0f} % ((p90-p10)/p50 > {100 * NOISY_SPREAD:.0f} %)")
+    return bool(reasons), "; ".join(reasons)
+
+
+@dataclass(frozen=True)
+class Peak:
+    fp32_gflops: float
+    int8_gops: float | None
+    isa: str
+    n: int
+
+
+def fp32_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
+    """Best-of-`repeats` GFLOP/s of an n x n x n FP32 GEMM in torch (its current thread count)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    c = torch.empty(n, n)
+    torch.mm(a, b, out=c)  # warm-up: thread pool, caches
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        torch.mm(a, b, out=c)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def int8_peak_gops(n: int = 1024, repeats: int = 5, threads: int | None = None) -> float | None:
+    """Best-of-`repeats` GOP/s of an n x n x n uint8 x int8 GEMM (ONNX Runtime MatMulInteger); None on failure."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper
+    except ImportError:
+        return None
+    g = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["a", "b"], ["c"])], "gemm_u8s8",
+        [helper.make_tensor_value_info("a", TensorProto.UINT8, [n, n]),
+         helper.make_tensor_value_info("b", TensorProto.INT8, [n, n])],
+        [helper.make_tensor_value_info("c", TensorProto.INT32, [n, n])])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    try:
+        sess = ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=["CPUExecutionProvider"])
+    except Exception:
+        return None
+    rng = np.random.default_rng(0)
+    feed = {"a": rng.integers(0, 255, (n, n), dtype=np.uint8), "b": rng.integers(-127, 127, (n, n), dtype=np.int8)}
+    sess.run(None, feed)
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        sess.run(None, feed)
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
+
+
+def measure_peak(threads: int | None = None, n: int = 1024) -> Peak:
+    from asfyolo_rt.infer.openvino import cpu_isa
+
+    return Peak(round(fp32_peak_gflops(n), 1), _round(int8_peak_gops(n, threads=threads)), cpu_isa(), n)
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 1)

@@ -1,0 +1,183 @@
+"""OpenVINO on the CPU (`--backend openvino`): our ONNX files or an OpenVINO IR, same protocol as OrtBackend.
+
+`OpenVinoBackend(path, precision=...)` reads `model.onnx` directly (OpenVINO's ONNX frontend) or an IR
+(`model.int8-openvino.xml` + `.bin`, written by `asfyolo-rt export --int8`) and compiles it for the CPU
+plugin with an explicit `INFERENCE_PRECISION_HINT`:
+
+- fp32: hint f32. OpenVINO otherwise picks bf16 by itself on CPUs with AVX512-BF16/AMX: never silently.
+- bf16: hint bf16, only where the CPU has native BF16 (`avx512_bf16` or `amx_bf16`); elsewhere a
+  ConfigError saying which flags are missing (OpenVINO would emulate it slower, or run f32 anyway).
+- int8: an IR quantized by NNCF (the INT8 layers run in INT8 whatever the hint; the rest in f32).
+
+`isa` records what the CPU offers ("avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx") so every bench
+and parity row says what ran. Input: (B, 3, H, W) float32 in [0, 1]; output: CPU torch tensors
+(pred, protos), so the one pre- and post-processing of the project serves it like every other backend.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from asfyolo_rt.errors import ConfigError, ExportError
+
+PRECISIONS = ("fp32", "bf16", "int8")
+INSTALL_HINT = "pip install 'asfyolo-rt[openvino]' (openvino, nncf)"
+META_SECTION = "asfyolo_rt"  # IR rt_info section holding the ONNX metadata (names, nc, precision, ...)
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags of this machine (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def cpu_isa(flags: frozenset[str] | None = None) -> str:
+    """The most capable matrix ISA of the CPU, as bench rows report it."""
+    f = cpu_flags() if flags is None else flags
+    for name, need in (("amx", "amx_bf16"), ("avx512_bf16", "avx512_bf16"), ("avx512_vnni", "avx512_vnni"),
+                       ("avx512", "avx512f"), ("avx_vnni", "avx_vnni"), ("avx2", "avx2")):
+        if need in f:
+            return name
+    return "sse"
+
+
+def has_bf16(flags: frozenset[str] | None = None) -> bool:
+    f = cpu_flags() if flags is None else flags
+    return bool({"avx512_bf16", "amx_bf16"} & f)
+
+
+def has_int8_dot(flags: frozenset[str] | None = None) -> bool:
+    """Native INT8 dot products (VNNI or AMX): where INT8 can beat FP32 by more than the memory it saves."""
+    f = cpu_flags() if flags is None else flags
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & f)
+
+
+def import_openvino() -> Any:
+    try:
+        import openvino as ov
+    except ImportError as exc:
+        raise ConfigError(f"--backend openvino: OpenVINO is not installed ({exc})", hint=INSTALL_HINT) from None
+    return ov
+
+
+def check_precision(precision: str, flags: frozenset[str] | None = None) -> None:
+    """ConfigError for an unknown precision, or bf16 on a CPU without native BF16."""
+    if precision not in PRECISIONS:
+        raise ConfigError(f"--precision {precision!r} for OpenVINO: expected one of {', '.join(PRECISIONS)}")
+    if precision == "bf16" and not has_bf16(flags):
+        raise ConfigError(f"--precision bf16: this CPU ({cpu_isa(flags)}) has no native BF16 (avx512_bf16 or "
+                          "amx_bf16 in /proc/cpuinfo)", hint="use --precision fp32 or int8 on this machine")
+
+
+def model_metadata(path: str | Path) -> dict[str, str]:
+    """The asfyolo-rt metadata of an exported .onnx (metadata_props) or IR .xml (rt_info); {} when unreadable."""
+    path = Path(path)
+    if path.suffix.lower() == ".xml":
+        try:
+            return ir_metadata(import_openvino().Core().read_model(str(path)))
+        except Exception:
+            return {}
+    import onnx
+
+    try:
+        m = onnx.load(str(path), load_external_data=False)
+    except Exception:
+        return {}
+    return {p.key: p.value for p in m.metadata_props}
+
+
+def ir_metadata(model: Any) -> dict[str, str]:
+    """The ONNX metadata an exported IR carries in rt_info[asfyolo_rt] (see calib.openvino_int8)."""
+    if not model.has_rt_info([META_SECTION]):
+        return {}
+    info = model.get_rt_info()[META_SECTION]
+    if not hasattr(info, "items"):
+        return {}
+    return {str(k): str(v.astype(str) if hasattr(v, "astype") else v) for k, v in info.items()}
+
+
+class OpenVinoBackend:
+    """OpenVINO CPU inference of an ONNX file or IR (module docstring)."""
+
+    name = "openvino"
+
+    def __init__(self, path: str | Path, *, precision: str | None = None, threads: int | None = None) -> None:
+        ov = import_openvino()
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ConfigError(f"model {self.path} does not exist", hint="export one with `asfyolo-rt export`")
+        core = ov.Core()
+        try:
+            model = core.read_model(str(self.path))
+        except Exception as exc:
+            raise ExportError(f"OpenVINO cannot read {self.path}: {str(exc).splitlines()[0] if str(exc) else exc}",
+                              hint="pass a model.onnx or an OpenVINO IR .xml with its .bin beside it") from None
+        meta = ir_metadata(model) if self.path.suffix.lower() == ".xml" else model_metadata(self.path)
+        recorded = meta.get("precision", "fp32")
+        quantized = recorded == "int8" or _has_fake_quantize(model)
+        precision = precision or ("int8" if quantized else "fp32")
+        check_precision(precision)
+        if precision == "int8" and not quantized:
+            raise ConfigError(f"--precision int8: {self.path.name} is not quantized",
+                              hint="use BUNDLE/model.int8-openvino.xml (asfyolo-rt export --int8)")
+        if quantized and precision == "bf16":
+            raise ConfigError(f"{self.path.name} is an INT8 model; --precision bf16 does not apply",
+                              hint="leave out --precision or pass --precision int8")
+        precision = "int8" if quantized else precision  # fp32 (a command's default) on an INT8 IR: its f32 remainder
+        self.precision = precision
+        self.isa = cpu_isa()
+        inputs, outputs = model.inputs, [o.get_any_name() for o in model.outputs]
+        if len(inputs) != 1 or "pred" not in outputs or "protos" not in outputs:
+            raise ConfigError(f"{self.path}: expected one input and outputs 'pred' and 'protos', got outputs {outputs}",
+                              hint="end-to-end (--end2end) models have a different interface; use the plain model")
+        shape = inputs[0].get_partial_shape()
+        dims = [d.get_length() if d.is_static else None for d in shape]
+        self.max_batch = dims[0]
+        self.input_shape = (dims[2], dims[3]) if dims[2] is not None and dims[3] is not None else None
+        self.names = {int(k): v for k, v in _json_or(meta.get("names"), {"0": "cell"}).items()}
+        self.nc = int(meta.get("nc", len(self.names)))
+        config: dict[str, Any] = {
+            "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
+            "PERFORMANCE_HINT": "LATENCY",
+        }
+        if threads:
+            config["INFERENCE_NUM_THREADS"] = int(threads)
+        try:
+            self.compiled = core.compile_model(model, "CPU", config)
+        except Exception as exc:
+            raise ExportError(f"OpenVINO cannot compile {self.path} for the CPU: {exc}") from None
+        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.hint = str(hint.get_type_name() if hasattr(hint, "get_type_name") else hint)  # what OpenVINO runs: f32/bf16
+        self._request = self.compiled.create_infer_request()
+        self._pred, self._protos = self.compiled.output("pred"), self.compiled.output("protos")
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = np.ascontiguousarray(images.detach().cpu().float().numpy())
+        out = self._request.infer({0: x})
+        # copies: the request's output buffers are reused by the next call
+        return torch.from_numpy(np.array(out[self._pred])), torch.from_numpy(np.array(out[self._protos]))
+
+
+def _has_fake_quantize(model: Any) -> bool:
+    return any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
+
+
+def _json_or(text: str | None, default: Any) -> Any:
+    if not text:
+        return default
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return default
