@@ -59,6 +59,10 @@ def predict(
     overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")] = True,
     coco: Annotated[bool, typer.Option("--coco/--no-coco", help="Write predictions.coco.json with RLE masks.")] = True,
     video_stride: Annotated[int, typer.Option("--video-stride", help="Use every N-th video frame.")] = 1,
+    channel: Annotated[int | None, typer.Option("--channel", help="0-based channel to segment (the nuclear stain) of a multichannel image or OME/ImageJ hyperstack; one colour of an RGB image.")] = None,
+    geojson: Annotated[bool, typer.Option("--geojson", help="Write <name>.geojson: cell polygons QuPath imports as detections (class, score).")] = False,
+    imagej_rois: Annotated[bool, typer.Option("--imagej-rois", help="Write <name>.rois.zip: one polygon ROI per cell for Fiji's ROI Manager.")] = False,
+    ome_zarr: Annotated[bool, typer.Option("--ome-zarr", help="Write <name>.ome.zarr: the image with the labels as an OME-Zarr labels group (napari-ome-zarr).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the per-image summary as JSON.")] = False,
 ) -> None:
     """Segment cells: label images, overlays, COCO JSON (RLE), per-cell CSV and per-image counts.
@@ -70,6 +74,7 @@ def predict(
       asfyolo-rt predict he_tile.png --weights bcc
       asfyolo-rt predict 'plate1/*.png' --conf 0.3 --out runs/plate1
       asfyolo-rt predict timelapse.mp4 --video-stride 10 --model bundle/model.onnx
+      asfyolo-rt predict zstack.ome.tif --channel 0 --geojson --imagej-rois --ome-zarr   (plane by plane)
     """
     from asfyolo_rt.errors import ConfigError
     from asfyolo_rt.infer.backends import load_backend
@@ -90,6 +95,8 @@ def predict(
         raise ConfigError(f"--min-visible {min_visible}: expected a fraction in [0, 1]")
     if pixel_size is not None and not 0 < pixel_size < 1000:
         raise ConfigError(f"--pixel-size {pixel_size}: expected micrometres per pixel in (0, 1000), e.g. 0.325")
+    if channel is not None and channel < 0:
+        raise ConfigError(f"--channel {channel}: expected a 0-based channel index (0, 1, ...)")
     if not 0.0 <= conf < 1.0:
         raise ConfigError(f"--conf {conf}: expected a threshold in [0, 1)")
     path, trained_size = resolve_model_source(weights, model)
@@ -105,11 +112,11 @@ def predict(
                         soft_nms=soft_nms)
     out = fresh_output_folder(out)
     writer = PredictionWriter(out, names=backend.names, overlays=overlays, labels="" if labels == "none" else labels,
-                              coco=coco)
+                              coco=coco, geojson=geojson, imagej_rois=imagej_rois, ome_zarr=ome_zarr)
     summaries = []
     try:
         with progress_bar("predict", len(files)) as cb:
-            for i, result in enumerate(run_predict(backend, iter_frames(files, video_stride=video_stride), cfg)):
+            for i, result in enumerate(run_predict(backend, iter_frames(files, video_stride=video_stride, channel=channel), cfg)):
                 summaries.append(writer.write(result))
                 cb(i + 1, max(len(files), i + 1))
     finally:
