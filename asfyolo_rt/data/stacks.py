@@ -83,6 +83,17 @@ class StackPlane:
         return "".join(parts) if len(parts) == len(self.layout.plane_axes) else f"_p{self.index:04d}"
 
 
+def input_stem(path: Path) -> str:
+    """The file name without its TIFF suffixes: `cells.ome.tif` -> `cells`."""
+    name = path.stem
+    return name[:-4] if name.lower().endswith(".ome") else name
+
+
+def label_file_name(layout: StackLayout) -> str:
+    """`<stem>.ome.tif` for OME-TIFF inputs (the labels are OME-TIFF too), else `<stem>.tif`."""
+    return f"{input_stem(layout.path)}{'.ome' if layout.kind == 'ome' else ''}.tif"
+
+
 def _tiff_kind(tif: object) -> str:
     if getattr(tif, "is_ome", False) and getattr(tif, "ome_metadata", None):
         return "ome"

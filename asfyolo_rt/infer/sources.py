@@ -78,13 +78,13 @@ def iter_frames(paths: Sequence[Path], *, video_stride: int = 1, channel: int | 
 
 def _stack_frames(layout: StackLayout) -> Iterator[Frame]:
     from asfyolo_rt.data.io import to_uint8_rgb
-    from asfyolo_rt.data.stacks import iter_planes
+    from asfyolo_rt.data.stacks import input_stem, iter_planes
 
     for plane, pixels in iter_planes(layout):
         if not layout.is_stack:  # one plane (a channel picked out of a CYX file): an ordinary image
             yield Frame(layout.path.stem, layout.path, to_uint8_rgb(pixels), pixel_size_um=layout.size.x)
             continue
-        yield Frame(f"{layout.path.stem}{plane.suffix()}", layout.path, to_uint8_rgb(pixels), plane.index,
+        yield Frame(f"{input_stem(layout.path)}{plane.suffix()}", layout.path, to_uint8_rgb(pixels), plane.index,
                     pixel_size_um=layout.size.x, plane=plane)
 
 

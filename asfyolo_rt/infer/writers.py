@@ -30,7 +30,7 @@ import numpy as np
 
 from asfyolo_rt.data.io import read_image_raw, write_image
 from asfyolo_rt.data.rle import counts_to_string
-from asfyolo_rt.data.stacks import PhysicalSize, StackAssembler, write_label_tiff
+from asfyolo_rt.data.stacks import PhysicalSize, StackAssembler, input_stem, label_file_name, write_label_tiff
 from asfyolo_rt.errors import ConfigError
 from asfyolo_rt.infer.exports import (
     CellOutline,
@@ -194,7 +194,7 @@ class PredictionWriter:
                 asm = self._stacks[src] = StackAssembler(plane.layout, *result.label_map.shape)
             offset = asm.add(plane, result.label_map, len(result))
             for r in rows:
-                r.update(image=src.stem, id=r["id"] + offset, plane=plane.index, t=plane.coords.get("T", ""),
+                r.update(image=input_stem(src), id=r["id"] + offset, plane=plane.index, t=plane.coords.get("T", ""),
                          z=plane.coords.get("Z", ""))
         elif self.labels:
             write_label_image(result, self.out / "labels" / f"{name}.{self.labels}")
@@ -217,13 +217,13 @@ class PredictionWriter:
     def _finish_input(self, result: ImageResult) -> None:
         """The last plane of an input arrived: write its stack label TIFF and per-input exports."""
         frame = result.frame
-        src, stem = frame.source, (frame.source.stem if frame.plane is not None else frame.name)
+        src, stem = frame.source, (input_stem(frame.source) if frame.plane is not None else frame.name)
         asm = self._stacks.pop(src, None)
         if asm is not None:
             lay = asm.layout
             labels, label_axes = asm.labels(), lay.plane_axes + "YX"
             if self.labels:
-                write_label_tiff(self.out / "labels" / f"{stem}.tif", labels, label_axes, lay.kind, lay.size)
+                write_label_tiff(self.out / "labels" / label_file_name(lay), labels, label_axes, lay.kind, lay.size)
         else:
             labels, label_axes = label_image(result), "YX"
         outlines = self._outlines.pop(src, [])
