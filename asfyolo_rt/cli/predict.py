@@ -125,5 +125,7 @@ def predict(
         print_json({"out": str(out), "images": summaries})
     else:
         total = sum(s["cells"] for s in summaries)
+        extra = "".join(f", {n}" for n, on in (("predictions.coco.json", coco), ("<name>.geojson", geojson),
+                                                ("<name>.rois.zip", imagej_rois), ("<name>.ome.zarr", ome_zarr)) if on)
         console.print(f"{len(summaries)} images, {total} cells -> {out} (labels/, overlays/, cells.csv, summary.csv"
-                      f"{', predictions.coco.json' if coco else ''})")
+                      f"{extra})")

@@ -96,3 +96,21 @@ def test_assembler_runs_ids_on_across_planes(tmp_path: Path) -> None:
     vol = asm.labels()
     assert vol.dtype == np.uint16 and vol.shape == (2, 12, 10)
     assert sorted(np.unique(vol[1]).tolist()) == [0, 3, 4]
+
+
+def test_iter_frames_channel_of_2d_multichannel_and_rgb(tmp_path: Path) -> None:
+    from asfyolo_rt.data.io import to_uint8_rgb, write_image
+    from asfyolo_rt.infer.sources import iter_frames
+
+    rng = np.random.default_rng(1)
+    cyx = rng.integers(0, 4000, (2, 20, 16), dtype=np.uint16)
+    tifffile.imwrite(tmp_path / "two.tif", cyx, photometric="minisblack", metadata={"axes": "CYX"})
+    (frame,) = iter_frames([tmp_path / "two.tif"], channel=1)
+    assert frame.plane is None and frame.name == "two"
+    assert np.array_equal(frame.image, to_uint8_rgb(cyx[1]))
+    rgb = rng.integers(0, 255, (20, 16, 3), dtype=np.uint8)
+    write_image(tmp_path / "rgb.png", rgb)
+    (frame,) = iter_frames([tmp_path / "rgb.png"], channel=2)  # the blue (DAPI) channel of an RGB picture
+    assert np.array_equal(frame.image[..., 0], rgb[..., 2])
+    with pytest.raises(Exception, match="--channel 3"):
+        list(iter_frames([tmp_path / "rgb.png"], channel=3))
