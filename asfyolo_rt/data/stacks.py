@@ -84,14 +84,14 @@ class StackPlane:
 
 
 def input_stem(path: Path) -> str:
-    """The file name without its TIFF suffixes: `cells.ome.tif` -> `cells`."""
+    """The file name without its suffixes: `cells.ome.tif`, `cells.ome.zarr` -> `cells`."""
     name = path.stem
     return name[:-4] if name.lower().endswith(".ome") else name
 
 
 def label_file_name(layout: StackLayout) -> str:
     """`<stem>.ome.tif` for OME-TIFF inputs (the labels are OME-TIFF too), else `<stem>.tif`."""
-    return f"{input_stem(layout.path)}{'.ome' if layout.kind == 'ome' else ''}.tif"
+    return f"{input_stem(layout.path)}{'.ome' if layout.kind in ('ome', 'ome-zarr') else ''}.tif"
 
 
 def _tiff_kind(tif: object) -> str:
@@ -154,10 +154,17 @@ def stack_layout(path: str | Path, channel: int | None = None) -> StackLayout:
             kind, size = _tiff_kind(tif), physical_size(tif)
     except Exception as exc:  # tifffile raises many types (ValueError, TiffFileError, struct.error)
         raise DataError(f"{path}: unreadable or corrupt TIFF ({exc})", hint="re-copy or re-export it") from exc
+    return layout_of(path, kind, axes, shape, size, channel)
+
+
+def layout_of(path: Path, kind: str, axes: str, shape: tuple[int, ...], size: PhysicalSize,
+              channel: int | None) -> StackLayout:
+    """The layout of pixels with tifffile-style `axes` (upper case, YX or YXS last) and `shape`."""
+    original = axes
     kept = [(a, n) for a, n in zip(axes, shape) if n != 1 or a in "YX"]
     axes, shape = "".join(a for a, _ in kept), tuple(n for _, n in kept)
     if not axes.endswith("YX") and not axes.endswith("YXS"):
-        raise DataError(f"{path}: TIFF axes {series.axes!r} do not end with the image plane (YX or YXS)")
+        raise DataError(f"{path}: axes {original!r} do not end with the image plane (YX or YXS)")
     colour = "S" if "S" in axes else ("C" if "C" in axes else "")
     n_colour = shape[axes.index(colour)] if colour else 1
     if channel is not None and (channel < 0 or channel >= n_colour):
@@ -174,13 +181,7 @@ def stack_layout(path: str | Path, channel: int | None = None) -> StackLayout:
 
 def iter_planes(layout: StackLayout) -> Iterator[tuple[StackPlane, np.ndarray]]:
     """Every plane as stored: (H, W) grey (picked channel) or (H, W, 3|4) colour, dtype preserved."""
-    import tifffile
-
-    try:
-        with tifffile.TiffFile(layout.path) as tif:
-            data = tif.series[0].asarray().reshape(layout.shape)
-    except Exception as exc:
-        raise DataError(f"{layout.path}: unreadable or corrupt TIFF ({exc})", hint="re-copy or re-export it") from exc
+    data = read_pixels(layout).reshape(layout.shape)
     axes = layout.axes
     if "C" in axes:  # colour/channel axis next to YX: (..., C, Y, X) -> (..., Y, X, C)
         data = np.moveaxis(data, axes.index("C"), -1)
@@ -193,6 +194,21 @@ def iter_planes(layout: StackLayout) -> Iterator[tuple[StackPlane, np.ndarray]]:
         coords = np.unravel_index(index, layout.plane_shape) if layout.plane_shape else ()
         plane = data[tuple(coords)] if layout.plane_shape else data
         yield StackPlane(layout, index, {a: int(c) for a, c in zip(layout.plane_axes, coords)}), plane
+
+
+def read_pixels(layout: StackLayout) -> np.ndarray:
+    """All pixels of the file as stored (series 0 of a TIFF, level 0 of an OME-Zarr image)."""
+    if layout.kind == "ome-zarr":
+        from asfyolo_rt.data.omezarr import read_ome_zarr
+
+        return read_ome_zarr(layout.path)[0]
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(layout.path) as tif:
+            return tif.series[0].asarray()
+    except Exception as exc:
+        raise DataError(f"{layout.path}: unreadable or corrupt TIFF ({exc})", hint="re-copy or re-export it") from exc
 
 
 def label_dtype(max_id: int) -> type:
@@ -208,7 +224,7 @@ def write_label_tiff(path: Path, labels: np.ndarray, axes: str, kind: str, size:
 
     labels = np.ascontiguousarray(labels)
     buf = io.BytesIO()
-    if kind == "imagej" and labels.dtype.itemsize > 2:
+    if kind == "ome-zarr" or (kind == "imagej" and labels.dtype.itemsize > 2):
         kind = "ome"
     if kind == "ome":
         meta: dict[str, object] = {"axes": axes}

@@ -9,7 +9,7 @@
   ROI Manager opens it.
 - OME-Zarr (`<name>.ome.zarr`, ome-zarr-py, NGFF 0.4 on Zarr v2): the input's pixels as
   the image and the label image as `labels/cells`, physical sizes as the scale transform; napari opens
-  it with napari-ome-zarr.
+  it with napari-ome-zarr. An OME-Zarr input gets the labels into its own `labels` group instead.
 
 Outlines run along pixel edges (asfyolo_rt.infer.polygons): polygon area = visible mask area.
 """
@@ -178,4 +178,45 @@ def write_ome_zarr(path: Path, image: np.ndarray, image_axes: str, labels: np.nd
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    return path
+
+
+def write_labels_into(path: Path, labels: np.ndarray, label_axes: str, image_axes: str, *,
+                      label_name: str = "cells") -> Path:
+    """Add labels/<label_name> to an existing OME-Zarr image (its own NGFF version, its scale transform).
+    Refused if that label image exists. Not atomic: ome-zarr-py writes into the group in place."""
+    import zarr
+    from ome_zarr.io import parse_url
+    from ome_zarr.writer import write_labels
+
+    loc = parse_url(str(path), mode="a")
+    if loc is None:
+        raise DataError(f"{path}: not an OME-Zarr image")
+    root = zarr.open_group(str(path), mode="r+")
+    existing = root.get("labels")
+    if isinstance(existing, zarr.Group) and label_name in existing:
+        raise ConfigError(f"{path}/labels/{label_name} already exists",
+                          hint="move it away first; nothing was overwritten")
+    attrs: dict[str, Any] = dict(root.attrs)
+    multiscales: dict[str, Any] = (attrs.get("ome") or attrs).get("multiscales", [{}])[0]
+    axes = "".join(a["name"] if isinstance(a, dict) else str(a) for a in multiscales.get("axes", []))
+    level0 = multiscales.get("datasets", [{}])[0].get("coordinateTransformations")
+    lab, lab_axes = to_ngff(labels, label_axes)
+    img_axes = to_ngff(np.zeros((1,) * len(image_axes)), image_axes)[1]
+    if "c" in img_axes and "c" not in lab_axes:
+        lab, lab_axes = np.expand_dims(lab, img_axes.index("c")), img_axes
+    for i, a in enumerate(axes):  # put back the image's size-1 axes
+        if a not in lab_axes:
+            lab, lab_axes = np.expand_dims(lab, i), lab_axes[:i] + a + lab_axes[i:]
+    if lab_axes != axes:
+        raise DataError(f"{path}: labels axes {lab_axes!r} do not match the image's {axes!r}")
+    scale = next((t["scale"] for t in level0 or [] if t.get("type") == "scale"), None)
+    units = {a["name"]: a["unit"] for a in multiscales.get("axes", []) if isinstance(a, dict) and a.get("unit")}
+    kw: dict[str, Any] = {}
+    if scale:
+        kw = {"scale": {a: float(v) for a, v in zip(axes, scale) if a in "zyx"}}
+        if units:
+            kw["axes_units"] = {a: u for a, u in units.items() if a in kw["scale"]}
+    write_labels(lab, root, name=label_name, scaler=None, scale_factors=[], fmt=loc.fmt, axes=axes,
+                 label_metadata={"source": {"image": "../../"}}, **kw)
     return path

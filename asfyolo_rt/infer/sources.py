@@ -38,7 +38,9 @@ def expand_sources(sources: Sequence[str | Path]) -> list[Path]:
             out += [p for p in matches if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES]
             continue
         p = Path(text)
-        if p.is_dir():
+        if p.is_dir() and p.suffix.lower() == ".zarr":  # an OME-Zarr image (asfyolo_rt.data.omezarr)
+            out.append(p)
+        elif p.is_dir():
             files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
             if not files:
                 raise DataError(f"folder {p} has no images or videos",
@@ -63,6 +65,10 @@ def iter_frames(paths: Sequence[Path], *, video_stride: int = 1, channel: int | 
     for p in paths:
         if p.suffix.lower() in VIDEO_SUFFIXES:
             yield from _video_frames(p, video_stride)
+        elif p.suffix.lower() == ".zarr":
+            from asfyolo_rt.data.omezarr import zarr_layout
+
+            yield from _stack_frames(zarr_layout(p, channel))
         elif p.suffix.lower() in (".tif", ".tiff") and ((layout := stack_layout(p, channel)).is_stack
                                                           or layout.channel is not None):
             yield from _stack_frames(layout)
@@ -81,7 +87,7 @@ def _stack_frames(layout: StackLayout) -> Iterator[Frame]:
     from asfyolo_rt.data.stacks import input_stem, iter_planes
 
     for plane, pixels in iter_planes(layout):
-        if not layout.is_stack:  # one plane (a channel picked out of a CYX file): an ordinary image
+        if not layout.is_stack and layout.kind != "ome-zarr":  # one plane (a channel of a CYX TIFF): an image
             yield Frame(layout.path.stem, layout.path, to_uint8_rgb(pixels), pixel_size_um=layout.size.x)
             continue
         yield Frame(f"{input_stem(layout.path)}{plane.suffix()}", layout.path, to_uint8_rgb(pixels), plane.index,

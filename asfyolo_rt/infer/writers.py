@@ -30,13 +30,21 @@ import numpy as np
 
 from asfyolo_rt.data.io import read_image_raw, write_image
 from asfyolo_rt.data.rle import counts_to_string
-from asfyolo_rt.data.stacks import PhysicalSize, StackAssembler, input_stem, label_file_name, write_label_tiff
+from asfyolo_rt.data.stacks import (
+    PhysicalSize,
+    StackAssembler,
+    input_stem,
+    label_file_name,
+    read_pixels,
+    write_label_tiff,
+)
 from asfyolo_rt.errors import ConfigError
 from asfyolo_rt.infer.exports import (
     CellOutline,
     cell_outlines,
     write_geojson,
     write_imagej_rois,
+    write_labels_into,
     write_ome_zarr,
 )
 from asfyolo_rt.infer.predict import ImageResult
@@ -231,11 +239,11 @@ class PredictionWriter:
             write_geojson(self.out / f"{stem}.geojson", outlines)
         if self.imagej_rois and outlines:
             write_imagej_rois(self.out / f"{stem}.rois.zip", outlines)
-        if self.ome_zarr:
+        if self.ome_zarr and asm is not None and asm.layout.kind == "ome-zarr":  # into the input's labels group
+            write_labels_into(src, labels, label_axes, asm.layout.axes)
+        elif self.ome_zarr:
             if asm is not None:
-                import tifffile
-
-                image, axes = tifffile.imread(src).reshape(asm.layout.shape), asm.layout.axes
+                image, axes = read_pixels(asm.layout).reshape(asm.layout.shape), asm.layout.axes
                 size = asm.layout.size
             else:
                 image = frame.image if frame.frame_index is not None else read_image_raw(src)

@@ -93,3 +93,29 @@ def test_predict_ome_hyperstack_channel(tmp_path: Path, checkpoint: Path, cli) -
         assert 'PhysicalSizeX="0.4"' in tif.ome_metadata
     rows = list(csv.DictReader(open(tmp_path / "o2" / "cells.csv")))
     assert {r["t"] for r in rows} == {"0", "1"} and {r["z"] for r in rows} == {""}
+
+
+def test_predict_ome_zarr_input_gets_labels_group(tmp_path: Path, checkpoint: Path, cli) -> None:
+    import zarr
+    from ome_zarr.io import parse_url
+    from ome_zarr.reader import Label, Reader
+    from ome_zarr.writer import write_image
+
+    from asfyolo_rt.data.synth import make_nuclei
+
+    data = np.stack([make_nuclei(k, shape=(64, 64), n_cells=(3, 6))[0] for k in range(3)])
+    src = tmp_path / "z.ome.zarr"
+    write_image(data, zarr.open_group(str(src), mode="w"), scale_factors=[], axes="zyx",
+                scale={"z": 2.0, "y": 0.5, "x": 0.5}, axes_units={a: "micrometer" for a in "zyx"})
+    r = cli("predict", src, "--weights", checkpoint, "--out", tmp_path / "o", "--img-size", "64", "--conf", "0.3",
+            "--ome-zarr", "--no-overlays")
+    assert r.exit_code == 0, r.stdout + r.stderr
+    nodes = list(Reader(parse_url(str(src)))())
+    lab = [n for n in nodes if any(isinstance(s, Label) for s in n.specs)]
+    assert len(lab) == 1 and lab[0].metadata["name"] == "cells"
+    back = np.asarray(lab[0].data[0])
+    labels = tifffile.imread(tmp_path / "o" / "labels" / "z.ome.tif")
+    assert back.shape == (3, 64, 64) and np.array_equal(back, labels) and back.max() > 0
+    assert lab[0].metadata["coordinateTransformations"][0][0]["scale"] == [2.0, 0.5, 0.5]
+    r = cli("predict", src, "--weights", checkpoint, "--out", tmp_path / "o2", "--img-size", "64", "--ome-zarr")
+    assert r.exit_code == 1 and "already exists" in r.stdout + r.stderr  # never overwritten
