@@ -58,8 +58,10 @@ def export(
                                                     "suggest an exclude list.")] = False,
     end2end: Annotated[bool, typer.Option("--end2end", help="Also write end-to-end models (top-k, NMS, masks).")] = False,
     conf: Annotated[float, typer.Option("--conf", help="End-to-end score threshold.")] = 0.25,
-    iou: Annotated[float, typer.Option("--iou", help="End-to-end NMS IoU threshold.")] = 0.6,
-    max_det: Annotated[int, typer.Option("--max-det", help="End-to-end detections per image.")] = 300,
+    iou: Annotated[float | None, typer.Option("--iou", help="End-to-end NMS IoU threshold (default 0.6; "
+                                               "--bioimageio: 0.45, as predict).")] = None,
+    max_det: Annotated[int | None, typer.Option("--max-det", help="End-to-end detections per image (default 300; "
+                                                 "--bioimageio: 1000, as predict).")] = None,
     topk: Annotated[int, typer.Option("--topk", help="End-to-end candidates into NMS (<= 3840, TensorRT's TopK limit).")] = 3840,
     label_map: Annotated[bool, typer.Option("--label-map", help="End-to-end: also output the instance label map.")] = False,
     eval_images: Annotated[int, typer.Option("--eval-images", help="Val images for accuracy per precision "
@@ -87,8 +89,11 @@ def export(
       asfyolo-rt export --bioimageio asfyolo-bioimageio   (then: bioimageio test asfyolo-bioimageio/rdf.yaml)
     """
     if bioimageio is not None:
-        _export_bioimageio(bioimageio, weights, conf, iou, max_det, bioimageio_image, fp16 or int8 or end2end, as_json)
+        _export_bioimageio(bioimageio, weights, conf, 0.45 if iou is None else iou, max_det or 1000,
+                           bioimageio_image, fp16 or int8 or end2end, as_json)
         return
+    iou = 0.6 if iou is None else iou
+    max_det = 300 if max_det is None else max_det
     from rich.table import Table
 
     from asfyolo_rt.cli._common import print_json, stderr, stdout_console
