@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-v3
+STAMP := $(VENV)/.installed-v4
 PYTEST_ARGS ?=
 
 .PHONY: venv test test-all demo lint typecheck clean
@@ -15,7 +15,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,quant,rtx,openvino]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,quant,rtx,openvino,bioimageio]'
 	touch $(STAMP)
 
 test: $(STAMP)

@@ -59,8 +59,10 @@ def export(
                                                     "suggest an exclude list.")] = False,
     end2end: Annotated[bool, typer.Option("--end2end", help="Also write end-to-end models (top-k, NMS, masks).")] = False,
     conf: Annotated[float, typer.Option("--conf", help="End-to-end score threshold.")] = 0.25,
-    iou: Annotated[float, typer.Option("--iou", help="End-to-end NMS IoU threshold.")] = 0.6,
-    max_det: Annotated[int, typer.Option("--max-det", help="End-to-end detections per image.")] = 300,
+    iou: Annotated[float | None, typer.Option("--iou", help="End-to-end NMS IoU threshold (default 0.6; "
+                                               "--bioimageio: 0.45, as predict).")] = None,
+    max_det: Annotated[int | None, typer.Option("--max-det", help="End-to-end detections per image (default 300; "
+                                                 "--bioimageio: 1000, as predict).")] = None,
     topk: Annotated[int, typer.Option("--topk", help="End-to-end candidates into NMS (<= 3840, TensorRT's TopK limit).")] = 3840,
     label_map: Annotated[bool, typer.Option("--label-map", help="End-to-end: also output the instance label map.")] = False,
     eval_images: Annotated[int, typer.Option("--eval-images", help="Val images for accuracy per precision "
@@ -68,6 +70,11 @@ def export(
     as_json: Annotated[bool, typer.Option("--json", help="Print bundle.json and the export report as JSON.")] = False,
     rtx: Annotated[bool | None, typer.Option("--rtx/--no-rtx", help="Build TensorRT-RTX engines into the bundle "
                                              "(default: when TensorRT-RTX is installed); listed in bundle.json.")] = None,
+    bioimageio: Annotated[Path | None, typer.Option("--bioimageio", help="Instead of a bundle, write a bioimage.io "
+                                                    "model package (rdf.yaml 0.5, ONNX image -> label image) "
+                                                    "into this new folder; uses --weights, --conf, --iou, --max-det.")] = None,
+    bioimageio_image: Annotated[Path | None, typer.Option("--bioimageio-image", help="Grey image for the package's "
+                                                          "test tensors and cover (default: synthetic nuclei).")] = None,
 ) -> None:
     """Export a deployment bundle: ONNX per precision, calibration, parity and accuracy reports, bundle.json.
 
@@ -80,7 +87,14 @@ def export(
       asfyolo-rt export --out bundle
       asfyolo-rt export --weights runs/train/best.safetensors --fp16 --int8 --data ../shared/datasets/DSB2018 --out bundle
       asfyolo-rt export --int8 --calib-method max --img-size 320 --dynamic --end2end --out bundle320
+      asfyolo-rt export --bioimageio asfyolo-bioimageio   (then: bioimageio test asfyolo-bioimageio/rdf.yaml)
     """
+    if bioimageio is not None:
+        _export_bioimageio(bioimageio, weights, conf, 0.45 if iou is None else iou, max_det or 1000,
+                           bioimageio_image, fp16 or int8 or end2end, as_json)
+        return
+    iou = 0.6 if iou is None else iou
+    max_det = 300 if max_det is None else max_det
     from rich.table import Table
 
     from asfyolo_rt.cli._common import check_img_size, print_json, stderr, stdout_console
@@ -146,6 +160,28 @@ def export(
         console.print(f"TensorRT-RTX {side.tensorrt_version} engine (ahead of time, RTX GPUs): "
                       f"{result.out / b.artifact.engine.name} from {b.onnx.name}"
                       + (f", convolutions {convs}" if convs else ""))
+
+
+def _export_bioimageio(out: Path, weights: str | None, conf: float, iou: float, max_det: int, image: Path | None,
+                       bundle_options: bool, as_json: bool) -> None:
+    from asfyolo_rt.cli._common import print_json, progress_bar, stdout_console
+    from asfyolo_rt.errors import ConfigError
+    from asfyolo_rt.export.bioimageio import BioimageioOptions, export_bioimageio
+
+    if bundle_options:
+        raise ConfigError("--bioimageio writes a bioimage.io package only",
+                          hint="drop --fp16/--int8/--end2end, or export the bundle in a separate run")
+    opts = BioimageioOptions(out=out, weights=Path(weights) if weights else None, conf=conf, iou=iou, max_det=max_det,
+                             test_image=image)
+    with progress_bar("bioimage.io package"):
+        res = export_bioimageio(opts)
+    if as_json:
+        print_json({"out": str(res.out), "rdf": str(res.rdf), "onnx": str(res.onnx),
+                    "test_shape": list(res.test_shape), "test_cells": res.test_cells})
+        return
+    stdout_console().print(f"bioimage.io package {res.out} (rdf.yaml, {res.onnx.name}; test image "
+                           f"{res.test_shape[-1]}x{res.test_shape[-2]}, {res.test_cells} cells). "
+                           f"Check it with: bioimageio test {res.rdf}")
 
 
 @app.command()

@@ -70,6 +70,10 @@ def predict(
     coco: Annotated[bool, typer.Option("--coco/--no-coco", help="Write predictions.coco.json with RLE masks.")] = True,
     video_stride: Annotated[int, typer.Option("--video-stride", help="Use every N-th video frame.")] = 1,
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images of more pixels (H x W) than this, read from the header before decoding. [default: 268435456 = 16384 x 16384]")] = None,
+    channel: Annotated[int | None, typer.Option("--channel", help="0-based channel to segment (the nuclear stain) of a multichannel image or OME/ImageJ hyperstack; one colour of an RGB image.")] = None,
+    geojson: Annotated[bool, typer.Option("--geojson", help="Write <name>.geojson: cell polygons QuPath imports as detections (class, score).")] = False,
+    imagej_rois: Annotated[bool, typer.Option("--imagej-rois", help="Write <name>.rois.zip: one polygon ROI per cell for Fiji's ROI Manager.")] = False,
+    ome_zarr: Annotated[bool, typer.Option("--ome-zarr", help="Write <name>.ome.zarr: the image with the labels as an OME-Zarr labels group (napari-ome-zarr).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the per-image summary as JSON.")] = False,
 ) -> None:
     """Segment cells: label images, overlays, COCO JSON (RLE), per-cell CSV and per-image counts.
@@ -81,6 +85,7 @@ def predict(
       asfyolo-rt predict he_tile.png --weights bcc
       asfyolo-rt predict 'plate1/*.png' --conf 0.3 --out runs/plate1
       asfyolo-rt predict timelapse.mp4 --video-stride 10 --model bundle/model.onnx
+      asfyolo-rt predict zstack.ome.tif --channel 0 --geojson --imagej-rois --ome-zarr   (plane by plane)
     """
     from asfyolo_rt.errors import ConfigError
     from asfyolo_rt.infer.backends import load_backend
@@ -101,6 +106,8 @@ def predict(
         raise ConfigError(f"--min-visible {min_visible}: expected a fraction in [0, 1]")
     if pixel_size is not None and not 0 < pixel_size < 1000:
         raise ConfigError(f"--pixel-size {pixel_size}: expected micrometres per pixel in (0, 1000), e.g. 0.325")
+    if channel is not None and channel < 0:
+        raise ConfigError(f"--channel {channel}: expected a 0-based channel index (0, 1, ...)")
     if not 0.0 <= conf < 1.0:
         raise ConfigError(f"--conf {conf}: expected a threshold in [0, 1)")
     check_img_size(img_size)
@@ -125,11 +132,11 @@ def predict(
                         soft_nms=soft_nms)
     out = fresh_output_folder(out)
     writer = PredictionWriter(out, names=backend.names, overlays=overlays, labels="" if labels == "none" else labels,
-                              coco=coco)
+                              coco=coco, geojson=geojson, imagej_rois=imagej_rois, ome_zarr=ome_zarr)
     summaries = []
     try:
         with pixel_limit(max_pixels), progress_bar("predict", len(files)) as cb:
-            for i, result in enumerate(run_predict(backend, iter_frames(files, video_stride=video_stride), cfg)):
+            for i, result in enumerate(run_predict(backend, iter_frames(files, video_stride=video_stride, channel=channel), cfg)):
                 summaries.append(writer.write(result))
                 where = result.frame.source.name + ("" if result.frame.frame_index is None
                                                     else f" frame {result.frame.frame_index}")
@@ -142,5 +149,7 @@ def predict(
         print_json({"out": str(out), "images": summaries})
     else:
         total = sum(s["cells"] for s in summaries)
+        extra = "".join(f", {n}" for n, on in (("predictions.coco.json", coco), ("<name>.geojson", geojson),
+                                                ("<name>.rois.zip", imagej_rois), ("<name>.ome.zarr", ome_zarr)) if on)
         console.print(f"{len(summaries)} images, {total} cells -> {out} (labels/, overlays/, cells.csv, summary.csv"
-                      f"{', predictions.coco.json' if coco else ''})")
+                      f"{extra})")

@@ -4,8 +4,13 @@
   napari, Fiji, QuPath and CellProfiler open them as label layers / label images;
 - overlays: the image with translucent cell colours and outlines (PNG);
 - COCO instance JSON with compressed RLE masks (one per detected cell, overlaps allowed);
-- a per-cell CSV (image, id, class, score, box, area, centroid, equivalent diameter) and a per-image
-  count summary CSV.
+- a per-cell CSV (image, plane, t, z, id, class, score, box, area, centroid, equivalent diameter) and a
+  per-image (per-plane) count summary CSV;
+- optionally QuPath GeoJSON, ImageJ ROI zips and OME-Zarr (asfyolo_rt.infer.exports), one per input.
+
+Stacks (multi-plane TIFF, asfyolo_rt.data.stacks) arrive plane by plane; their label planes are collected
+and written as one label TIFF per input in the input's layout (T/Z axes, ImageJ/OME metadata, physical
+pixel size) once the last plane arrived; cell ids run on across the planes of a stack (unique per file).
 
 Areas, centroids and diameters are measured on the label image (what a user measuring in Fiji sees),
 so a cell partly covered by a higher-scoring neighbour reports its visible part.
@@ -22,12 +27,29 @@ from typing import Any
 import numpy as np
 
 from asfyolo_rt.atomic import atomic_write_bytes
-from asfyolo_rt.data.io import write_image
+from asfyolo_rt.data.io import read_image_raw, write_image
 from asfyolo_rt.data.rle import counts_to_string
+from asfyolo_rt.data.stacks import (
+    PhysicalSize,
+    StackAssembler,
+    input_stem,
+    label_file_name,
+    read_pixels,
+    write_label_tiff,
+)
+from asfyolo_rt.errors import ConfigError
+from asfyolo_rt.infer.exports import (
+    CellOutline,
+    cell_outlines,
+    write_geojson,
+    write_imagej_rois,
+    write_labels_into,
+    write_ome_zarr,
+)
 from asfyolo_rt.infer.predict import ImageResult
 
-CELL_FIELDS = ["image", "id", "class", "score", "x1", "y1", "x2", "y2", "area_px", "centroid_x", "centroid_y",
-               "equivalent_diameter_px"]
+CELL_FIELDS = ["image", "plane", "t", "z", "id", "class", "score", "x1", "y1", "x2", "y2", "area_px", "centroid_x",
+               "centroid_y", "equivalent_diameter_px"]
 SUMMARY_FIELDS = ["image", "width", "height", "cells", "mean_area_px", "median_area_px", "covered_fraction"]
 
 
@@ -38,7 +60,10 @@ def label_image(result: ImageResult) -> np.ndarray:
 
 
 def write_label_image(result: ImageResult, path: Path) -> Path:
-    """.tif/.tiff (any count) or .png (uint16, at most 65,535 cells)."""
+    """.tif/.tiff (any count; with the input's pixel size where it records one) or .png (uint16, <= 65,535)."""
+    px = result.frame.pixel_size_um
+    if px and path.suffix.lower() in (".tif", ".tiff"):
+        return write_label_tiff(path, label_image(result), "YX", "tiff", PhysicalSize(px, px))
     write_image(path, label_image(result))
     return path
 
@@ -142,11 +167,14 @@ class PredictionWriter:
     """Writes every output of a `predict` run into one folder; `close()` writes the run-level files."""
 
     def __init__(self, out_dir: Path, *, names: dict[int, str], overlays: bool = True, labels: str = "tif",
-                 coco: bool = True) -> None:
+                 coco: bool = True, geojson: bool = False, imagej_rois: bool = False, ome_zarr: bool = False) -> None:
         self.out = Path(out_dir)
         self.out.mkdir(parents=True, exist_ok=True)
         self.names = names
         self.overlays, self.labels, self.coco = overlays, labels, coco
+        self.geojson, self.imagej_rois, self.ome_zarr = geojson, imagej_rois, ome_zarr
+        self._stacks: dict[Path, StackAssembler] = {}
+        self._outlines: dict[Path, list[CellOutline]] = {}
         self.cells_path = self.out / "cells.csv"
         self.summary_path = self.out / "summary.csv"
         self._cells = open(self.cells_path, "w", newline="")
@@ -159,12 +187,31 @@ class PredictionWriter:
         self._anns: list[dict[str, Any]] = []
 
     def write(self, result: ImageResult) -> dict[str, Any]:
-        name = result.frame.name
+        name, plane, src = result.frame.name, result.frame.plane, result.frame.source
         if self.overlays:
             write_image(self.out / "overlays" / f"{name}.png", overlay(result))
-        if self.labels:
-            write_label_image(result, self.out / "labels" / f"{name}.{self.labels}")
         rows = cell_rows(result)
+        offset = 0
+        if plane is not None:
+            if self.labels == "png":
+                raise ConfigError(f"{src}: --labels png cannot hold a stack of {plane.count} planes",
+                                  hint="use --labels tif (one label TIFF per stack)")
+            asm = self._stacks.get(src)
+            if asm is None:
+                asm = self._stacks[src] = StackAssembler(plane.layout, *result.label_map.shape)
+            offset = asm.add(plane, result.label_map, len(result))
+            for r in rows:
+                r.update(image=input_stem(src), id=r["id"] + offset, plane=plane.index, t=plane.coords.get("T", ""),
+                         z=plane.coords.get("Z", ""))
+        elif self.labels:
+            write_label_image(result, self.out / "labels" / f"{name}.{self.labels}")
+        if self.geojson or self.imagej_rois:
+            windows = getattr(result.masks, "windows", None)
+            self._outlines.setdefault(src, []).extend(cell_outlines(
+                result.label_map, windows.cpu().numpy() if windows is not None else None, result.classes,
+                result.scores, self.names, id_offset=offset, plane=plane))
+        if plane is None or self._stacks[src].complete:
+            self._finish_input(result)
         self._cw.writerows(rows)
         summary = summary_row(result, rows)
         self._sw.writerow(summary)
@@ -173,6 +220,35 @@ class PredictionWriter:
         if self.coco:
             self._add_coco(result)
         return summary
+
+    def _finish_input(self, result: ImageResult) -> None:
+        """The last plane of an input arrived: write its stack label TIFF and per-input exports."""
+        frame = result.frame
+        src, stem = frame.source, (input_stem(frame.source) if frame.plane is not None else frame.name)
+        asm = self._stacks.pop(src, None)
+        if asm is not None:
+            lay = asm.layout
+            labels, label_axes = asm.labels(), lay.plane_axes + "YX"
+            if self.labels:
+                write_label_tiff(self.out / "labels" / label_file_name(lay), labels, label_axes, lay.kind, lay.size)
+        else:
+            labels, label_axes = label_image(result), "YX"
+        outlines = self._outlines.pop(src, [])
+        if self.geojson:
+            write_geojson(self.out / f"{stem}.geojson", outlines)
+        if self.imagej_rois and outlines:
+            write_imagej_rois(self.out / f"{stem}.rois.zip", outlines)
+        if self.ome_zarr and asm is not None and asm.layout.kind == "ome-zarr":  # into the input's labels group
+            write_labels_into(src, labels, label_axes, asm.layout.axes)
+        elif self.ome_zarr:
+            if asm is not None:
+                image, axes = read_pixels(asm.layout).reshape(asm.layout.shape), asm.layout.axes
+                size = asm.layout.size
+            else:
+                image = frame.image if frame.frame_index is not None else read_image_raw(src)
+                axes = "YX" if image.ndim == 2 else "YXS"
+                size = PhysicalSize(frame.pixel_size_um, frame.pixel_size_um)
+            write_ome_zarr(self.out / f"{stem}.ome.zarr", image, axes, labels, label_axes, size)
 
     def _add_coco(self, result: ImageResult) -> None:
         h, w = result.label_map.shape
