@@ -34,6 +34,8 @@ if TYPE_CHECKING:
     import napari
 
 MODEL_FILE = "file..."
+# Loaded models, (path, device) -> backend, shared by every widget of the session (re-runs do not reload).
+_BACKENDS: dict[tuple[str, str], Any] = {}
 
 
 def model_file_filter() -> str:
@@ -71,7 +73,7 @@ class CellsWidget(Container):
                                   self.boxes, self.run_button, self.progress, self.status])
         self.model.changed.connect(lambda v: setattr(self.model_file, "visible", v == MODEL_FILE))
         self.run_button.changed.connect(self.run)
-        self._backends: dict[tuple[str, str], Any] = {}
+        self._backends = _BACKENDS
         self.worker: Any = None
         self.result: Segmentation | None = None
         self.busy = False

@@ -22,10 +22,10 @@ TIMEOUT_MS = 120_000
 
 @pytest.fixture(scope="module")
 def backends() -> dict:
-    """One loaded shipped model for every widget of this module (the widget's own backend cache)."""
-    cache: dict = {}
-    load_runner(ModelSettings(), cache)
-    return cache
+    """The widgets' shared cache of loaded models (the shipped model is loaded once per session)."""
+    from asfyolo_rt.napari.widget import _BACKENDS
+
+    return _BACKENDS
 
 
 @pytest.fixture(scope="module")
@@ -41,7 +41,7 @@ def direct(image: np.ndarray, backends: dict) -> np.ndarray:
 
 def run_widget(viewer, qtbot, backends: dict, **values) -> CellsWidget:
     widget = CellsWidget(viewer)
-    widget._backends = backends
+    assert widget._backends is backends
     for key, value in values.items():
         getattr(widget, key).value = value
     viewer.window.add_dock_widget(widget)
