@@ -77,8 +77,6 @@ def test_reader_leaves_other_tiffs_to_other_readers(tmp_path: Path) -> None:
 
 def test_measurements_match_predict_cells_csv() -> None:
     """measure_labels gives cell_rows' numbers (what cells.csv of `predict` holds) on the same label map."""
-    import torch
-
     from asfyolo_rt.infer.predict import ImageResult
     from asfyolo_rt.infer.sources import Frame
     from asfyolo_rt.infer.writers import cell_rows
@@ -94,4 +92,3 @@ def test_measurements_match_predict_cells_csv() -> None:
     np.testing.assert_allclose(t.centroid_x.round(2), [r["centroid_x"] for r in rows])
     np.testing.assert_allclose(t.centroid_y.round(2), [r["centroid_y"] for r in rows])
     np.testing.assert_allclose(t.equivalent_diameter_px.round(3), [r["equivalent_diameter_px"] for r in rows])
-    del torch

@@ -1,6 +1,7 @@
 """The "ASF-YOLO cells" widget in a headless napari viewer (make_napari_viewer, Qt offscreen): it segments
 synthetic nuclei with the shipped DSB2018 model into a Labels layer equal to the project's Runner called
-directly, a 3-D layer plane by plane, and reads back what `asfyolo-rt predict` writes."""
+directly, a 3-D layer plane by plane, reads back what `asfyolo-rt predict` writes, and `asfyolo-rt view
+--run` opens the image with the widget docked and the cells."""
 
 from __future__ import annotations
 
@@ -68,12 +69,11 @@ def test_widget_segments_a_frame_into_a_labels_layer(make_napari_viewer, qtbot, 
     assert f["index"].tolist() == list(range(1, n + 1))
     assert f["area_px"].tolist() == np.bincount(expected.ravel(), minlength=n + 1)[1:].tolist()
     assert f["score"].between(0.25, 1).all()
-    k = int(f["area_px"].idxmax())  # hover over the largest cell's centroid: napari shows its features
-    cy, cx = f.loc[k, "centroid_y"] - 0.5, f.loc[k, "centroid_x"] - 0.5
-    status = layer.get_status((cy, cx))
+    cell = int(f.loc[f["area_px"].idxmax(), "index"])  # hover over the largest cell: napari shows its features
+    y, x = np.argwhere(layer.data == cell)[0]
+    status = layer.get_status((float(y), float(x)))
     value = status["value"] if isinstance(status, dict) else str(status)
-    if layer.data[round(cy), round(cx)] == k + 1:
-        assert "score" in value and str(k + 1) in value
+    assert value.startswith(f"{cell};") and "score" in value and "equivalent_diameter_px" in value
     boxes = viewer.layers["nuclei cells boxes"]
     assert len(boxes.data) == n and boxes.shape_type[0] == "rectangle"
 
@@ -98,8 +98,6 @@ def test_stack_layer_is_segmented_plane_by_plane(make_napari_viewer, qtbot, gl_d
 def test_predict_outputs_open_as_labels_with_cells_csv(make_napari_viewer, gl_display, backends, frames,
                                                         tmp_path: Path):
     """What `asfyolo-rt predict` writes (PredictionWriter) opens through the plugin's reader."""
-    import torch
-
     from asfyolo_rt.infer.predict import ImageResult
     from asfyolo_rt.infer.sources import Frame
     from asfyolo_rt.infer.writers import PredictionWriter, cell_rows
@@ -119,4 +117,23 @@ def test_predict_outputs_open_as_labels_with_cells_csv(make_napari_viewer, gl_di
     assert layer.features["index"].tolist() == [r["id"] for r in rows]
     np.testing.assert_allclose(layer.features["score"], [r["score"] for r in rows])
     np.testing.assert_allclose(layer.features["centroid_x"], [r["centroid_x"] for r in rows])
-    del torch
+
+
+def test_view_run_opens_image_widget_and_cells(qtbot, gl_display, backends, tmp_path: Path) -> None:
+    """What `asfyolo-rt view IMAGE --run --weights dsb2018 --conf 0.3` opens (before napari.run())."""
+    from asfyolo_rt.data.io import write_image
+    from asfyolo_rt.napari.viewer import open_viewer
+
+    image, truth = make_nuclei(5, (160, 160), n_cells=12)
+    write_image(tmp_path / "nuclei.png", image)
+    viewer, widget = open_viewer(tmp_path / "nuclei.png", model="dsb2018", conf=0.3, run=True, show=False)
+    try:
+        assert "ASF-YOLO cells" in viewer.window.dock_widgets
+        assert widget.conf.value == pytest.approx(0.3)
+        qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
+        labels = viewer.layers["nuclei cells"].data
+        expected = load_runner(ModelSettings(conf=0.3), backends)(to_uint8_rgb(image)).final_labels(0.5)[1]
+        np.testing.assert_array_equal(labels, expected)  # the options reached the widget's run
+        assert abs(int(expected.max()) - int(truth.max())) <= 2
+    finally:
+        viewer.close()
