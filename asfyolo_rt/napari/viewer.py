@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +32,10 @@ def open_viewer(image: Path, *, model: str | None = None, conf: float | None = N
     require_napari()
     if not image.is_file():
         raise DataError(f"image {image} does not exist")
+    if show and sys.platform.startswith("linux") and not (
+            os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY") or os.environ.get("QT_QPA_PLATFORM")):
+        raise ConfigError("napari needs a screen: DISPLAY is not set",
+                          hint="run it on a desktop, over ssh -X, or on a virtual one: xvfb-run asfyolo-rt view ...")
     import napari
 
     from asfyolo_rt.napari.widget import MODEL_FILE, CellsWidget

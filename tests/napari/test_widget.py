@@ -117,6 +117,11 @@ def test_predict_outputs_open_as_labels_with_cells_csv(make_napari_viewer, gl_di
     assert layer.features["index"].tolist() == [r["id"] for r in rows]
     np.testing.assert_allclose(layer.features["score"], [r["score"] for r in rows])
     np.testing.assert_allclose(layer.features["centroid_x"], [r["centroid_x"] for r in rows])
+    saved = layer.save(str(tmp_path / "export" / "edited.tif"), plugin="asfyolo-rt")  # napari's File > Save
+    assert saved == [str(tmp_path / "export" / "edited.tif"), str(tmp_path / "export" / "cells.csv")]
+    (again,) = viewer.open(saved[0], plugin="asfyolo-rt")
+    np.testing.assert_array_equal(again.data, lm)
+    np.testing.assert_allclose(again.features["score"], layer.features["score"])
 
 
 def test_view_run_opens_image_widget_and_cells(qtbot, gl_display, backends, tmp_path: Path) -> None:
