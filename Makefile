@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-v4
+STAMP := $(VENV)/.installed-v5
 PYTEST_ARGS ?=
 
 .PHONY: venv test test-all demo lint typecheck clean
@@ -12,10 +12,13 @@ PYTEST_ARGS ?=
 venv: $(STAMP)
 
 # torch is pinned to the CPU build that lies on local disk: a bare `torch` pulls a multi-GB CUDA build.
+# napari draws with OpenGL, which Qt's offscreen platform gets through an X display: Xvfb for its tests.
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,quant,rtx,openvino,bioimageio]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,quant,rtx,openvino,bioimageio,napari]'
+	command -v Xvfb >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb >/dev/null; } \
+		|| echo "note: no Xvfb (apt-get install xvfb): the napari viewer tests will be skipped"
 	touch $(STAMP)
 
 test: $(STAMP)

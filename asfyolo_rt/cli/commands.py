@@ -19,6 +19,7 @@ _MODULES = [
     "asfyolo_rt.cli.export",
     "asfyolo_rt.cli.parity",
     "asfyolo_rt.cli.bench",
+    "asfyolo_rt.cli.view",
 ]
 
 for _name in _MODULES:
