@@ -132,8 +132,8 @@ def _evaluate(opts: BundleOptions, model: Any, mcfg: Any, files: dict[str, Path]
     static = None if opts.dynamic else (img, img)  # PyTorch letterboxed / tiled like the static ONNX models
     backends: list[tuple[str, Any]] = [("pytorch-fp32",
                                         lambda: TorchBackend(model, names=mcfg.names, input_shape=static))]
-    backends += [(f"{'openvino' if p.suffix == '.xml' else 'onnxruntime'}-{k}", (lambda p=p: load_backend(p)))
-                 for k, p in files.items()]
+    backends += [("openvino-" + k.removesuffix("-openvino") if p.suffix == ".xml" else f"onnxruntime-{k}",
+                  (lambda p=p: load_backend(p))) for k, p in files.items()]
     for name, make in backends:
         res = validate(make(), split, cfg, progress=_stage(progress, f"validate {name}"))
         runs[name] = {k: float(v) for k, v in res.summary().items()
