@@ -28,7 +28,7 @@ def val(
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="Checkpoint (.safetensors, official .pt) or shipped name (dsb2018, bcc). Default: the shipped DSB2018 model.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="An exported model to evaluate instead: model.onnx, model.int8.onnx, model.engine.")] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate.")] = "val",
-    protocol: Annotated[str, typer.Option("--protocol", help="fit: whole images letterboxed to --img-size (the paper's protocol, masks at 1/4 resolution); tiled: each image at its own pixel scale in tiles, stitched, full-resolution masks (what predict does); both.")] = "fit",
+    protocol: Annotated[str, typer.Option("--protocol", help="Default fit: whole images letterboxed to --img-size with exact geometry, masks at 1/4 resolution. tiled: each image at its own pixel scale in tiles, stitched, full-resolution masks (what predict does). official: the official code's train-time validation, quirks included (rect batches of 16, conf 0.001, IoU 0.6, overlap masks at 1/4); official-val: the official segment/val.py defaults (batch 1, conf 0.01, IoU 0.45, full-resolution masks); both official protocols fix their own conf/IoU/max-det/batch and skip COCO/DSB. both: fit and tiled.")] = "fit",
     img_size: Annotated[int | None, typer.Option("--img-size", help="fit: long side after resizing; tiled: tile side. Default 640 (a static model's own shape).")] = None,
     tile_overlap: Annotated[int | None, typer.Option("--tile-overlap", help="tiled: pixels shared by neighbouring tiles (default: larger than the model's largest training cell).")] = None,
     batch: Annotated[int, typer.Option(help="Images (fit) or tiles (tiled) per backend call; static exported models use their own.")] = 16,
@@ -52,6 +52,7 @@ def val(
     Examples:
       asfyolo-rt val --data ../shared/datasets/DSB2018 --json
       asfyolo-rt val --data ../shared/datasets/DSB2018 --protocol tiled --json
+      asfyolo-rt val --data ../shared/datasets/DSB2018 --protocol official --json
       asfyolo-rt val --data ../shared/datasets/DSB2018 --protocol both --model bundle/model.onnx
       asfyolo-rt val --weights bcc --data ../shared/datasets/BCC --plots runs/val-bcc
       asfyolo-rt val --model bundle/model.int8.onnx --data ../shared/datasets/DSB2018 --max-images 50
@@ -62,8 +63,8 @@ def val(
     from asfyolo_rt.infer.backends import load_backend
     from asfyolo_rt.infer.geometry import recorded_geometry
 
-    if protocol not in ("fit", "tiled", "both"):
-        raise ConfigError(f"--protocol {protocol!r}: expected fit, tiled or both")
+    if protocol not in ("fit", "tiled", "official", "official-val", "both"):
+        raise ConfigError(f"--protocol {protocol!r}: expected fit, tiled, official, official-val or both")
     if batch < 1:
         raise ConfigError(f"--batch {batch}: expected >= 1")
     if max_det < 1:
@@ -113,6 +114,8 @@ def val(
 
 
 def _describe(protocol: str, result: object, size: int) -> str:
+    if protocol.startswith("official"):
+        return f"(img-size {size}, {result.backend['protocol_settings']})"  # type: ignore[attr-defined]
     if protocol == "fit":
         return f"(img-size {size})"
     b = result.backend  # type: ignore[attr-defined]

@@ -1,4 +1,7 @@
-"""One validation function for every backend (ASF-YOLO.md §6.3), two protocols.
+"""One validation function for every backend (ASF-YOLO.md §6.3), four protocols.
+
+`official` and `official-val` reproduce the official code's own validation, quirks included
+(asfyolo_rt/eval/official.py); `fit` and `tiled` are ours:
 
 `protocol="fit"` (the paper's): every image letterboxed to img_size, described below.
 `protocol="tiled"` (the deployment protocol): every image at its own pixel scale times the model
@@ -6,8 +9,8 @@ scale, cut into tiles of img_size (or a static model's shape) by `asfyolo_rt.inf
 and scored with the same matching and 101-point AP on FULL-RESOLUTION masks in original pixels
 (box-local, so memory stays bounded on large images); conf/iou/max_det as the fit protocol (max_det per tile).
 
-`validate(backend, split)` with protocol "fit" runs the official protocol (rectangular batches sorted by aspect ratio,
-long side = img_size, conf 0.001, NMS IoU 0.6, max_det 300, masks at 1/4 resolution in letterboxed
+`validate(backend, split)` with protocol "fit" (the default) uses the official settings with exact
+geometry (rectangular batches sorted by aspect ratio, long side = img_size, conf 0.001, NMS IoU 0.6, max_det 300, masks at 1/4 resolution in letterboxed
 space, YOLOv5-style matching, 101-point AP) and, on request, two cross-checks on full-resolution
 masks in original-image pixels: COCO box/mask AP (faster-coco-eval) and the DSB2018 score.
 
@@ -36,6 +39,8 @@ from asfyolo_rt.infer.masks import process_masks_proto
 from asfyolo_rt.infer.nms import Detections, non_max_suppression
 
 Progress = Callable[[int, int], None]
+# fit: exact geometry, whole images (default); tiled: deployment; official / official-val: eval/official.py
+PROTOCOLS = ("fit", "tiled", "official", "official-val")
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,8 @@ class ValConfig:
     coco_max_dets: int = 1000
     dsb_conf: float = 0.25  # the DSB score judges final label images: detections below this are not drawn
     fixed_shape: tuple[int, int] | None = None  # letterbox every image into this (H, W) (parity across backends)
-    protocol: str = "fit"  # "fit" (the paper's whole-image letterbox) or "tiled" (native scale, tiles, full-res masks)
+    protocol: str = "fit"  # one of PROTOCOLS: "fit" (whole-image letterbox, exact geometry), "tiled" (native
+    # scale, tiles, full-res masks), "official" / "official-val" (the official code's numbers, eval/official.py)
     model_scale: float = 1.0  # "tiled": network pixels per image pixel
     tile_overlap: int | None = None  # "tiled": overlap of neighbouring tiles (default: from the checkpoint)
     max_object_px: float | None = None  # "tiled": the checkpoint's largest training object (default overlap)
@@ -161,8 +167,14 @@ def validate(
         raise ConfigError(f"img_size must be a multiple of 32, got {cfg.img_size}")
     if not split.samples:
         raise ConfigError(f"split {split.split!r} of {split.root} has no images")
-    if cfg.protocol not in ("fit", "tiled"):
-        raise ConfigError(f"--protocol {cfg.protocol!r}: expected fit or tiled")
+    if cfg.protocol not in PROTOCOLS:
+        raise ConfigError(f"--protocol {cfg.protocol!r}: expected one of {', '.join(PROTOCOLS)}")
+    if cfg.protocol.startswith("official"):
+        from asfyolo_rt.eval.official import apply_protocol, validate_official
+
+        if keep_predictions:
+            raise ConfigError(f"protocol {cfg.protocol!r} keeps no predictions", hint="use fit or tiled")
+        return validate_official(backend, split, apply_protocol(cfg), progress, plots_dir)
     if cfg.protocol == "tiled":
         return _validate_tiled(backend, split, cfg, progress, keep_predictions, plots_dir)
     acc = SegMetricsAccumulator()
