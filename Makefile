@@ -31,7 +31,7 @@ test-all: $(STAMP)
 # DSB2018 train split and evaluated against PyTorch on its val split (synthetic cells without the data).
 DATA ?= ../shared/datasets/DSB2018
 demo: $(STAMP)
-	$(VENV)/bin/asfyolo-rt export --fp16 --int8 $(if $(wildcard $(DATA)),--data $(DATA),) --out runs/demo-bundle
+	$(VENV)/bin/asfyolo-rt export --fp16 --int8 --calib-images 100 --eval-images 20 $(if $(wildcard $(DATA)),--data $(DATA),) --out runs/demo-bundle
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check asfyolo_rt kernels export calib tests bench

@@ -143,7 +143,10 @@ def bench(
             gflops = file_gflops(src, size)
         else:
             net, cfg = src if isinstance(src, tuple) else _load(src)
-            size = img_size or cfg.img_size
+            # whole frames run in tiles of --img-size (default 640), single images at the training size
+            from asfyolo_rt.infer.geometry import DEFAULT_TILE
+
+            size = img_size or (DEFAULT_TILE if whole is not None else cfg.img_size)
             if "torch" in backends:
                 runs.append((f"{label} [torch fp32 {device}]", TorchBackend(net, device=device, kernel_impl=kernel_impl,
                                                                            names=cfg.names)))
