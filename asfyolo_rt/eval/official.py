@@ -33,6 +33,7 @@ from asfyolo_rt.data.io import read_image
 from asfyolo_rt.errors import ConfigError
 from asfyolo_rt.eval.metrics import APResult, SegMetrics, ap_per_class, fitness, interpolated_ap
 from asfyolo_rt.eval.official_gt import official_batches, official_letterbox, official_targets
+from asfyolo_rt.infer.backends import pad_to_static_batch
 from asfyolo_rt.infer.masks import process_masks_proto
 from asfyolo_rt.infer.nms import Detections, non_max_suppression
 
@@ -213,8 +214,7 @@ def validate_official(backend: Backend, split: DatasetSplit, cfg: ValConfig, pro
         placed = [official_letterbox(images[i], net_shape, cfg.img_size) for i in idx]
         x = torch.from_numpy(np.stack([p[0] for p in placed])).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
         n_real = x.shape[0]
-        if backend.max_batch and n_real < backend.max_batch:  # static batch: pad with blank images
-            x = torch.cat([x, x.new_zeros((backend.max_batch - n_real, *x.shape[1:]))])
+        x = pad_to_static_batch(backend, x)
         t1 = time.perf_counter()
         pred, protos = backend(x)
         t2 = time.perf_counter()

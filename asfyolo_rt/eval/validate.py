@@ -34,7 +34,7 @@ from asfyolo_rt.data.io import read_image
 from asfyolo_rt.data.letterbox import LetterboxTransform, preprocess, rect_shape_batch
 from asfyolo_rt.errors import ConfigError
 from asfyolo_rt.eval.metrics import SegMetrics, SegMetricsAccumulator
-from asfyolo_rt.infer.backends import Backend
+from asfyolo_rt.infer.backends import Backend, pad_to_static_batch
 from asfyolo_rt.infer.masks import process_masks_proto
 from asfyolo_rt.infer.nms import Detections, non_max_suppression
 
@@ -206,8 +206,7 @@ def validate(
         size = None if fixed is not None else cfg.img_size
         x, transforms = preprocess(imgs, shape, size=size)
         n_real = x.shape[0]
-        if backend.max_batch and n_real < backend.max_batch:  # static batch: pad with blank images
-            x = torch.cat([x, x.new_zeros((backend.max_batch - n_real, *x.shape[1:]))])
+        x = pad_to_static_batch(backend, x)
         t1 = time.perf_counter()
         pred, protos = backend(x)
         t2 = time.perf_counter()

@@ -121,6 +121,13 @@ class OrtBackend:
         return torch.from_numpy(pred).float(), torch.from_numpy(protos).float()
 
 
+def pad_to_static_batch(backend: Backend, x: torch.Tensor) -> torch.Tensor:
+    """`x` padded with blank images up to a static-batch backend's batch (unchanged for dynamic batches)."""
+    mb = backend.max_batch
+    if mb and x.shape[0] < mb:
+        x = torch.cat([x, x.new_zeros((mb - x.shape[0], *x.shape[1:]))])
+    return x
+
 def _json_or(text: str | None, default: Any) -> Any:
     import json
 

@@ -38,7 +38,7 @@ import torch
 
 from asfyolo_rt.data.letterbox import LetterboxTransform, letterbox, rect_shape
 from asfyolo_rt.errors import ConfigError
-from asfyolo_rt.infer.backends import Backend
+from asfyolo_rt.infer.backends import Backend, pad_to_static_batch
 from asfyolo_rt.infer.nms import MAX_WH, Detections, nms, non_max_suppression
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ class Runner:
             log.warning("--scale fit shrinks this %dx%d image %.1fx: cells lose detail; --scale native keeps "
                         "them at their own size", w0, h0, shrink)
         x = _to_tensor([padded])
-        x = self._pad_batch(x)
+        x = pad_to_static_batch(self.backend, x)
         t1 = time.perf_counter()
         pred, protos = self.backend(x)
         t2 = time.perf_counter()
@@ -298,7 +298,7 @@ class Runner:
             t0 = time.perf_counter()
             group = tiles[start : start + self.batch]
             x = _to_tensor([_cut(scaled, tl) for tl in group])
-            x = self._pad_batch(x)
+            x = pad_to_static_batch(self.backend, x)
             t1 = time.perf_counter()
             pred, protos = self.backend(x)
             t2 = time.perf_counter()
@@ -329,12 +329,6 @@ class Runner:
         return out
 
     # ---------------------------------------------------------------------------------------- parts
-    def _pad_batch(self, x: torch.Tensor) -> torch.Tensor:
-        mb = self.backend.max_batch
-        if mb and x.shape[0] < mb:
-            x = torch.cat([x, x.new_zeros((mb - x.shape[0], *x.shape[1:]))])
-        return x
-
     def _nms(self, pred: torch.Tensor) -> list[Detections]:
         p = self.post
         return non_max_suppression(pred, conf_threshold=p.conf, iou_threshold=p.iou, max_det=p.max_det,

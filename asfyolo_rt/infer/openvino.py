@@ -16,7 +16,6 @@ and parity row says what ran. Input: (B, 3, H, W) float32 in [0, 1]; output: CPU
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from asfyolo_rt.errors import ConfigError, ExportError
+from asfyolo_rt.infer.backends import _json_or
 
 PRECISIONS = ("fp32", "bf16", "int8")
 INSTALL_HINT = "pip install 'asfyolo-rt[openvino]' (openvino, nncf)"
@@ -173,11 +173,3 @@ class OpenVinoBackend:
 def _has_fake_quantize(model: Any) -> bool:
     return any(op.get_type_name() == "FakeQuantize" for op in model.get_ops())
 
-
-def _json_or(text: str | None, default: Any) -> Any:
-    if not text:
-        return default
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError:
-        return default
