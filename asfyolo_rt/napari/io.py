@@ -21,6 +21,7 @@ import numpy as np
 
 from asfyolo_rt.atomic import atomic_write_bytes
 from asfyolo_rt.errors import DataError
+from asfyolo_rt.infer.writers import CELL_FIELDS
 from asfyolo_rt.napari.measure import measure_labels
 
 LABEL_SUFFIXES = (".tif", ".tiff")
@@ -90,8 +91,8 @@ def read_cells_csv(path: Path, image: str) -> dict[str, np.ndarray]:
     return out
 
 
-EXPORT_FIELDS = ["image", "id", "plane", "class", "score", "x1", "y1", "x2", "y2", "area_px", "centroid_x",
-                 "centroid_y", "equivalent_diameter_px"]
+# the columns of `asfyolo-rt predict`'s cells.csv (t and z stay empty: a napari layer has planes, not axes)
+EXPORT_FIELDS = CELL_FIELDS
 
 
 def write_labels(path: str, data: Any, meta: dict[str, Any]) -> list[str]:

@@ -15,6 +15,11 @@ import numpy as np
 from asfyolo_rt.errors import DataError
 
 
+def equivalent_diameter(area_px: np.ndarray) -> np.ndarray:
+    """Diameter of the circle of the same area (px): 2 * sqrt(area / pi)."""
+    return 2.0 * np.sqrt(np.asarray(area_px, np.float64) / np.pi)
+
+
 @dataclass(frozen=True)
 class CellTable:
     """One entry per label id present in the image, ascending ids; every array has length n."""
@@ -30,7 +35,7 @@ class CellTable:
 
     @property
     def equivalent_diameter_px(self) -> np.ndarray:
-        return 2.0 * np.sqrt(self.area_px / np.pi)
+        return equivalent_diameter(self.area_px)
 
 
 def measure_labels(labels: np.ndarray) -> CellTable:

@@ -21,7 +21,7 @@ import numpy as np
 
 from asfyolo_rt.errors import ConfigError, DataError
 from asfyolo_rt.infer.geometry import Geometry, PostConfig, Runner, recorded_geometry
-from asfyolo_rt.napari.measure import measure_labels
+from asfyolo_rt.napari.measure import equivalent_diameter, measure_labels
 
 
 @dataclass(frozen=True)
@@ -131,7 +131,7 @@ def iter_segment(data: Any, rgb: bool, runner: Runner, *, min_visible: float = 0
         cols["area_px"].append(area)
         cols["centroid_y"].append(cy.round(2))
         cols["centroid_x"].append(cx.round(2))
-        cols["equivalent_diameter_px"].append((2 * np.sqrt(area / np.pi)).round(3))
+        cols["equivalent_diameter_px"].append(equivalent_diameter(area).round(3))
         boxes.append(kept.boxes.numpy().astype(np.float64).reshape(-1, 4))
         counts.append(n)
         next_id += n
