@@ -201,7 +201,7 @@ def bench_backend(
             batch_imgs = [images[(step * bs + i) % len(images)] for i in range(bs)]  # cycle through the images
             step += 1
             t0 = time.perf_counter()
-            x, transforms = preprocess(batch_imgs, shape)
+            x, transforms = preprocess(batch_imgs, shape, interpolation="linear")  # what predict --scale fit does
             t1 = time.perf_counter()
             pred, protos = backend(x)
             _sync(device)

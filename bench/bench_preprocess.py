@@ -1,10 +1,12 @@
 """Benchmark pre-processing: a 1272 x 603 RGB image (DSB2018's largest shape) to a 320 x 320 network input.
 
 Cases (median / p20 / p80 ms, one image, batch 1):
-- preprocess: `asfyolo_rt.data.letterbox.preprocess` end to end (resize on uint8, pad, one pass to the
-  normalised float CHW tensor);
+- preprocess: `asfyolo_rt.data.letterbox.preprocess(..., interpolation="linear")` end to end, what
+  `predict --scale fit` and `bench` run (INTER_LINEAR resize on uint8 like the official prediction
+  letterbox, pad, one pass to the normalised float CHW tensor);
+- preprocess_area: the same with validation's INTER_AREA shrink (`val --protocol fit/official`);
 - resize_area: cv2.INTER_AREA 1272x603 -> 320x152 alone (the shrink filter of the official validation);
-- resize_linear: cv2.INTER_LINEAR, same sizes (what Ultralytics uses: what <= 1 ms costs in resize quality);
+- resize_linear: cv2.INTER_LINEAR, same sizes (the official prediction letterbox's filter);
 - to_tensor: the uint8 HWC -> float CHW / 255 pass alone at 320 x 320 (`geometry._to_tensor`, the
   native-scale tile path, which never resizes);
 - reference_tensor: the previous chain (np.stack, permute, .float(), div_, contiguous) at 320 x 320.
@@ -36,7 +38,8 @@ def main(argv: list[str] | None = None) -> None:
     img = np.random.default_rng(0).integers(0, 256, (603, 1272, 3), dtype=np.uint8)
     tile = np.ascontiguousarray(img[:320, :320])
     cases = {
-        "preprocess": lambda: preprocess([img], 320),
+        "preprocess": lambda: preprocess([img], 320, interpolation="linear"),
+        "preprocess_area": lambda: preprocess([img], 320),
         "resize_area": lambda: cv2.resize(img, (320, 152), interpolation=cv2.INTER_AREA),
         "resize_linear": lambda: cv2.resize(img, (320, 152), interpolation=cv2.INTER_LINEAR),
         "to_tensor": lambda: _to_tensor([tile]),

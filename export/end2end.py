@@ -24,7 +24,10 @@ No uint8 intermediate tensor (TensorRT rejects them): `masks` is cast to uint8 a
 
 Outputs (fixed size): num_dets (B,) int32; boxes (B, max_det, 4) float32 xyxy in network pixels;
 scores (B, max_det) float32; classes (B, max_det) int32; masks (B, max_det, Hp, Wp) uint8 in {0, 1};
-[label_map (B, Hp, Wp) int32]. Equivalent Python: `non_max_suppression(pred, conf_threshold=...,
+[label_map (B, Hp, Wp) int32]; then coeffs (B, max_det, nm) float32, the raw mask coefficients of the same
+rows, and protos (B, nm, Hp, Wp) float32, the model's prototypes: with these two a host assembles the masks
+at full image resolution and stitches tiles exactly as for the plain model (`asfyolo_rt.infer.backends.
+OrtEnd2EndBackend`, `predict --model model.end2end.onnx`). Equivalent Python: `non_max_suppression(pred, conf_threshold=...,
 iou_threshold=..., max_det=..., max_nms=topk)` then `process_masks_proto` per image.
 """
 
@@ -59,7 +62,8 @@ IOU_EPS = 1e-7  # = asfyolo_rt.eval.boxes.IOU_EPS (added to unions)
 # Cluster-NMS iterations unrolled into the graph; odd, so that an unconverged result can only miss boxes
 # greedy NMS keeps, never keep one it removes. Measured need (at most 19) and reasoning: `_cluster_nms`.
 CLUSTER_NMS_ITERATIONS = 25
-E2E_OUTPUTS = ("num_dets", "boxes", "scores", "classes", "masks")
+E2E_OUTPUTS = ("num_dets", "boxes", "scores", "classes", "masks")  # then [label_map], coeffs, protos
+E2E_RAW_OUTPUTS = ("coeffs", "protos")  # what a host needs to assemble full-resolution masks and stitch tiles
 
 
 @dataclass(frozen=True)
@@ -338,6 +342,7 @@ def build_end2end(model: onnx.ModelProto, cfg: End2EndConfig = End2EndConfig()) 
         bool_masks = _masks_onnx(g, "protos", images, det["coeffs"], det["boxes"], nm, cfg.mask_threshold)
         if cfg.label_map:
             named["label_map"] = _label_map(g, bool_masks, cfg.max_det)
+    named["coeffs"] = det["coeffs"]
     for out_name, tensor in named.items():  # rename via Identity so outputs have stable names
         g.nodes.append(helper.make_node("Identity", [tensor], [out_name], name=f"/post/output/{out_name}"))
     if bool_masks is not None:  # the uint8 cast writes the output itself: no uint8 intermediate tensor
@@ -345,12 +350,15 @@ def build_end2end(model: onnx.ModelProto, cfg: End2EndConfig = End2EndConfig()) 
                                         to=TensorProto.UINT8))
     m.graph.node.extend(g.nodes)
     m.graph.initializer.extend(g.inits)
-    # pred/protos become internal: their output types become value_info (replacing stale converter entries)
-    old_outputs = list(m.graph.output)
+    # pred becomes internal: its output type becomes value_info (replacing a stale converter entry); protos
+    # stays a graph output (last), beside the coeffs
+    old_outputs = {o.name: o for o in m.graph.output}
     stale = [v for v in m.graph.value_info if v.name in ("pred", "protos")]
     for v in stale:
         m.graph.value_info.remove(v)
-    m.graph.value_info.extend(old_outputs)
+    m.graph.value_info.append(old_outputs["pred"])
+    protos_info = onnx.ValueInfoProto()
+    protos_info.CopyFrom(old_outputs["protos"])
     del m.graph.output[:]
     b: int | str = "batch"
     dims = m.graph.input[0].type.tensor_type.shape.dim
@@ -365,14 +373,17 @@ def build_end2end(model: onnx.ModelProto, cfg: End2EndConfig = End2EndConfig()) 
         _output_info("scores", TensorProto.FLOAT, [b, d]),
         _output_info("classes", TensorProto.INT32, [b, d]),
         _output_info("masks", TensorProto.UINT8, [b, d, *pshape]),
-    ] + ([_output_info("label_map", TensorProto.INT32, [b, *pshape])] if cfg.label_map else []))
+    ] + ([_output_info("label_map", TensorProto.INT32, [b, *pshape])] if cfg.label_map else []) + [
+        _output_info("coeffs", TensorProto.FLOAT, [b, d, nm]),
+        protos_info,
+    ])
     if cfg.masks == "plugin":
         m.opset_import.append(helper.make_opsetid("asfyolo_rt", 1))
     meta.update({
         "end2end": "true", "e2e_conf_threshold": repr(cfg.conf_threshold), "e2e_iou_threshold": repr(cfg.iou_threshold),
         "e2e_max_det": str(cfg.max_det), "e2e_topk": str(cfg.topk), "e2e_mask_threshold": repr(cfg.mask_threshold),
         "e2e_agnostic": str(cfg.agnostic).lower(), "e2e_masks": cfg.masks, "e2e_mask_resolution": "prototype",
-        "e2e_nms": cfg.nms, "e2e_label_map": str(cfg.label_map).lower(),
+        "e2e_nms": cfg.nms, "e2e_label_map": str(cfg.label_map).lower(), "e2e_raw_outputs": ",".join(E2E_RAW_OUTPUTS),
     })
     if cfg.nms == "cluster":
         meta["e2e_nms_iterations"] = str(cfg.nms_iterations)

@@ -115,6 +115,7 @@ def letterbox(
     color: int = 114,
     scaleup: bool = True,
     size: int | None = None,
+    interpolation: str = "area",
 ) -> tuple[np.ndarray, LetterboxTransform]:
     """Resize keeping the aspect ratio, then pad centred to `new_shape`.
 
@@ -122,11 +123,14 @@ def letterbox(
     new_shape: output (H, W), or an int for a square.
     size: the long side after resizing; default: the largest that fits new_shape. Must fit new_shape.
     scaleup: False never enlarges (only shrinks).
+    interpolation: "area" (the official validation loader: INTER_AREA when shrinking, INTER_LINEAR when
+    enlarging) or "linear" (the official prediction letterbox: INTER_LINEAR always, ~25x faster when
+    shrinking a 1272 x 603 image to 320).
     Returns the padded image (H, W[, C]) of the input dtype and the transform back to the original.
     """
     if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or 0 in image.shape[:2]:
         raise DataError(f"image of shape {getattr(image, 'shape', None)}; expected an (H, W[, C]) numpy array")
-    resized, t = _resize(image, new_shape, scaleup=scaleup, size=size)
+    resized, t = _resize(image, new_shape, scaleup=scaleup, size=size, interpolation=interpolation)
     h, w = t.net_shape
     nh, nw = resized.shape[:2]
     left, top = int(t.pad[0]), int(t.pad[1])
@@ -139,8 +143,10 @@ def letterbox(
 
 
 def _resize(image: np.ndarray, new_shape: int | tuple[int, int], *, scaleup: bool = True,
-            size: int | None = None) -> tuple[np.ndarray, LetterboxTransform]:
+            size: int | None = None, interpolation: str = "area") -> tuple[np.ndarray, LetterboxTransform]:
     """The resize step of `letterbox` (on the input dtype, normally uint8) and the transform of the padded result."""
+    if interpolation not in ("area", "linear"):
+        raise DataError(f"interpolation {interpolation!r}: expected 'area' or 'linear'")
     h, w = _as_hw(new_shape)
     h0, w0 = image.shape[:2]
     r = min(h / h0, w / w0) if size is None else size / max(h0, w0)
@@ -154,7 +160,7 @@ def _resize(image: np.ndarray, new_shape: int | tuple[int, int], *, scaleup: boo
                         f"which does not fit the target shape {(h, w)}",
                         hint="use a larger new_shape (see rect_shape) or a smaller size")
     if (nh, nw) != (h0, w0):
-        interp = cv2.INTER_LINEAR if r > 1 else cv2.INTER_AREA
+        interp = cv2.INTER_LINEAR if r > 1 or interpolation == "linear" else cv2.INTER_AREA
         image = cv2.resize(image, (nw, nh), interpolation=interp)
     top, left = (h - nh) // 2, (w - nw) // 2
     return image, LetterboxTransform(scale=float(r), pad=(float(left), float(top)), orig_shape=(h0, w0),
@@ -188,6 +194,7 @@ def preprocess(
     shape: int | tuple[int, int],
     *,
     size: int | None = None,
+    interpolation: str = "area",
 ) -> tuple[torch.Tensor, list[LetterboxTransform]]:
     """Letterbox a batch of RGB images into one network input tensor.
 
@@ -206,7 +213,7 @@ def preprocess(
                 f"{getattr(image, 'dtype', '')}; expected (H, W, 3) uint8 RGB",
                 hint="read images with asfyolo_rt.data.read_image or convert with to_uint8_rgb",
             )
-        resized, t = _resize(image, (h, w), size=size)  # on uint8, before any float conversion
+        resized, t = _resize(image, (h, w), size=size, interpolation=interpolation)  # on uint8, before any float conversion
         nh, nw = resized.shape[:2]
         left, top = int(t.pad[0]), int(t.pad[1])
         if (nh, nw) != (h, w):

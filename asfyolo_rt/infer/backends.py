@@ -105,6 +105,11 @@ class OrtBackend:
                 f"{[i.name for i in inputs]} and outputs {outputs}",
                 hint="end-to-end (--end2end) models have a different interface; use the plain model.onnx",
             )
+        self._session_info(precision)
+
+    def _session_info(self, precision: str | None) -> None:
+        """Input name, static shape/batch, class names, nc and precision of the loaded session."""
+        inputs = self.session.get_inputs()
         self.input_name = inputs[0].name
         shape = inputs[0].shape
         self.max_batch = shape[0] if isinstance(shape[0], int) else None
@@ -168,6 +173,10 @@ def load_backend(
 
         return OrtRtxBackend(path, ort_rtx, threads=threads)
     if suffix == ".onnx":
+        from asfyolo_rt.infer.end2end import OrtEnd2EndBackend, is_end2end_onnx
+
+        if path.is_file() and is_end2end_onnx(path):  # export --end2end: NMS inside, stitching outside
+            return OrtEnd2EndBackend(path, threads=threads)  # type: ignore[return-value]
         return OrtBackend(path, threads=threads)
     if suffix in (".engine", ".plan"):
         from asfyolo_rt.export.engine.runner import TensorRTBackend  # lazily: needs TensorRT and CUDA

@@ -239,6 +239,10 @@ class Runner:
             raise ConfigError(f"--batch {geo.batch} is larger than the model's fixed batch {backend.max_batch}",
                               hint=f"use --batch {backend.max_batch} or export with a larger batch")
         self.batch = backend.max_batch or geo.batch
+        if getattr(backend, "end2end", False):  # NMS inside the graph: say once what of `post` it cannot honour
+            why = backend.mismatch(post.conf, post.iou, post.max_det)  # type: ignore[attr-defined]
+            if why:
+                log.warning("%s", why)
         if geo.scale == "native":
             self.tile = tile_size(backend, geo)
             self.overlap = resolve_overlap(geo, max_object_px)
@@ -255,10 +259,11 @@ class Runner:
         t0 = time.perf_counter()
         h0, w0 = image.shape[:2]
         size = self.geo.img_size or DEFAULT_TILE
+        # INTER_LINEAR like the official prediction letterbox (validation's INTER_AREA shrink is 25x slower)
         if self.backend.input_shape is not None:
-            padded, t = letterbox(image, self.backend.input_shape)
+            padded, t = letterbox(image, self.backend.input_shape, interpolation="linear")
         else:
-            padded, t = letterbox(image, rect_shape(h0, w0, size), size=size)
+            padded, t = letterbox(image, rect_shape(h0, w0, size), size=size, interpolation="linear")
         shrink = 1.0 / t.scale if t.scale > 0 else 1.0
         if shrink > 2.0:
             log.warning("--scale fit shrinks this %dx%d image %.1fx: cells lose detail; --scale native keeps "
@@ -266,9 +271,9 @@ class Runner:
         x = _to_tensor([padded])
         x = pad_to_static_batch(self.backend, x)
         t1 = time.perf_counter()
-        pred, protos = self.backend(x)
+        dets, protos = self._detect(x, 1)
         t2 = time.perf_counter()
-        (det,) = self._nms(pred[:1])
+        det = dets[0]
         boxes = t.boxes_to_original(det.boxes.clone())
         packed = self._masks(protos[0], det, boxes, (h0, w0), t.scale, t.pad)
         out = FrameResult(boxes.cpu().float(), det.scores.cpu().float(), det.classes.cpu().long(), packed, (h0, w0),
@@ -300,9 +305,8 @@ class Runner:
             x = _to_tensor([_cut(scaled, tl) for tl in group])
             x = pad_to_static_batch(self.backend, x)
             t1 = time.perf_counter()
-            pred, protos = self.backend(x)
+            dets, protos = self._detect(x, len(group))
             t2 = time.perf_counter()
-            dets = self._nms(pred[: len(group)])
             for k, (tl, det) in enumerate(zip(group, dets)):
                 if len(det) == 0:
                     continue
@@ -329,6 +333,16 @@ class Runner:
         return out
 
     # ---------------------------------------------------------------------------------------- parts
+    def _detect(self, x: torch.Tensor, n: int) -> tuple[list[Detections], torch.Tensor]:
+        """Detections of the first `n` images of the batch (the rest is static-batch padding), NMS applied,
+        and the prototypes: the backend's raw outputs through `_nms`, or an end-to-end model's own NMS rows
+        (`asfyolo_rt.infer.end2end`)."""
+        if getattr(self.backend, "end2end", False):
+            dets, protos = self.backend.detect(x, self.post.conf)  # type: ignore[attr-defined]
+            return dets[:n], protos
+        pred, protos = self.backend(x)
+        return self._nms(pred[:n]), protos
+
     def _nms(self, pred: torch.Tensor) -> list[Detections]:
         p = self.post
         return non_max_suppression(pred, conf_threshold=p.conf, iou_threshold=p.iou, max_det=p.max_det,

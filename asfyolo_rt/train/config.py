@@ -37,6 +37,11 @@ class AugmentConfig:
     min_area_ratio: float = 0.01  # ... and keeps more than this fraction of its (scaled) pre-affine box area
     max_aspect: float = 100.0  # ... and its aspect ratio stays below this
     object_bias: float = 0.8  # scale "native": probability that a window is placed around a random instance
+    # scale "native": which image a sample's window comes from. "image": sample i of an epoch is image i (every
+    # image equally often, whatever its size); "area": images drawn with probability proportional to their area
+    # at the model scale in windows (at least one), so a 1272 x 603 frame is seen ~17x as often as a 256 x 256 one
+    # at 1.5 and 320 px windows, as its content warrants. The epoch length stays the number of images.
+    window_sampling: str = "image"
 
 
 @dataclass(frozen=True)
@@ -186,6 +191,8 @@ def check(cfg: TrainConfig) -> None:
         problems.append(f"model_scale {cfg.model_scale}: expected a factor in [0.05, 20]")
     if not 0.0 <= cfg.augment.object_bias <= 1.0:
         problems.append(f"augment.object_bias {cfg.augment.object_bias}: expected a probability in [0, 1]")
+    if cfg.augment.window_sampling not in ("image", "area"):
+        problems.append(f"augment.window_sampling {cfg.augment.window_sampling!r}: expected 'image' or 'area'")
     if cfg.epochs < 1:
         problems.append(f"epochs {cfg.epochs}: expected >= 1")
     if cfg.batch < 1:

@@ -114,6 +114,14 @@ def largest_object_px(split: DatasetSplit, model_scale: float = 1.0) -> float:
     return round(best, 1)
 
 
+def window_weights(samples: list[Sample], size: int, model_scale: float = 1.0) -> np.ndarray:
+    """Draw probabilities of native-scale training images: each image's area at `model_scale`, in
+    size x size windows, at least 1 (an image smaller than a window still fills one), normalised."""
+    areas = np.array([image_size(s.image_path) for s in samples], np.float64).prod(1) * model_scale**2
+    w = np.maximum(areas / float(size * size), 1.0)
+    return w / w.sum()
+
+
 class TrainDataset(Dataset):
     """Augmented training samples of one split (see module docstring for the item format and scales)."""
 
@@ -145,6 +153,9 @@ class TrainDataset(Dataset):
         self.scale = scale
         self.model_scale = model_scale
         self._cache: list[tuple[np.ndarray, Instances]] | None = None
+        self.draw_p: np.ndarray | None = None  # per-image draw probabilities (window_sampling "area")
+        if scale == "native" and self.aug.window_sampling == "area":
+            self.draw_p = window_weights(self.samples, img_size, model_scale)
         if cache_images:
             self._cache = [self._read(s) for s in self.samples]
             mb = sum(im.nbytes for im, _ in self._cache) / 2**20
@@ -190,9 +201,13 @@ class TrainDataset(Dataset):
         rng = np.random.default_rng((self.seed, self.epoch, index))
         if self.augment:
             use_mosaic = bool(rng.random() < self.aug.mosaic)
-            picks = [index, *rng.integers(0, len(self), 3).tolist()] if use_mosaic else [index]
+            if self.draw_p is not None:
+                picks = rng.choice(len(self), 4 if use_mosaic else 1, p=self.draw_p).tolist()
+            else:
+                picks = [index, *rng.integers(0, len(self), 3).tolist()] if use_mosaic else [index]
             img, inst = augment_sample([self.load(i, rng) for i in picks], s, self.aug, rng, use_mosaic=use_mosaic)
             polys = list(inst.polygons)
+            index = picks[0]  # the image the item is built on (differs from `index` under area sampling)
         else:
             img, inst = letterbox_square(*self.load(index, rng), s)
             polys = list(resample_polygons(list(inst.polygons), self.aug.resample_points))

@@ -135,3 +135,20 @@ def test_preprocess_batch() -> None:
 def test_preprocess_rejects_non_rgb8(bad: np.ndarray) -> None:
     with pytest.raises(DataError, match=r"expected \(H, W, 3\) uint8 RGB"):
         preprocess([bad], 32)
+
+
+def test_linear_interpolation_is_the_prediction_letterbox() -> None:
+    """interpolation="linear" shrinks with INTER_LINEAR (the official prediction letterbox), "area" with
+    INTER_AREA (validation); both place the image identically, and a bad name is refused."""
+    img = np.random.default_rng(3).integers(0, 256, (603, 1272, 3), dtype=np.uint8)
+    lin, t_lin = letterbox(img, 320, interpolation="linear")
+    area, t_area = letterbox(img, 320)
+    assert t_lin == t_area
+    top, nh = int(t_lin.pad[1]), 152  # 603 * 320 / 1272 = 151.7 -> 152 rows
+    np.testing.assert_array_equal(lin[top : top + nh], cv2.resize(img, (320, 152), interpolation=cv2.INTER_LINEAR))
+    np.testing.assert_array_equal(area[top : top + nh], cv2.resize(img, (320, 152), interpolation=cv2.INTER_AREA))
+    assert not np.array_equal(lin, area)
+    x, _ = preprocess([img], 320, interpolation="linear")
+    np.testing.assert_allclose(x[0].permute(1, 2, 0).numpy() * 255, lin.astype(np.float32), atol=1e-3)
+    with pytest.raises(DataError, match="interpolation"):
+        letterbox(img, 320, interpolation="cubic")

@@ -32,6 +32,10 @@ def _check_against_python(e2e: dict, raw: dict, cfg: End2EndConfig) -> int:
         np.testing.assert_allclose(e2e["boxes"][b, :n], d.boxes.numpy(), atol=1e-4)
         np.testing.assert_allclose(e2e["scores"][b, :n], d.scores.numpy(), atol=1e-6)
         np.testing.assert_array_equal(e2e["classes"][b, :n], d.classes.numpy())
+        # the raw outputs a host assembles full-resolution masks from: the same rows' coefficients, the protos
+        np.testing.assert_allclose(e2e["coeffs"][b, :n], d.coeffs.numpy(), atol=1e-5)
+        assert not e2e["coeffs"][b, n:].any()
+        np.testing.assert_array_equal(e2e["protos"][b], raw["protos"][b])
         assert not e2e["boxes"][b, n:].any() and not e2e["masks"][b, n:].any()  # zero padding
         ref = process_masks_proto(torch.from_numpy(raw["protos"][b]), d.coeffs, d.boxes, (160, 160)).numpy()
         got = e2e["masks"][b, :n].astype(bool)
@@ -50,7 +54,8 @@ def _check_against_python(e2e: dict, raw: dict, cfg: End2EndConfig) -> int:
 def test_end2end_static_matches_python_postprocessing(onnx_static, nuclei_batch, tmp_path):
     art = export_end2end(onnx_static.path, tmp_path / "e2e.onnx", CFG)
     m = onnx.load(str(art.path))
-    assert [o.name for o in m.graph.output] == ["num_dets", "boxes", "scores", "classes", "masks", "label_map"]
+    assert [o.name for o in m.graph.output] == ["num_dets", "boxes", "scores", "classes", "masks", "label_map",
+                                                "coeffs", "protos"]
     assert {"TopK", "NonMaxSuppression", "ScatterND", "MatMul"} <= {n.op_type for n in m.graph.node}
     x = nuclei_batch[:1]
     e2e = _run(art.path, x)
@@ -87,7 +92,7 @@ def test_plugin_node_structure(onnx_static):
     assert node.op_type == "mask_assembly"
     assert attrs["plugin_namespace"] == b"asfyolo_rt" and attrs["aot"] == 1
     assert attrs["mask_threshold"] == pytest.approx(0.5) and attrs["nm"] == 32
-    assert [i.name for i in m.graph.output][-1] == "masks"
+    assert [i.name for i in m.graph.output][4:] == ["masks", "coeffs", "protos"]
     assert node.output[0] in {n.input[0] for n in m.graph.node if n.name == "/post/output/masks"}
     assert not any(n.op_type == "MatMul" and n.name.startswith("/post") for n in m.graph.node)
     onnx.checker.check_model(m)
@@ -137,7 +142,8 @@ def test_topk_default_clamp_and_explicit_limit(caplog):
 def test_cluster_nms_matches_python_postprocessing(onnx_static, onnx_dynamic, nuclei_batch, tmp_path):
     art = export_end2end(onnx_static.path, tmp_path / "e2e.rtx.onnx", CLUSTER)
     m = onnx.load(str(art.path))
-    assert [o.name for o in m.graph.output] == ["num_dets", "boxes", "scores", "classes", "masks", "label_map"]
+    assert [o.name for o in m.graph.output] == ["num_dets", "boxes", "scores", "classes", "masks", "label_map",
+                                                "coeffs", "protos"]
     assert "NonMaxSuppression" not in {n.op_type for n in m.graph.node}
     assert art.metadata["e2e_nms"] == "cluster" and art.metadata["e2e_nms_iterations"] == "25"
     x = nuclei_batch[:1]

@@ -75,3 +75,29 @@ def test_box_sizes_are_in_training_pixels(split) -> None:
     wh = TrainDataset(split, 256, cache_images=False).box_sizes()
     assert wh.shape == (split.n_instances, 2)
     assert 10 < float(np.median(wh)) < 256  # blobs of radius ~0.3 * short side at long side 256
+
+
+def test_area_sampling_draws_images_by_their_windowed_area(tmp_path) -> None:
+    """window_sampling "area": a 384 x 512 image is worth 48 windows of 64 px, a 96 x 128 one 3, so the big
+    image is the base of ~48/57 of the items (one image per item without mosaic); "image" keeps 1 in 4."""
+    import shutil
+
+    small = write_dataset(tmp_path / "small", n_train=3, n_val=1)
+    big = write_dataset(tmp_path / "big", n_train=1, n_val=1, shape=(384, 512), seed=3)
+    shutil.copy(big / "images/train/000.png", small / "images/train/big.png")
+    shutil.copy(big / "labels/train/000.txt", small / "labels/train/big.txt")
+    split = load_split(small, "train")
+    aug = AugmentConfig(mosaic=0.0, window_sampling="area")
+    ds = TrainDataset(split, 64, aug, scale="native")
+    names = [p.image_path.name for p in split.samples]
+    assert ds.draw_p is not None
+    np.testing.assert_allclose(ds.draw_p, [48 / 57 if n == "big.png" else 3 / 57 for n in names], rtol=1e-6)
+    hits = sum(ds[i % len(ds)][3].endswith("big.png") for i in range(200) for _ in [ds.set_epoch(i)])
+    assert 0.75 < hits / 200 < 0.93
+    uniform = TrainDataset(split, 64, AugmentConfig(mosaic=0.0), scale="native")
+    assert uniform.draw_p is None
+    hits = sum(uniform[i % 4][3].endswith("big.png") for i in range(200))
+    assert hits == 50
+    # at 2x the model scale the small images fill 12 windows each, the big one 192
+    np.testing.assert_allclose(TrainDataset(split, 64, aug, scale="native", model_scale=2.0).draw_p,
+                               [192 / 228 if n == "big.png" else 12 / 228 for n in names], rtol=1e-6)
