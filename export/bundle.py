@@ -26,7 +26,7 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -144,8 +144,9 @@ def _evaluate(opts: BundleOptions, model: Any, mcfg: Any, files: dict[str, Path]
             "metrics": runs, "delta_vs_pytorch": deltas}
 
 
-def _mask_map50_evaluator(opts: BundleOptions, img: int, n_images: int = 8) -> Callable[[Path], float] | None:
-    """With --data: ONNX path -> mask mAP50 on a few val images (the sensitivity metric); else None."""
+def _mask_map50_evaluator(opts: BundleOptions, mcfg: Any, img: int, n_images: int = 8) -> Callable[[Path], float] | None:
+    """With --data: ONNX path -> mask mAP50 on a few val images (the sensitivity metric), by the protocol the
+    export's accuracy check uses (tiled for native-scale models); else None."""
     if opts.data is None:
         return None
     from asfyolo_rt.data.dataset import load_split
@@ -156,7 +157,9 @@ def _mask_map50_evaluator(opts: BundleOptions, img: int, n_images: int = 8) -> C
         split = load_split(opts.data, "val", on_problem="skip")
     except AsfYoloError:
         return None
-    cfg = ValConfig(img_size=img, max_images=min(n_images, opts.eval_images or n_images), batch_size=1)
+    cfg = ValConfig(img_size=img, max_images=min(n_images, opts.eval_images or n_images), batch_size=1,
+                    protocol="tiled" if mcfg.train_scale == "native" else "fit",
+                    model_scale=mcfg.model_scale or 1.0, max_object_px=mcfg.max_object_px)
     return lambda path: float(validate(OrtBackend(path), split, cfg).metrics.mask_map50)
 
 
@@ -237,7 +240,11 @@ def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) ->
 
         assert calib is not None
         qcfg = QuantConfig(method=opts.calib_method, exclude=opts.int8_exclude, include=opts.int8_include)
-        q_trt = quantize_tensorrt(fp32.path, out / "model.int8.onnx", calib, qcfg,
+        # the TensorRT flavour also keeps what the checkpoint records as INT8-sensitive (weights pack --int8-exclude)
+        qcfg_trt = replace(qcfg, exclude=tuple(dict.fromkeys((*mcfg.int8_exclude, *opts.int8_exclude))))
+        if mcfg.int8_exclude:
+            log.info("TensorRT INT8: keeping %s unquantized (recorded in %s)", ", ".join(mcfg.int8_exclude), weights.name)
+        q_trt = quantize_tensorrt(fp32.path, out / "model.int8.onnx", calib, qcfg_trt,
                                   cache_path=out / "model.int8.calib.json", progress=_stage(progress, "INT8 (TensorRT)"))
         q_cpu = quantize_ort_cpu(fp32.path, out / "model.int8-cpu.onnx", calib, qcfg,
                                  cache_path=out / "model.int8-cpu.calib.json", progress=_stage(progress, "INT8 (CPU)"))
@@ -252,14 +259,15 @@ def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) ->
         if opts.int8_sensitivity:
             from asfyolo_rt.calib.sensitivity import layer_sensitivity
 
-            sens = layer_sensitivity(fp32.path, calib, qcfg, cache_path=out / "model.int8.calib.json",
-                                     evaluate=_mask_map50_evaluator(opts, max(hw)),
+            sens = layer_sensitivity(fp32.path, calib, qcfg_trt, cache_path=out / "model.int8.calib.json",
+                                     evaluate=_mask_map50_evaluator(opts, mcfg, max(hw)),
                                      progress=_stage(progress, "INT8 sensitivity")).to_dict()
         write_report(out / "calibration_report.json", calibration_report(calib, [q_trt, q_cpu], sensitivity=sens,
                                                                          warnings=list(warnings)))
         written |= {"calibration_report.json"} | {q.cache_path.name for q in (q_trt, q_cpu) if q.cache_path}
         report["int8"] = {"calibration_report": "calibration_report.json", "method": opts.calib_method,
                           "images": len(calib), "synthetic": calib.synthetic,
+                          "recorded_exclude": list(mcfg.int8_exclude),
                           "excluded": {"tensorrt": len(q_trt.excluded), "cpu": len(q_cpu.excluded)}}
         if q_ov is not None:
             report["int8"]["openvino"] = q_ov.to_dict()

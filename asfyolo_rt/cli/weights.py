@@ -59,6 +59,7 @@ def pack(
     max_object_px: Annotated[float | None, typer.Option("--max-object-px", help="Record the largest training object (network px): the default tile overlap.")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Measure --max-object-px on this dataset's train split (at the model scale).")] = None,
     pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Record the training images' physical pixel size in micrometres.")] = None,
+    int8_exclude: Annotated[list[str] | None, typer.Option("--int8-exclude", help="Record a node-name regex that the TensorRT INT8 export of these weights keeps unquantized (repeatable; what `export --int8-sensitivity` suggests); '' clears the record.")] = None,
 ) -> None:
     """Repack a checkpoint for distribution (FP16 by default), keeping its config and provenance.
 
@@ -95,5 +96,15 @@ def pack(
         changes["max_object_px"] = largest_object_px(load_split(data, "train", on_problem="skip"), scale)
     if max_object_px is not None:
         changes["max_object_px"] = max_object_px
+    if int8_exclude is not None:
+        import re
+
+        for pattern in int8_exclude:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"--int8-exclude {pattern!r}: not a regular expression ({exc})",
+                                  hint="quote it, e.g. --int8-exclude '/neck/c3_out_p5/.*'") from exc
+        changes["int8_exclude"] = tuple(p for p in int8_exclude if p)
     save_checkpoint(model, out, replace(cfg, **changes), half=half)  # type: ignore[arg-type]
     typer.echo(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB)")

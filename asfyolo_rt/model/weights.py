@@ -46,6 +46,9 @@ class ModelConfig:
     model_scale: float | None = None
     pixel_size_um: float | None = None  # physical pixel size of the training images, where known
     max_object_px: float | None = None  # largest training object (network px): the default tile overlap
+    # node-name regexes the TensorRT-flavour INT8 (model.int8.onnx) keeps unquantized for these weights, found
+    # by `export --int8-sensitivity` and recorded with `weights pack --int8-exclude`; export applies them
+    int8_exclude: tuple[str, ...] = ()
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:
@@ -68,6 +71,7 @@ class ModelConfig:
             raise CheckpointError(f"{source}: unknown config keys {sorted(unknown)} (written by a newer asfyolo-rt?)")
         d["names"] = {int(k): v for k, v in d.get("names", {}).items()}
         d["anchors"] = tuple(tuple(float(v) for v in row) for row in d.get("anchors", DEFAULT_ANCHORS))
+        d["int8_exclude"] = tuple(str(v) for v in d.get("int8_exclude", ()))
         return cls(**d)
 
 
