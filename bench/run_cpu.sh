@@ -35,12 +35,18 @@ for cells in 50 300 1000; do
     $CLI bench --backend openvino --precision int8 --cells "$cells" --data "$DATA" --iters 20 --csv "$ROWS"
 done
 # 4. whole 2048 x 2048 frames (DSB2018 val nuclei at native scale; static batch-1 tiles, stitching, label map)
-$CLI bench --frame 2048 --backend onnxruntime --precision fp32,int8-cpu --data "$DATA" --iters 3 \
+$CLI bench --frame 2048 --backend torch,onnxruntime --precision fp32,int8-cpu --data "$DATA" --iters 3 \
     --warmup 1 --csv "$FRAMES"
 $CLI bench --frame 2048 --backend openvino --precision fp32,bf16,int8 --data "$DATA" --iters 3 \
     --warmup 1 --csv "$FRAMES"
-# 5. pre-processing: 1272 x 603 -> 320 (letterbox, INTER_AREA) and the tile-to-tensor pass
+# 5. pre-processing: 1272 x 603 -> 320 (INTER_LINEAR as predict, INTER_AREA as validation) and the tile-to-tensor pass
 $PY bench/bench_preprocess.py --iters 200 --warmup 20
+# 6. the ONNX Runtime CPU INT8 recipe against two narrower ones, on the shipped model's static 640 tile export
+#    (why INT8-CPU gains little on an AVX2-only CPU; rows in bench/results/int8_cpu_variants.csv)
+TMPB=$(mktemp -d)
+$CLI export --out "$TMPB/b" --no-rtx > /dev/null
+$PY bench/int8_cpu_variants.py --onnx "$TMPB/b/model.onnx" --data "$DATA" --tile-scale 1.5 --calib-images 24 --iters 10
+rm -rf "$TMPB"
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >&2
-# 6. the README table (markdown) from this run's rows
+# 7. the README table (markdown) from this run's rows
 $PY bench/cpu_table.py --since "$SINCE"
