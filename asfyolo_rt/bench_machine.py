@@ -6,8 +6,12 @@
   INT8 CPU models run on: VNNI where the CPU has it, AVX2 `pmaddubsw` otherwise).
 - `LoadProbe`: load average and the CPU time of *other* processes (from /proc/stat minus this
   process's own CPU time) over a measured interval, with this process's CPU time beside wall time.
-- `noise_verdict(...)`: a row is `noisy` when the load average before the run exceeded half the cores,
-  other processes used more than half the cores during it, or its repeats disagree by more than 20 %
+- `busy_before()`: the cores other processes keep busy over one second, measured just before a command
+  times anything. (The 1-minute load average cannot tell other work from this benchmark's own: after
+  `bash bench/run_cpu.sh` has exported and calibrated for a minute on both cores, the next command starts
+  at load ~1.5 on a machine nothing else uses, so it is recorded, not judged.)
+- `noise_verdict(...)`: a row is `noisy` when other processes used more than half the cores in the second
+  before the command or during the row, or its repeats disagree by more than 20 %
   ((p90 - p10) / p50 of the per-iteration times).
 """
 
@@ -75,6 +79,13 @@ class LoadProbe:
         self.sample = LoadSample(wall, cpu, others, load_average())
 
 
+def busy_before(window_s: float = 1.0) -> float | None:
+    """Mean cores used by other processes over `window_s` seconds of this process sleeping (None off Linux)."""
+    with LoadProbe() as probe:
+        time.sleep(window_s)
+    return probe.sample.others_cores
+
+
 def spread(times: Sequence[float]) -> float:
     """(p90 - p10) / p50 of per-iteration times: 0 for identical repeats."""
     a = np.asarray(times, dtype=np.float64)
@@ -84,13 +95,14 @@ def spread(times: Sequence[float]) -> float:
     return float((p90 - p10) / p50) if p50 > 0 else 0.0
 
 
-def noise_verdict(load_before: float, others_cores: float | None, n_cores: int,
+def noise_verdict(others_before: float | None, others_cores: float | None, n_cores: int,
                   times: Sequence[float]) -> tuple[bool, str]:
-    """(noisy, reason): see the module docstring; reason is '' for a quiet row."""
+    """(noisy, reason): see the module docstring; reason is '' for a quiet row. others_before: `busy_before()`."""
     half = n_cores / 2
     reasons = []
-    if load_before > half:
-        reasons.append(f"load average {load_before:.2f} before the run > {half:g} (half of {n_cores} cores)")
+    if others_before is not None and others_before > half:
+        reasons.append(f"other processes used {others_before:.2f} cores just before the run > {half:g} "
+                       f"(half of {n_cores} cores)")
     if others_cores is not None and others_cores > half:
         reasons.append(f"other processes used {others_cores:.2f} cores during the run > {half:g}")
     s = spread(times)

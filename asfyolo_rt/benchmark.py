@@ -103,6 +103,7 @@ class PerfContext:
     gflops: float | None = None
     peak: Any = None  # asfyolo_rt.bench_machine.Peak
     load_before: float | None = None
+    busy_before: float | None = None  # cores other processes used in the second before (bench_machine.busy_before)
 
 
 def _flat(row: Any) -> dict[str, Any]:
@@ -125,7 +126,7 @@ def row_perf(ctx: PerfContext | None, precision: str, work_gflops: float | None,
             peak, kind = ctx.peak.int8_gops, "int8 gemm"
         else:
             peak, kind = ctx.peak.fp32_gflops, "fp32 gemm"
-    noisy, reason = noise_verdict(ctx.load_before or 0.0, probe.others_cores, cores(), times)
+    noisy, reason = noise_verdict(ctx.busy_before, probe.others_cores, cores(), times)
     return RowPerf(
         isa=cpu_isa(), gflops=None if ctx.gflops is None else round(ctx.gflops, 3),
         achieved_gflops_per_s=None if achieved is None else round(achieved, 2), peak_gflops_per_s=peak,

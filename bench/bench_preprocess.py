@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, append_rows, env_row, setup, timeit
 
-from asfyolo_rt.bench_machine import LoadProbe, cores, load_average, noise_verdict
+from asfyolo_rt.bench_machine import LoadProbe, busy_before, cores, load_average, noise_verdict
 from asfyolo_rt.data.letterbox import preprocess
 from asfyolo_rt.infer.geometry import _to_tensor
 
@@ -46,12 +46,12 @@ def main(argv: list[str] | None = None) -> None:
         "reference_tensor": lambda: torch.from_numpy(np.stack([tile])).permute(0, 3, 1, 2).float().div_(255.0)
         .contiguous(),
     }
-    before = load_average()
+    before, others_before = load_average(), busy_before()
     rows = []
     for name, fn in cases.items():
         with LoadProbe() as p:
             t = timeit(fn, iters=args.iters, warmup=args.warmup, device=device)
-        noisy, why = noise_verdict(before, p.sample.others_cores, cores(), [t["p20_ms"], t["median_ms"], t["p80_ms"]])
+        noisy, why = noise_verdict(others_before, p.sample.others_cores, cores(), [t["p20_ms"], t["median_ms"], t["p80_ms"]])
         rows.append({"bench": "preprocess", "provider": "cpu", "case": f"{name} 1272x603->320", "dtype": "uint8->fp32",
                      **t, "iters": args.iters, **env_row(device),
                      "note": f"load {before:.2f}/{p.sample.load_during:.2f}; {'noisy: ' + why if noisy else 'quiet'}"})

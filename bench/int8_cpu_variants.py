@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     import torch
     from asfyolo_rt.calib.dataset import build_calibration_set
 
-    from asfyolo_rt.bench_machine import LoadProbe, cores, load_average, noise_verdict
+    from asfyolo_rt.bench_machine import LoadProbe, busy_before, cores, load_average, noise_verdict
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--onnx", type=Path, required=True, help="static FP32 model.onnx")
@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
         for s in sessions.values():
             s.run(None, {s.get_inputs()[0].name: x})
         times: dict[str, list[float]] = collections.defaultdict(list)
-        before = load_average()
+        before, others_before = load_average(), busy_before()
         with LoadProbe() as probe:
             for _ in range(args.iters):
                 for k, s in sessions.items():  # alternate: every file sees the same machine state
@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> None:
     for k, t in times.items():
         med = float(np.median(t))
         p20, p80 = (float(v) for v in np.percentile(t, [20, 80]))
-        noisy, why = noise_verdict(before, probe.sample.others_cores, cores(), [p20, med, p80])
+        noisy, why = noise_verdict(others_before, probe.sample.others_cores, cores(), [p20, med, p80])
         c = counts[k]
         rows.append({"bench": "int8_cpu_variants", "provider": "onnxruntime-cpu", "case": f"{k} {hw[0]}x{hw[1]}",
                      "dtype": "fp32" if k == "fp32" else "int8", "median_ms": med, "p20_ms": p20, "p80_ms": p80,

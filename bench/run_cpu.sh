@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The CPU measurements quoted in the README (issues: parity and bench; CPU speed). Run from the repository root
 # with nothing else loading the machine: every row records the load average before the run, the cores other
-# processes used during it, CPU time beside wall time, and is marked `noisy` (with a warning) when the load
-# exceeds half the cores or its repeats disagree by more than 20 %. Rows append to bench/results/cpu_v2.csv
+# processes used in the second before the command and during the row, CPU time beside wall time, and is marked
+# `noisy` (with a warning) when other processes used more than half the cores then or its repeats disagree by
+# more than 20 % (the load average is recorded, not judged: it includes this script's own exports). Rows append to bench/results/cpu_v2.csv
 # (per input) and cpu_frames_v2.csv (whole 2048 x 2048 frames): one row per backend, precision and batch,
 # environment, model GFLOPs, achieved GFLOP/s and % of the GEMM peak bench measures on this machine.
 # (cpu.csv / cpu_frames.csv hold the earlier rows, without these columns.)

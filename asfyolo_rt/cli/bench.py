@@ -90,9 +90,10 @@ def bench(
       asfyolo-rt bench bundle/model.onnx --image camera.tif --batch 4
       asfyolo-rt bench --backend openvino --precision fp32,bf16,int8
     """
-    from asfyolo_rt.bench_machine import load_average
+    from asfyolo_rt.bench_machine import busy_before, load_average
 
-    load_before = load_average()  # before this command adds its own load
+    load_before = load_average()  # recorded; the verdict uses what other processes do right now:
+    others_before = busy_before()  # one second before this command adds its own load
     import torch
 
     from asfyolo_rt.benchmark import (
@@ -164,7 +165,7 @@ def bench(
             if "tensorrt" in backends:
                 stderr.print("[yellow]tensorrt:[/] engines are built on the device: `asfyolo-rt build BUNDLE`, "
                              "then `asfyolo-rt bench BUNDLE/model.<precision>.engine`")
-        ctx = PerfContext(gflops=gflops, peak=machine, load_before=load_before)
+        ctx = PerfContext(gflops=gflops, peak=machine, load_before=load_before, busy_before=others_before)
         for run_label, b in runs:
             stderr.print(f"bench {escape(run_label)} ...")
             if whole is not None:
