@@ -148,17 +148,18 @@ def bench(
             from asfyolo_rt.infer.geometry import DEFAULT_TILE
 
             size = img_size or (DEFAULT_TILE if whole is not None else cfg.img_size)
+            # exported files are cached per weights file content: new weights under the same name re-export
+            folder = cache / f"{label}-{size}-{_weights_key(src)}"
             if "torch" in backends:
                 runs.append((f"{label} [torch fp32 {device}]", TorchBackend(net, device=device, kernel_impl=kernel_impl,
                                                                            names=cfg.names)))
             gflops = net_gflops(net, size)
             if "onnxruntime" in backends:
                 for prec in ort_precs:
-                    path = _onnx_variant(net, cfg, size, prec, cache / f"{label}-{size}", data)
+                    path = _onnx_variant(net, cfg, size, prec, folder, data)
                     b = load_backend(path, threads=threads)
                     runs.append((f"{label} [onnxruntime {prec}]", b))
             if "openvino" in backends:
-                folder = cache / f"{label}-{size}"
                 fp32 = _onnx_variant(net, cfg, size, "fp32", folder, data)
                 runs += _openvino_runs(label, fp32, partial(openvino_int8_variant, fp32, size, data, DEFAULT_DATA),
                                        ov_precs, threads)
@@ -279,6 +280,15 @@ def _load(path: Path) -> tuple[Any, Any]:
     from asfyolo_rt.model.weights import import_official, load_checkpoint
 
     return load_checkpoint(path) if path.suffix == ".safetensors" else import_official(path)
+
+
+def _weights_key(src: Any) -> str:
+    """First 12 hex digits of the checkpoint's SHA-256 ("random" for an in-memory random-weight model)."""
+    if isinstance(src, Path):
+        from asfyolo_rt.export.onnx_export import file_sha256
+
+        return file_sha256(src)[:12]
+    return "random"
 
 
 def _onnx_variant(net: Any, cfg: Any, size: int, precision: str, folder: Path, data: Path | None) -> Path:
