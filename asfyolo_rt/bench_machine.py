@@ -12,7 +12,8 @@
   at load ~1.5 on a machine nothing else uses, so it is recorded, not judged.)
 - `noise_verdict(...)`: a row is `noisy` when other processes used more than half the cores in the second
   before the command or during the row, or its repeats disagree by more than 20 %
-  ((p90 - p10) / p50 of the per-iteration times).
+  ((p90 - p10) / p50 of the per-iteration forward times for per-input rows, whose end-to-end times follow
+  the content of the images cycled through; of the frame times for whole frames).
 """
 
 from __future__ import annotations
