@@ -294,7 +294,8 @@ def _weights_key(src: Any) -> str:
 def _onnx_variant(net: Any, cfg: Any, size: int, precision: str, folder: Path, data: Path | None) -> Path:
     """Export (once, cached by file name) the ONNX file of one precision for the benchmark.
 
-    INT8 flavours are calibrated on 32 images of `data` (or synthetic nuclei): enough for speed, which
+    INT8 flavours are calibrated on 32 images of `data` at 320 (fewer above, for memory; synthetic nuclei without
+    data): enough for speed, which
     does not depend on the scales; accuracy is measured by `asfyolo-rt export` / `parity`.
     """
     from dataclasses import replace
@@ -322,6 +323,8 @@ def _onnx_variant(net: Any, cfg: Any, size: int, precision: str, folder: Path, d
             from asfyolo_rt.calib.quantize import quantize_ort_cpu, quantize_tensorrt
 
             src = data if data is not None else (DEFAULT_DATA if DEFAULT_DATA.exists() else None)
-            calib = build_calibration_set(src, (size, size), n=32)
+            # ONNX Runtime's calibrator keeps every activation of every image: 32 images of the l model at 640
+            # exceed 24 GiB, so larger inputs get fewer (32 at 320, 8 at 640, never under 4)
+            calib = build_calibration_set(src, (size, size), n=max(4, min(32, round(32 * (320 / size) ** 2))))
             (quantize_tensorrt if precision == "int8" else quantize_ort_cpu)(fp32, target, calib)
     return target
