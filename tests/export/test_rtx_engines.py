@@ -171,7 +171,7 @@ def test_two_end2end_builds_give_the_same_engine(rtx_builds, rtx_bundle, tmp_pat
 def test_end2end_nms_flavour_parses_but_rtx_has_no_nms_runner(rtx_bundle, tmp_path):
     """The bundle's NonMaxSuppression model (for standard TensorRT) parses cleanly; TensorRT-RTX refuses it."""
     info = parse_onnx(rtx_bundle / "model.fp16.end2end.onnx", runtime="rtx")
-    assert list(info.outputs) == ["num_dets", "boxes", "scores", "classes", "masks", "label_map"]
+    assert list(info.outputs) == ["num_dets", "boxes", "scores", "classes", "masks", "label_map", "coeffs", "protos"]
     with pytest.raises(EngineBuildError, match="NonMaxSuppression, which TensorRT-RTX .* cannot run") as err:
         build_engine(rtx_bundle / "model.fp16.end2end.onnx", tmp_path / "x.engine",
                      BuildConfig(precision="fp16", runtime="rtx"))
