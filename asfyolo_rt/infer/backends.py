@@ -63,6 +63,25 @@ class TorchBackend:
         return pred.float(), protos.float()  # type: ignore[union-attr]
 
 
+def ort_session(path: Path, *, providers: list[str] | None = None, threads: int | None = None) -> Any:
+    """An ONNX Runtime InferenceSession for `path` (full graph optimisation; CUDA first where installed)."""
+    import onnxruntime as ort
+
+    if not path.is_file():
+        raise ConfigError(f"ONNX model {path} does not exist", hint="export one with `asfyolo-rt export`")
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    if threads:
+        opts.intra_op_num_threads = threads
+    available = ort.get_available_providers()
+    providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    try:
+        return ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+    except Exception as exc:
+        raise ExportError(f"ONNX Runtime cannot load {path}: {exc}") from exc
+
+
 class OrtBackend:
     """ONNX Runtime (CPU provider, or CUDA where installed) running one of our exported ONNX files."""
 
@@ -75,23 +94,10 @@ class OrtBackend:
         providers: list[str] | None = None,
         threads: int | None = None,
         precision: str | None = None,
+        session: Any = None,  # an already created InferenceSession of `path` (load_backend reuses its own)
     ) -> None:
-        import onnxruntime as ort
-
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ConfigError(f"ONNX model {self.path} does not exist", hint="export one with `asfyolo-rt export`")
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = threads
-        available = ort.get_available_providers()
-        providers = providers or [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
-        try:
-            self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
-        except Exception as exc:
-            raise ExportError(f"ONNX Runtime cannot load {self.path}: {exc}") from exc
+        self.session = session if session is not None else ort_session(self.path, providers=providers, threads=threads)
         self._describe_session(precision)
 
     def _describe_session(self, precision: str | None) -> None:
@@ -173,11 +179,11 @@ def load_backend(
 
         return OrtRtxBackend(path, ort_rtx, threads=threads)
     if suffix == ".onnx":
-        from asfyolo_rt.infer.end2end import OrtEnd2EndBackend, is_end2end_onnx
+        from asfyolo_rt.infer.end2end import OrtEnd2EndBackend
 
-        if path.is_file() and is_end2end_onnx(path):  # export --end2end: NMS inside, stitching outside
-            return OrtEnd2EndBackend(path, threads=threads)  # type: ignore[return-value]
-        return OrtBackend(path, threads=threads)
+        session = ort_session(path, threads=threads)  # one session; its outputs say which interface it has
+        e2e = "num_dets" in [o.name for o in session.get_outputs()]  # export --end2end: NMS inside
+        return (OrtEnd2EndBackend if e2e else OrtBackend)(path, threads=threads, session=session)
     if suffix in (".engine", ".plan"):
         from asfyolo_rt.export.engine.runner import TensorRTBackend  # lazily: needs TensorRT and CUDA
 

@@ -14,25 +14,12 @@ image (per tile). A stricter `--conf` is applied on top; a looser one, another `
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from asfyolo_rt.errors import ConfigError
 from asfyolo_rt.infer.backends import OrtBackend
 from asfyolo_rt.infer.nms import Detections
-
-
-def is_end2end_onnx(path: str | Path) -> bool:
-    """Whether an ONNX file is an end-to-end graph (outputs num_dets ...), read without its weights."""
-    import onnx
-
-    try:
-        m = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 (unreadable files get the plain backend's own error)
-        return False
-    return "num_dets" in [o.name for o in m.graph.output]
 
 
 class OrtEnd2EndBackend(OrtBackend):
