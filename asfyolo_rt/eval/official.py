@@ -33,9 +33,9 @@ from asfyolo_rt.data.io import read_image
 from asfyolo_rt.errors import ConfigError
 from asfyolo_rt.eval.metrics import APResult, SegMetrics, ap_per_class, fitness, interpolated_ap
 from asfyolo_rt.eval.official_gt import official_batches, official_letterbox, official_targets
-from asfyolo_rt.infer.backends import pad_to_static_batch
+from asfyolo_rt.infer.backends import detect_batch
 from asfyolo_rt.infer.masks import process_masks_proto
-from asfyolo_rt.infer.nms import Detections, non_max_suppression
+from asfyolo_rt.infer.nms import Detections
 
 if TYPE_CHECKING:
     from asfyolo_rt.eval.validate import Progress, ValConfig, ValResult
@@ -213,13 +213,9 @@ def validate_official(backend: Backend, split: DatasetSplit, cfg: ValConfig, pro
         net_shape = fixed if fixed is not None else rect
         placed = [official_letterbox(images[i], net_shape, cfg.img_size) for i in idx]
         x = torch.from_numpy(np.stack([p[0] for p in placed])).permute(0, 3, 1, 2).float().div_(255.0).contiguous()
-        n_real = x.shape[0]
-        x = pad_to_static_batch(backend, x)
         t1 = time.perf_counter()
-        pred, protos = backend(x)
-        t2 = time.perf_counter()
-        dets = non_max_suppression(pred[:n_real], conf_threshold=proto.conf, iou_threshold=proto.iou,
-                                   max_det=proto.max_det)
+        dets, protos, forward_s = detect_batch(backend, x, conf=proto.conf, iou=proto.iou, max_det=proto.max_det)
+        t2 = t1 + forward_s  # NMS counts as post-processing
         for k, (i, det) in enumerate(zip(idx, dets)):
             place = placed[k][1]
             det = Detections(det.boxes.cpu(), det.scores.cpu(), det.classes.cpu(), det.coeffs.cpu())

@@ -34,9 +34,9 @@ from asfyolo_rt.data.io import read_image
 from asfyolo_rt.data.letterbox import LetterboxTransform, preprocess, rect_shape_batch
 from asfyolo_rt.errors import ConfigError
 from asfyolo_rt.eval.metrics import SegMetrics, SegMetricsAccumulator
-from asfyolo_rt.infer.backends import Backend, pad_to_static_batch
+from asfyolo_rt.infer.backends import Backend, detect_batch
 from asfyolo_rt.infer.masks import process_masks_proto
-from asfyolo_rt.infer.nms import Detections, non_max_suppression
+from asfyolo_rt.infer.nms import Detections
 
 Progress = Callable[[int, int], None]
 # fit: exact geometry, whole images (default); tiled: deployment; official / official-val: eval/official.py
@@ -205,13 +205,10 @@ def validate(
         shape: tuple[int, int] = fixed if fixed is not None else rect_shape_batch([im.shape[:2] for im in imgs], cfg.img_size)
         size = None if fixed is not None else cfg.img_size
         x, transforms = preprocess(imgs, shape, size=size)
-        n_real = x.shape[0]
-        x = pad_to_static_batch(backend, x)
         t1 = time.perf_counter()
-        pred, protos = backend(x)
-        t2 = time.perf_counter()
-        dets = non_max_suppression(pred[:n_real], conf_threshold=cfg.conf, iou_threshold=cfg.iou,
-                                   max_det=cfg.max_det, soft=cfg.soft_nms)
+        dets, protos, forward_s = detect_batch(backend, x, conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det,
+                                               soft=cfg.soft_nms)
+        t2 = t1 + forward_s  # NMS counts as post-processing
         net_shape = (int(x.shape[2]), int(x.shape[3]))
         for i, ((sample, img), t, det) in enumerate(zip(chunk, transforms, dets)):
             det = Detections(det.boxes.cpu(), det.scores.cpu(), det.classes.cpu(), det.coeffs.cpu())

@@ -139,6 +139,25 @@ def pad_to_static_batch(backend: Backend, x: torch.Tensor) -> torch.Tensor:
         x = torch.cat([x, x.new_zeros((mb - x.shape[0], *x.shape[1:]))])
     return x
 
+def detect_batch(backend: Backend, x: torch.Tensor, *, conf: float, iou: float, max_det: int,
+                 soft: bool = False) -> tuple[list[Any], torch.Tensor, float]:
+    """One batch through a plain backend: padded to a static batch, forward, NMS on the real images.
+
+    Returns one `Detections` per image of `x` (padding dropped), the prototypes (padded batch) and the
+    forward time in seconds alone (NMS is post-processing in every caller's timing)."""
+    import time
+
+    from asfyolo_rt.infer.nms import non_max_suppression
+
+    n_real = x.shape[0]
+    x = pad_to_static_batch(backend, x)
+    t0 = time.perf_counter()
+    pred, protos = backend(x)
+    forward_s = time.perf_counter() - t0
+    dets = non_max_suppression(pred[:n_real], conf_threshold=conf, iou_threshold=iou, max_det=max_det, soft=soft)
+    return dets, protos, forward_s
+
+
 def _json_or(text: str | None, default: Any) -> Any:
     import json
 

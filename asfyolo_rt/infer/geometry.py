@@ -38,8 +38,8 @@ import torch
 
 from asfyolo_rt.data.letterbox import LetterboxTransform, letterbox, rect_shape
 from asfyolo_rt.errors import ConfigError
-from asfyolo_rt.infer.backends import Backend, pad_to_static_batch
-from asfyolo_rt.infer.nms import MAX_WH, Detections, nms, non_max_suppression
+from asfyolo_rt.infer.backends import Backend, detect_batch, pad_to_static_batch
+from asfyolo_rt.infer.nms import MAX_WH, Detections, nms
 
 log = logging.getLogger(__name__)
 
@@ -269,10 +269,9 @@ class Runner:
             log.warning("--scale fit shrinks this %dx%d image %.1fx: cells lose detail; --scale native keeps "
                         "them at their own size", w0, h0, shrink)
         x = _to_tensor([padded])
-        x = pad_to_static_batch(self.backend, x)
         t1 = time.perf_counter()
-        dets, protos = self._detect(x, 1)
-        t2 = time.perf_counter()
+        dets, protos, forward_s = self._detect(x)
+        t2 = t1 + forward_s  # NMS counts as post-processing
         det = dets[0]
         boxes = t.boxes_to_original(det.boxes.clone())
         packed = self._masks(protos[0], det, boxes, (h0, w0), t.scale, t.pad)
@@ -303,10 +302,9 @@ class Runner:
             t0 = time.perf_counter()
             group = tiles[start : start + self.batch]
             x = _to_tensor([_cut(scaled, tl) for tl in group])
-            x = pad_to_static_batch(self.backend, x)
             t1 = time.perf_counter()
-            dets, protos = self._detect(x, len(group))
-            t2 = time.perf_counter()
+            dets, protos, forward_s = self._detect(x)
+            t2 = t1 + forward_s  # NMS counts as post-processing
             for k, (tl, det) in enumerate(zip(group, dets)):
                 if len(det) == 0:
                     continue
@@ -333,20 +331,18 @@ class Runner:
         return out
 
     # ---------------------------------------------------------------------------------------- parts
-    def _detect(self, x: torch.Tensor, n: int) -> tuple[list[Detections], torch.Tensor]:
-        """Detections of the first `n` images of the batch (the rest is static-batch padding), NMS applied,
-        and the prototypes: the backend's raw outputs through `_nms`, or an end-to-end model's own NMS rows
-        (`asfyolo_rt.infer.end2end`)."""
-        if getattr(self.backend, "end2end", False):
-            dets, protos = self.backend.detect(x, self.post.conf)  # type: ignore[attr-defined]
-            return dets[:n], protos
-        pred, protos = self.backend(x)
-        return self._nms(pred[:n]), protos
-
-    def _nms(self, pred: torch.Tensor) -> list[Detections]:
+    def _detect(self, x: torch.Tensor) -> tuple[list[Detections], torch.Tensor, float]:
+        """Detections of each image of `x` (NMS applied; static-batch padding added and dropped), the
+        prototypes and the forward seconds: `detect_batch` for plain backends, or an end-to-end model's own
+        NMS rows (`asfyolo_rt.infer.end2end`, whose forward includes its NMS)."""
         p = self.post
-        return non_max_suppression(pred, conf_threshold=p.conf, iou_threshold=p.iou, max_det=p.max_det,
-                                   soft=p.soft_nms)
+        if getattr(self.backend, "end2end", False):
+            n = x.shape[0]
+            x = pad_to_static_batch(self.backend, x)
+            t0 = time.perf_counter()
+            dets, protos = self.backend.detect(x, p.conf)  # type: ignore[attr-defined]
+            return dets[:n], protos, time.perf_counter() - t0
+        return detect_batch(self.backend, x, conf=p.conf, iou=p.iou, max_det=p.max_det, soft=p.soft_nms)
 
     def _masks(self, protos: torch.Tensor, det: Detections, boxes_orig: torch.Tensor, size: tuple[int, int],
                scale: float, pad: tuple[float, float]) -> object:
