@@ -127,7 +127,7 @@ def model_metadata(
         # how the model was trained, for tiled inference (asfyolo_rt.infer.geometry.recorded_geometry)
         "geometry": json.dumps({"train_scale": config.train_scale, "model_scale": config.model_scale,
                                 "max_object_px": config.max_object_px, "pixel_size_um": config.pixel_size_um,
-                                "train_img_size": config.img_size}),
+                                "train_img_size": config.img_size, "predict_conf": config.predict_conf}),
     }
 
 

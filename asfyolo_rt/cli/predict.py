@@ -52,7 +52,7 @@ def predict(
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="Checkpoint or shipped name (dsb2018, bcc); default: the shipped DSB2018 model.")] = None,
     model: Annotated[str | None, typer.Option("--model", help="Or an exported model (.onnx, .engine).")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder; must not hold earlier results. [default: runs/predict, then runs/predict2, ...]")] = None,
-    conf: Annotated[float, typer.Option(help="Confidence threshold.")] = 0.25,
+    conf: Annotated[float | None, typer.Option(help="Confidence threshold of the cells drawn. [default: the one tuned for the model on data and recorded with it (`asfyolo-rt weights show`), else 0.25]")] = None,
     iou: Annotated[float, typer.Option(help="NMS IoU threshold.")] = 0.45,
     min_visible: Annotated[float, typer.Option("--min-visible", help="Drop a cell of which less than this fraction of its mask stays visible in the label image (covered by higher-scoring cells: a duplicate); 0 keeps all.")] = 0.5,
     max_det: Annotated[int, typer.Option("--max-det", help="Maximum cells per image (dense nuclei need hundreds).")] = 1000,
@@ -108,7 +108,7 @@ def predict(
         raise ConfigError(f"--pixel-size {pixel_size}: expected micrometres per pixel in (0, 1000), e.g. 0.325")
     if channel is not None and channel < 0:
         raise ConfigError(f"--channel {channel}: expected a 0-based channel index (0, 1, ...)")
-    if not 0.0 <= conf < 1.0:
+    if conf is not None and not 0.0 <= conf < 1.0:
         raise ConfigError(f"--conf {conf}: expected a threshold in [0, 1)")
     check_img_size(img_size)
     check_min(batch, "--batch")
@@ -128,7 +128,8 @@ def predict(
         size = trained_size or 640
     cfg = PredictConfig(img_size=size, scale=scale, tile_overlap=tile_overlap, model_scale=rec.scale_factor,
                         max_object_px=rec.max_object_px, batch=batch, train_pixel_size_um=rec.pixel_size_um,
-                        pixel_size_um=pixel_size, min_visible=min_visible, conf=conf, iou=iou, max_det=max_det,
+                        pixel_size_um=pixel_size, min_visible=min_visible,
+                        conf=rec.default_conf if conf is None else conf, iou=iou, max_det=max_det,
                         soft_nms=soft_nms)
     out = fresh_output_folder(out)
     writer = PredictionWriter(out, names=backend.names, overlays=overlays, labels="" if labels == "none" else labels,
@@ -146,10 +147,11 @@ def predict(
     finally:
         writer.close()
     if as_json:
-        print_json({"out": str(out), "images": summaries})
+        print_json({"out": str(out), "conf": cfg.conf, "images": summaries})
     else:
         total = sum(s["cells"] for s in summaries)
         extra = "".join(f", {n}" for n, on in (("predictions.coco.json", coco), ("<name>.geojson", geojson),
                                                 ("<name>.rois.zip", imagej_rois), ("<name>.ome.zarr", ome_zarr)) if on)
-        console.print(f"{len(summaries)} images, {total} cells -> {out} (labels/, overlays/, cells.csv, summary.csv"
-                      f"{extra})")
+        how = "" if conf is not None else (" (tuned for the model)" if rec.conf is not None else " (default)")
+        console.print(f"{len(summaries)} images, {total} cells at conf {cfg.conf:g}{how} -> {out} (labels/, overlays/, "
+                      f"cells.csv, summary.csv{extra})")

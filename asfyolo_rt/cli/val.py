@@ -88,7 +88,8 @@ def val(
     for p in protocols:
         cfg = ValConfig(img_size=size, batch_size=batch, conf=conf, iou=iou, max_det=max_det, soft_nms=soft_nms,
                         coco=coco, dsb=dsb, max_images=max_images, protocol=p, model_scale=rec.scale_factor,
-                        tile_overlap=tile_overlap, max_object_px=rec.max_object_px)
+                        tile_overlap=tile_overlap, max_object_px=rec.max_object_px,
+                        dsb_conf=rec.default_conf)
         plots_dir = None if plots is None else (plots / p if len(protocols) > 1 else plots)
         with pixel_limit(max_pixels), progress_bar(f"val {p} {path.name}", n) as cb:
             results[p] = validate(backend, ds, cfg, progress=cb, plots_dir=plots_dir)

@@ -15,7 +15,7 @@ def view(
     image: Annotated[Path, typer.Argument(help="Image file (PNG, TIFF, TIFF stack, ...) to open in napari.")],
     run: Annotated[bool, typer.Option("--run", help="Segment it right away (in the widget's worker thread).")] = False,
     weights: Annotated[str | None, typer.Option("--weights", "-w", help="Shipped name (dsb2018, bcc), checkpoint, .onnx or .engine.")] = None,
-    conf: Annotated[float | None, typer.Option(help="Confidence threshold (default 0.25).")] = None,
+    conf: Annotated[float | None, typer.Option(help="Confidence threshold. [default: the model's tuned one, else 0.25]")] = None,
     iou: Annotated[float | None, typer.Option(help="NMS IoU threshold (default 0.45).")] = None,
     scale: Annotated[str | None, typer.Option("--scale", help="native (tiles at the image's pixel scale) or fit.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda:N.")] = None,

@@ -204,9 +204,14 @@ def load_backend(
         e2e = "num_dets" in [o.name for o in session.get_outputs()]  # export --end2end: NMS inside
         return (OrtEnd2EndBackend if e2e else OrtBackend)(path, threads=threads, session=session)
     if suffix in (".engine", ".plan"):
-        from asfyolo_rt.export.engine.runner import TensorRTBackend  # lazily: needs TensorRT and CUDA
+        from asfyolo_rt.export.engine.runner import (  # lazily: TensorRT, CUDA
+            TensorRTBackend,
+            TensorRTEnd2EndBackend,
+        )
+        from asfyolo_rt.export.engine.sidecar import read_sidecar
 
-        return TensorRTBackend(path)  # type: ignore[return-value]
+        e2e = read_sidecar(path).end2end if path.is_file() else False  # built from an `export --end2end` ONNX
+        return (TensorRTEnd2EndBackend if e2e else TensorRTBackend)(path)  # type: ignore[return-value]
     if suffix == ".pt":
         from asfyolo_rt.model.weights import import_official
 

@@ -47,6 +47,7 @@ DEFAULT_TILE = 640  # tile side for backends that take any multiple of 32 (PyTor
 DEFAULT_OVERLAP = 128  # network px, when the checkpoint does not record its largest training object
 PAD_VALUE = 114
 SCALES = ("native", "fit")
+DEFAULT_CONF = 0.25  # confidence of label images when the model records no tuned one (YOLO's default)
 
 
 @dataclass(frozen=True)
@@ -450,7 +451,7 @@ class RecordedGeometry:
     train_img_size: training size; train_scale: "fit" or "native"; model_scale: network px per image px
     (None: unknown, e.g. fit on mixed image sizes; native inference then uses 1.0); max_object_px: the
     largest training object in network px (the default tile overlap); pixel_size_um: the training images'
-    physical pixel size, where known.
+    physical pixel size, where known; conf: the label-image confidence tuned on data (`weights tune-conf`).
     """
 
     train_img_size: int | None = None
@@ -458,6 +459,12 @@ class RecordedGeometry:
     model_scale: float | None = None
     max_object_px: float | None = None
     pixel_size_um: float | None = None
+    conf: float | None = None
+
+    @property
+    def default_conf(self) -> float:
+        """predict's confidence threshold when none is given: the tuned one, else YOLO's 0.25."""
+        return float(self.conf) if self.conf is not None else DEFAULT_CONF
 
     @property
     def scale_factor(self) -> float:
@@ -465,27 +472,36 @@ class RecordedGeometry:
 
 
 def recorded_geometry(path: str | Path) -> RecordedGeometry:
-    """The training geometry recorded in a .safetensors checkpoint or an exported .onnx (defaults otherwise)."""
+    """The training geometry recorded in a .safetensors checkpoint, an exported .onnx / OpenVINO .xml or a
+    TensorRT engine's sidecar (copied from its ONNX at build time); defaults otherwise."""
+    import json
+
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
         from asfyolo_rt.model.weights import read_checkpoint
 
         c = read_checkpoint(path)[1]
-        return RecordedGeometry(c.img_size, c.train_scale, c.model_scale, c.max_object_px, c.pixel_size_um)
+        return RecordedGeometry(c.img_size, c.train_scale, c.model_scale, c.max_object_px, c.pixel_size_um,
+                                c.predict_conf)
+    g: dict[str, Any] = {}
+    size: Any = None
     if suffix in (".onnx", ".xml"):
-        import json
-
         from asfyolo_rt.infer.openvino import model_metadata
 
         meta = model_metadata(path)  # unreadable files get their clear error from the backend loader
-        g: dict[str, Any] = {}
         try:
             g = json.loads(meta.get("geometry", "{}")) or {}
             size = json.loads(meta["img_size"]) if "img_size" in meta else None
         except (json.JSONDecodeError, TypeError):
             size = None
-        train_size = g.get("train_img_size") or (int(max(size) if isinstance(size, list) else size) if size else None)
-        return RecordedGeometry(train_size, g.get("train_scale", "fit"), g.get("model_scale"),
-                                g.get("max_object_px"), g.get("pixel_size_um"))
-    return RecordedGeometry()
+    elif suffix in (".engine", ".plan"):
+        from asfyolo_rt.export.engine.sidecar import read_sidecar
+
+        sidecar = read_sidecar(path)  # a missing or malformed sidecar: its own clear error
+        g, size = dict(sidecar.geometry), list(sidecar.img_size) or None
+    else:
+        return RecordedGeometry()
+    train_size = g.get("train_img_size") or (int(max(size) if isinstance(size, list) else size) if size else None)
+    return RecordedGeometry(train_size, g.get("train_scale", "fit"), g.get("model_scale"), g.get("max_object_px"),
+                            g.get("pixel_size_um"), g.get("predict_conf"))

@@ -49,6 +49,9 @@ class ModelConfig:
     # node-name regexes the TensorRT-flavour INT8 (model.int8.onnx) keeps unquantized for these weights, found
     # by `export --int8-sensitivity` and recorded with `weights pack --int8-exclude`; export applies them
     int8_exclude: tuple[str, ...] = ()
+    # the confidence threshold of predict's label images that maximised instance F1 on data (`weights
+    # tune-conf`): predict's, napari's and the DSB score's default; None = YOLO's generic 0.25
+    predict_conf: float | None = None
     provenance: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> str:

@@ -30,7 +30,7 @@ class ModelSettings:
     (.safetensors / .pt checkpoint, exported .onnx of any precision, TensorRT .engine/.plan)."""
 
     model: str = "dsb2018"
-    conf: float = 0.25
+    conf: float | None = None  # None: the model's tuned threshold (`weights tune-conf`), else 0.25
     iou: float = 0.45
     scale: str = "native"  # native: the image at its own pixel scale, tiled; fit: resized whole
     device: str = "cpu"
@@ -46,7 +46,7 @@ def load_runner(settings: ModelSettings, backend_cache: dict[tuple[str, str], An
     from asfyolo_rt.infer.backends import load_backend
     from asfyolo_rt.weights_registry import resolve_weights
 
-    if not 0.0 <= settings.conf < 1.0:
+    if settings.conf is not None and not 0.0 <= settings.conf < 1.0:
         raise ConfigError(f"confidence {settings.conf}: expected a threshold in [0, 1)")
     if not 0.0 < settings.iou <= 1.0:
         raise ConfigError(f"IoU {settings.iou}: expected a threshold in (0, 1]")
@@ -62,7 +62,8 @@ def load_runner(settings: ModelSettings, backend_cache: dict[tuple[str, str], An
     if settings.scale == "fit" and backend.input_shape is None:
         size = rec.train_img_size or 640
     geo = Geometry(settings.scale, img_size=size, model_scale=rec.scale_factor)
-    post = PostConfig(conf=settings.conf, iou=settings.iou, max_det=settings.max_det)
+    conf = rec.default_conf if settings.conf is None else settings.conf
+    post = PostConfig(conf=conf, iou=settings.iou, max_det=settings.max_det)
     return Runner(backend, geo, post, max_object_px=rec.max_object_px)
 
 

@@ -46,6 +46,14 @@ def model_file_filter() -> str:
     return " ".join(patterns)
 
 
+def model_conf(model: str) -> float:
+    """The confidence threshold `model` (a shipped name or a file) records, else 0.25."""
+    from asfyolo_rt.infer.geometry import recorded_geometry
+    from asfyolo_rt.weights_registry import resolve_weights
+
+    return round(recorded_geometry(resolve_weights(model)).default_conf, 2)
+
+
 def devices() -> list[str]:
     import torch
 
@@ -60,7 +68,9 @@ class CellsWidget(Container):
         self.model = ComboBox(label="model", choices=[*SHIPPED, MODEL_FILE], value="dsb2018",
                               tooltip="a shipped model, or a checkpoint / ONNX / TensorRT engine file")
         self.model_file = FileEdit(label="model file", mode=FileDialogMode.EXISTING_FILE, filter=model_file_filter(), visible=False)
-        self.conf = FloatSpinBox(label="confidence", value=0.25, min=0.0, max=0.99, step=0.05)
+        self.conf = FloatSpinBox(label="confidence", value=model_conf("dsb2018"), min=0.0, max=0.99, step=0.05,
+                                 tooltip="cells below this confidence are not drawn; set to the model's tuned "
+                                         "threshold when a model is chosen")
         self.iou = FloatSpinBox(label="IoU (NMS)", value=0.45, min=0.05, max=1.0, step=0.05)
         self.scale = ComboBox(label="scale", choices=["native", "fit"], value="native",
                               tooltip="native: the image at its own pixel scale, in tiles; fit: resized whole")
@@ -71,12 +81,21 @@ class CellsWidget(Container):
         self.status = Label(value="")
         super().__init__(widgets=[self.model, self.model_file, self.conf, self.iou, self.scale, self.device,
                                   self.boxes, self.run_button, self.progress, self.status])
-        self.model.changed.connect(lambda v: setattr(self.model_file, "visible", v == MODEL_FILE))
+        self.model.changed.connect(self._model_changed)
+        self.model_file.changed.connect(self._model_changed)
         self.run_button.changed.connect(self.run)
         self._backends = _BACKENDS
         self.worker: Any = None
         self.result: Segmentation | None = None
         self.busy = False
+
+    def _model_changed(self, *_: Any) -> None:
+        """Show the file chooser for a model file; preset the confidence to the chosen model's tuned one."""
+        self.model_file.visible = self.model.value == MODEL_FILE
+        try:
+            self.conf.value = model_conf(self.settings().model)
+        except AsfYoloError:  # no file chosen yet, or one that does not open: the Run button reports it
+            pass
 
     # ------------------------------------------------------------------------------------- settings
     def settings(self) -> ModelSettings:

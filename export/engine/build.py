@@ -309,6 +309,7 @@ def build_engine(
         names=json_dict(meta.get("names")), nc=int(meta.get("nc", "1")), img_size=json_list(meta.get("img_size")),
         preprocess=json_dict(meta.get("preprocess")), end2end=meta.get("end2end") == "true",
         thresholds={k[4:]: v for k, v in meta.items() if k.startswith("e2e_")},
+        geometry=json_dict(meta.get("geometry")),
         layers=_layer_summary(api, logger, record, info, data),
         build={"workspace_gib": cfg.workspace_gib, "timing_cache": str(cfg.timing_cache) if cfg.timing_cache else None,
                "version_compatible": cfg.version_compatible, "optimization_level": cfg.optimization_level,

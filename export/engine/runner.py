@@ -9,8 +9,10 @@ returned as torch CUDA tensors; otherwise inputs are copied from host memory and
 tensors. `cuda_graph=True` captures the host-buffer path in a CUDA graph once per input shape (static
 shapes; engines with data-dependent outputs such as the end-to-end NMS cannot be captured).
 
-Only plain models (outputs `pred` and `protos`) are backends; end-to-end engines are run with
-`run_named` (named arrays in, named arrays out).
+Plain models (outputs `pred` and `protos`) are backends; engines of end-to-end models (NMS inside) are
+`TensorRTEnd2EndBackend`s: tile batches through the engine, its rows to the Runner as detections, stitching
+and full-resolution masks on the host, as for the end-to-end ONNX (`asfyolo_rt.infer.end2end`). Any engine
+also runs with `run_named` (named arrays in, named arrays out).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from asfyolo_rt.export.engine.cuda import DeviceBuffer, Stream, device_info
 from asfyolo_rt.export.engine.sidecar import read_sidecar
 
 from asfyolo_rt.errors import ConfigError, EngineBuildError
+from asfyolo_rt.infer.end2end import ROW_OUTPUTS, End2EndRows, rows_to_detections
 
 if TYPE_CHECKING:
     import tensorrt as trt_types  # the common API of both flavours (TensorRT-RTX's runtime mirrors it)
@@ -175,6 +178,29 @@ class TensorRTBackend:
             b.free()
         self._buffers.clear()
         self.stream.destroy()
+
+
+class TensorRTEnd2EndBackend(End2EndRows, TensorRTBackend):
+    """An engine built from an end-to-end ONNX: `detect` (rows of its own NMS) instead of `__call__`."""
+
+    def __init__(self, path: str | Path, *, cuda_graph: bool = False, device: int = 0) -> None:
+        super().__init__(path, cuda_graph=False, device=device)  # data-dependent rows: no graph capture
+        missing = [n for n in ROW_OUTPUTS if n not in self.outputs]
+        if missing:
+            raise ConfigError(
+                f"{self.path.name}: an end-to-end engine without the outputs {missing} (built from an earlier "
+                "export): its masks exist only at 1/4 resolution, so it cannot be tiled",
+                hint="re-export with `asfyolo-rt export --end2end` and rebuild, or build the plain model.onnx")
+        self.set_thresholds({k: str(v) for k, v in self.sidecar.thresholds.items()})
+
+    def __call__(self, images: Any) -> tuple[Any, Any]:
+        raise ConfigError(f"{self.path.name} is an end-to-end engine (NMS inside): it gives detections, not raw "
+                          "predictions", hint="use it with predict or val --protocol tiled, or build the plain model")
+
+    def detect(self, images: Any, conf: float) -> tuple[list[Any], Any]:
+        """Detections per image (score-sorted, scores > max(conf, the engine's)) and protos (B, nm, Hp, Wp)."""
+        x = images.detach().cpu().float().numpy() if hasattr(images, "detach") else np.asarray(images, np.float32)
+        return rows_to_detections(self.run_named(np.ascontiguousarray(x)), conf, self.conf)
 
 
 def _is_cuda_tensor(x: Any) -> bool:

@@ -47,6 +47,7 @@ class EngineSidecar:
     preprocess: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, Any] = field(default_factory=dict)
     end2end: bool = False
+    geometry: dict[str, Any] = field(default_factory=dict)  # the ONNX's training geometry (tiled inference)
     layers: dict[str, Any] = field(default_factory=dict)  # per-layer precision summary (export.engine.buildlog)
     build: dict[str, Any] = field(default_factory=dict)  # workspace, timing cache, flags, seconds, engine bytes
     asfyolo_rt: str = ""

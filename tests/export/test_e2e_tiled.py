@@ -52,3 +52,29 @@ def test_end2end_mismatch_is_said_and_stricter_conf_applies(e2e_path, caplog):
     assert len(strict) < len(loose) and bool((strict.scores > 0.3).all())
     with pytest.raises(ConfigError, match="end-to-end"):
         e2e(np.zeros((1, 3, 160, 160), np.float32))  # raw predictions are not what it gives
+
+
+def test_end2end_engine_backend_reads_its_rows_like_the_onnx_one(e2e_path):
+    """TensorRTEnd2EndBackend's own code (thresholds from the sidecar, rows to detections, the Runner's e2e
+    path) with the engine's execution replaced by ONNX Runtime on the same graph: no TensorRT runtime runs
+    here (engines build with TensorRT-RTX but need a GPU to execute), so this checks everything but the
+    kernels, against the end-to-end ONNX backend."""
+    from asfyolo_rt.export.engine.runner import TensorRTEnd2EndBackend
+
+    from asfyolo_rt.infer.end2end import ROW_OUTPUTS
+
+    onnx_e2e = load_backend(e2e_path)
+    eng = object.__new__(TensorRTEnd2EndBackend)
+    eng.path, eng.input_shape, eng.max_batch = e2e_path.with_suffix(".engine"), (160, 160), 1
+    eng.names, eng.nc, eng.precision, eng.name = {0: "cell"}, 1, "fp32", "tensorrt"
+    sess = onnx_e2e.session
+    eng.run_named = lambda x: dict(zip(ROW_OUTPUTS, sess.run(list(ROW_OUTPUTS), {onnx_e2e.input_name: x})))
+    eng.set_thresholds({"conf_threshold": "0.16", "iou_threshold": "0.45", "max_det": "300"})  # sidecar keys
+    assert (eng.conf, eng.iou, eng.max_det) == (0.16, 0.45, 300) and eng.mismatch(0.16, 0.45, 300) is None
+    frame = to_uint8_rgb(make_nuclei(7, (300, 420))[0])
+    want = Runner(onnx_e2e, Geometry(tile_overlap=48), POST)(frame)
+    got = Runner(eng, Geometry(tile_overlap=48), POST)(frame)
+    assert len(want) > 5 and got.tiles == want.tiles == 12
+    np.testing.assert_array_equal(got.label_map(), want.label_map())
+    with pytest.raises(ConfigError, match="end-to-end engine"):
+        eng(np.zeros((1, 3, 160, 160), np.float32))

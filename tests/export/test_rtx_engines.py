@@ -91,8 +91,13 @@ def test_every_bundle_onnx_parses_and_builds_for_sm86_sm89(rtx_builds, rtx_bundl
         assert b.onnx.name.endswith(".end2end.rtx.onnx") and side.end2end and side.thresholds["nms"] == "cluster"
         assert side.outputs["masks"] == {"index": 4, "dtype": "uint8", "shape": [1, 100, 40, 40]}
         assert side.outputs["num_dets"]["dtype"] == "int32" and side.outputs["label_map"]["shape"] == [1, 40, 40]
+        assert {"coeffs", "protos"} <= set(side.outputs)  # what tiled inference reads (TensorRTEnd2EndBackend)
     else:
         assert side.outputs["pred"]["dtype"] == "float" and side.outputs["protos"]["shape"] == [1, 32, 40, 40]
+    # the ONNX's training geometry travels into the sidecar: an engine tiles a frame at the model's scale
+    from asfyolo_rt.infer.geometry import recorded_geometry
+
+    assert side.geometry and recorded_geometry(b.artifact.engine) == recorded_geometry(b.onnx)
     summary = side.layers
     assert summary["source"].startswith("build log") and summary["unmatched_convolutions"] == []
     assert sum(summary["convolutions"].values()) == summary["onnx_convolutions"] == 72
