@@ -58,7 +58,7 @@ def export(
     int8_sensitivity: Annotated[bool, typer.Option("--int8-sensitivity", help="Rank blocks by INT8 damage and "
                                                     "suggest an exclude list.")] = False,
     end2end: Annotated[bool, typer.Option("--end2end", help="Also write end-to-end models (top-k, NMS, masks).")] = False,
-    conf: Annotated[float, typer.Option("--conf", help="End-to-end score threshold.")] = 0.25,
+    conf: Annotated[float | None, typer.Option("--conf", help="End-to-end score threshold (default 0.25, looser than any predict threshold; --bioimageio: the model's tuned one, as predict, else 0.25).")] = None,
     iou: Annotated[float | None, typer.Option("--iou", help="End-to-end NMS IoU threshold (default 0.6; "
                                                "--bioimageio: 0.45, as predict).")] = None,
     max_det: Annotated[int | None, typer.Option("--max-det", help="End-to-end detections per image (default 300; "
@@ -90,11 +90,17 @@ def export(
       asfyolo-rt export --bioimageio asfyolo-bioimageio   (then: bioimageio test asfyolo-bioimageio/rdf.yaml)
     """
     if bioimageio is not None:
+        if conf is None:  # the package draws its own label image: with predict's threshold for these weights
+            from asfyolo_rt.infer.geometry import recorded_geometry
+            from asfyolo_rt.weights_registry import resolve_weights
+
+            conf = recorded_geometry(resolve_weights(weights)).default_conf
         _export_bioimageio(bioimageio, weights, conf, 0.45 if iou is None else iou, max_det or 1000,
                            bioimageio_image, fp16 or int8 or end2end, as_json)
         return
     iou = 0.6 if iou is None else iou
     max_det = 300 if max_det is None else max_det
+    conf = 0.25 if conf is None else conf
     from rich.table import Table
 
     from asfyolo_rt.cli._common import check_img_size, print_json, stderr, stdout_console

@@ -81,6 +81,14 @@ class ConfCurve:
                 "recall": round(self.recall[i], 4), "image_f1": round(self.image_f1[i], 4),
                 "tp": self.tp[i], "fp": self.fp[i], "fn": self.fn[i]}
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ConfCurve:
+        """Back from `to_dict` (what `weights tune-conf --json` prints)."""
+        rows = d["rows"]
+        return cls(confs=[r["conf"] for r in rows], tp=[r["tp"] for r in rows], fp=[r["fp"] for r in rows],
+                   fn=[r["fn"] for r in rows], image_f1=[r["image_f1"] for r in rows], n_images=d["n_images"],
+                   split=d.get("split", ""))
+
     def to_dict(self) -> dict[str, Any]:
         return {"split": self.split, "n_images": self.n_images, "best_conf": self.best,
                 "best": self.row(self.best_index), "rows": [self.row(i) for i in range(len(self.confs))]}

@@ -73,6 +73,8 @@ class ValResult:
     coco: dict[str, Any] | None = None
     dsb: float | None = None
     dsb_per_image: list[float] | None = None
+    # instance F1 at mask IoU 0.5 of the same label images (counts summed over images): what predict draws
+    label_f1: dict[str, float] | None = None
     backend: dict[str, Any] = field(default_factory=dict)
     n_images: int = 0
 
@@ -88,6 +90,8 @@ class ValResult:
             out["coco"] = self.coco
         if self.dsb is not None:
             out["dsb_score"] = self.dsb
+        if self.label_f1 is not None:
+            out["label_f1"] = self.label_f1
         return out
 
     def summary(self) -> dict[str, float]:
@@ -104,6 +108,8 @@ class ValResult:
                     out[f"coco_{task}_ap50"] = self.coco[task].get("AP50")
         if self.dsb is not None:
             out["dsb_score"] = self.dsb
+        if self.label_f1 is not None:
+            out["label_f1"] = self.label_f1["f1"]
         return out
 
 
@@ -343,10 +349,15 @@ def _finish(result: ValResult, cfg: ValConfig, coco_gts: list, coco_dts: list, d
 
         result.coco = coco_evaluate(coco_gts, coco_dts, max_dets=cfg.coco_max_dets)
     if cfg.dsb:
-        from asfyolo_rt.eval.dsb import dsb_score
+        from asfyolo_rt.eval.dsb import dsb_score, instance_f1
 
         d = dsb_score(dsb_gt, dsb_pred)
         result.dsb, result.dsb_per_image = float(d.score), [float(v) for v in d.per_image]
+        counts = [instance_f1(g, p) for g, p in zip(dsb_gt, dsb_pred)]
+        tp, fp, fn = (sum(getattr(c, k) for c in counts) for k in ("tp", "fp", "fn"))
+        result.label_f1 = {"conf": cfg.dsb_conf, "f1": 2 * tp / max(2 * tp + fp + fn, 1),
+                           "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1), "tp": tp, "fp": fp,
+                           "fn": fn}
     if kept is not None:
         result.predictions = kept  # type: ignore[attr-defined]
     if plots_dir is not None:

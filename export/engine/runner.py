@@ -25,8 +25,8 @@ from asfyolo_rt.export.engine.api import load_tensorrt
 from asfyolo_rt.export.engine.cuda import DeviceBuffer, Stream, device_info
 from asfyolo_rt.export.engine.sidecar import read_sidecar
 
+from asfyolo_rt.e2e_rows import ROW_OUTPUTS, End2EndRows, rows_to_detections
 from asfyolo_rt.errors import ConfigError, EngineBuildError
-from asfyolo_rt.infer.end2end import ROW_OUTPUTS, End2EndRows, rows_to_detections
 
 if TYPE_CHECKING:
     import tensorrt as trt_types  # the common API of both flavours (TensorRT-RTX's runtime mirrors it)

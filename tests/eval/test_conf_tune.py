@@ -119,3 +119,23 @@ def test_tune_conf_bad_input(tmp_path: Path, cli, datasets_root) -> None:
     assert r.exit_code == 1 and "none" in r.stderr
     r = cli("weights", "pack", "dsb2018", "--out", tmp_path / "y.safetensors", "--conf", 1.5)
     assert r.exit_code == 1 and "--conf 1.5" in r.stderr
+
+
+def test_tiled_val_reports_the_label_images_f1(shipped, val_split):
+    """val --protocol tiled scores its label images (the DSB score's) by instance F1 too: the same counts as
+    the conf curve with val's NMS settings."""
+    from dataclasses import replace
+
+    from asfyolo_rt.eval.conf_tune import f1_vs_conf
+    from asfyolo_rt.eval.validate import ValConfig, validate
+
+    backend, rec = shipped
+    split = replace(val_split, samples=sorted(val_split.samples, key=lambda s: s.image_path.name)[:N_IMAGES])
+    res = validate(backend, split, ValConfig(protocol="tiled", model_scale=rec.scale_factor, coco=False, dsb=True,
+                                             dsb_conf=0.3, max_object_px=rec.max_object_px))
+    curve = f1_vs_conf(backend, split, model_scale=rec.scale_factor, max_object_px=rec.max_object_px, iou=0.6,
+                       max_det=300, confs=(0.3,))
+    lf = res.label_f1
+    assert lf is not None and lf["conf"] == 0.3 and (lf["tp"], lf["fp"], lf["fn"]) == (curve.tp[0], curve.fp[0],
+                                                                                       curve.fn[0])
+    assert res.summary()["label_f1"] == lf["f1"] == curve.f1[0] > 0.5

@@ -61,7 +61,7 @@ def test_end2end_engine_backend_reads_its_rows_like_the_onnx_one(e2e_path):
     kernels, against the end-to-end ONNX backend."""
     from asfyolo_rt.export.engine.runner import TensorRTEnd2EndBackend
 
-    from asfyolo_rt.infer.end2end import ROW_OUTPUTS
+    from asfyolo_rt.e2e_rows import ROW_OUTPUTS
 
     onnx_e2e = load_backend(e2e_path)
     eng = object.__new__(TensorRTEnd2EndBackend)
