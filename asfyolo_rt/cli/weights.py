@@ -182,7 +182,8 @@ def tune_conf(
         table.add_column(col, justify="right")
     for i in range(len(curve.confs)):
         r = curve.row(i)
-        mark = " *" if i == curve.best_index else (" (was)" if r["conf"] == before["conf"] else "")
+        current = " (recorded)" if rec.conf is not None else " (default)"
+        mark = (" *" if i == curve.best_index else "") + (current if r["conf"] == before["conf"] else "")
         table.add_row(f"{r['conf']:g}{mark}", f"{r['f1']:.4f}", f"{r['precision']:.4f}", f"{r['recall']:.4f}",
                       f"{r['image_f1']:.4f}", str(r["tp"]), str(r["fp"]), str(r["fn"]))
     console = stdout_console()
