@@ -26,6 +26,7 @@ import torch
 
 from asfyolo_rt.data.dataset import DatasetSplit
 from asfyolo_rt.data.io import read_image
+from asfyolo_rt.eval.dsb import InstanceF1
 from asfyolo_rt.infer.backends import Backend
 
 # 0.05 .. 0.80: below 0.05 label images fill with noise, above 0.8 a YOLO model keeps few cells
@@ -50,17 +51,21 @@ class ConfCurve:
     split: str = ""
     per_image: list[dict[str, Any]] = field(default_factory=list)
 
+    def counts(self, i: int) -> InstanceF1:
+        """The summed matches at threshold `confs[i]` (precision, recall and F1 as `instance_f1` defines them)."""
+        return InstanceF1(tp=self.tp[i], fp=self.fp[i], fn=self.fn[i], threshold=0.5)
+
     @property
     def f1(self) -> list[float]:
-        return [2 * t / max(2 * t + p + n, 1) for t, p, n in zip(self.tp, self.fp, self.fn)]
+        return [self.counts(i).f1 for i in range(len(self.confs))]
 
     @property
     def precision(self) -> list[float]:
-        return [t / max(t + p, 1) for t, p in zip(self.tp, self.fp)]
+        return [self.counts(i).precision for i in range(len(self.confs))]
 
     @property
     def recall(self) -> list[float]:
-        return [t / max(t + n, 1) for t, n in zip(self.tp, self.fn)]
+        return [self.counts(i).recall for i in range(len(self.confs))]
 
     @property
     def best_index(self) -> int:
@@ -77,9 +82,9 @@ class ConfCurve:
         return self.row(i)
 
     def row(self, i: int) -> dict[str, float]:
-        return {"conf": self.confs[i], "f1": round(self.f1[i], 4), "precision": round(self.precision[i], 4),
-                "recall": round(self.recall[i], 4), "image_f1": round(self.image_f1[i], 4),
-                "tp": self.tp[i], "fp": self.fp[i], "fn": self.fn[i]}
+        c = self.counts(i).to_dict()
+        return {"conf": self.confs[i], "f1": c["f1"], "precision": c["precision"], "recall": c["recall"],
+                "image_f1": round(self.image_f1[i], 4), "tp": c["tp"], "fp": c["fp"], "fn": c["fn"]}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ConfCurve:

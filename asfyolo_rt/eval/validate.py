@@ -349,15 +349,14 @@ def _finish(result: ValResult, cfg: ValConfig, coco_gts: list, coco_dts: list, d
 
         result.coco = coco_evaluate(coco_gts, coco_dts, max_dets=cfg.coco_max_dets)
     if cfg.dsb:
-        from asfyolo_rt.eval.dsb import dsb_score, instance_f1
+        from asfyolo_rt.eval.dsb import InstanceF1, dsb_score, instance_f1
 
         d = dsb_score(dsb_gt, dsb_pred)
         result.dsb, result.dsb_per_image = float(d.score), [float(v) for v in d.per_image]
         counts = [instance_f1(g, p) for g, p in zip(dsb_gt, dsb_pred)]
-        tp, fp, fn = (sum(getattr(c, k) for c in counts) for k in ("tp", "fp", "fn"))
-        result.label_f1 = {"conf": cfg.dsb_conf, "f1": 2 * tp / max(2 * tp + fp + fn, 1),
-                           "precision": tp / max(tp + fp, 1), "recall": tp / max(tp + fn, 1), "tp": tp, "fp": fp,
-                           "fn": fn}
+        total = InstanceF1(tp=sum(c.tp for c in counts), fp=sum(c.fp for c in counts), fn=sum(c.fn for c in counts),
+                           threshold=0.5)
+        result.label_f1 = {"conf": cfg.dsb_conf, **total.to_dict()}
     if kept is not None:
         result.predictions = kept  # type: ignore[attr-defined]
     if plots_dir is not None:

@@ -198,7 +198,7 @@ class FrameResult:
 class PostConfig:
     """Post-processing shared by prediction and tiled validation."""
 
-    conf: float = 0.25
+    conf: float = DEFAULT_CONF
     iou: float = 0.45
     max_det: int = 1000  # per tile (native) or per image (fit)
     mask_threshold: float = 0.5
