@@ -48,6 +48,7 @@ class BioimageioOptions:
     max_det: int = 1000
     test_image: Path | None = None  # grey image for the test tensors and cover (default: synthetic nuclei)
     test_size: int = 256  # synthetic test image side (multiple of 32)
+    model_scale: float | None = None  # network px per image px; None: the checkpoint's recorded one (else 1)
 
 
 @dataclass(frozen=True)
@@ -149,8 +150,16 @@ def rdf(opts: BioimageioOptions, names: dict[int, str], opset: int, sha: dict[st
         }],
         "weights": {"onnx": {"source": ONNX_NAME, "sha256": sha[ONNX_NAME], "opset_version": opset}},
         "config": {"asfyolo_rt": {"classes": {str(k): v for k, v in sorted(names.items())}, "conf": opts.conf,
-                                  "iou": opts.iou, "max_det": opts.max_det}},
+                                  "iou": opts.iou, "max_det": opts.max_det, "model_scale": opts.model_scale or 1.0}},
     }
+
+
+def _scale_text(s: float) -> str:
+    if s == 1.0:
+        return "its own pixel size"
+    return (f"{s:g}x its own pixel size (the graph resizes the image bilinearly by {s:g}, rounded up to "
+            f"multiples of {STEP}, the scale the model was trained at and `asfyolo-rt predict` runs it at), "
+            f"and the labels come back to the input's size")
 
 
 def _documentation(opts: BioimageioOptions, names: dict[int, str], weights: str) -> str:
@@ -167,13 +176,13 @@ clipped (`scale_range`, `clip`); the graph repeats the grey channel into the mod
 
 ## Post-processing (inside the ONNX graph)
 Score threshold {opts.conf}, class-aware NMS at IoU {opts.iou}, at most {opts.max_det} cells, masks from the
-prototypes at 1/4 resolution (threshold 0.5) painted into a label map (the highest-scoring cell wins
+prototypes at 1/4 of the network input's resolution (threshold 0.5) painted into a label map (the highest-scoring cell wins
 where masks overlap), upsampled to the input size by nearest neighbour.
 
 ## Limits
-The whole image goes through the network at its own pixel size: the model was trained on nuclei at the
-pixel scale of the DSB2018 images; rescale images whose nuclei are much larger or smaller. Label edges
-follow the 4-pixel prototype grid; `asfyolo-rt predict` (tiles, full-resolution masks, duplicate removal)
+The whole image goes through the network at {_scale_text(opts.model_scale or 1.0)}: the model was trained on
+nuclei at the pixel scale of the DSB2018 images; rescale images whose nuclei are much larger or smaller.
+Label edges follow the prototype grid ({4 / (opts.model_scale or 1.0):.3g} image px); `asfyolo-rt predict` (tiles, full-resolution masks, duplicate removal)
 gives finer edges and handles images of any size.
 
 ## Validation
@@ -198,6 +207,12 @@ def export_bioimageio(opts: BioimageioOptions) -> BioimageioResult:
         raise ConfigError(f"--bioimageio {opts.out} already exists", hint="choose a new folder; nothing was overwritten")
     weights = resolve_weights(opts.weights)
     model, config = load_weights(weights)
+    if opts.model_scale is None:  # the scale predict runs these weights at
+        from dataclasses import replace
+
+        from asfyolo_rt.infer.geometry import recorded_geometry
+
+        opts = replace(opts, model_scale=recorded_geometry(weights).scale_factor)
     with tempfile.TemporaryDirectory() as tmp:
         raw = export_onnx(model, Path(tmp) / "raw.onnx", config, img_size=config.img_size or 320,
                           dynamic_batch=True, dynamic_size=True)
@@ -220,7 +235,7 @@ def write_package(raw_model: object, opts: BioimageioOptions, names: dict[int, s
     cfg = End2EndConfig(conf_threshold=opts.conf, iou_threshold=opts.iou, max_det=opts.max_det,
                         topk=max(opts.max_det, 3840))
     assert isinstance(raw_model, onnx.ModelProto)
-    graph = build_label_graph(raw_model, cfg)
+    graph = build_label_graph(raw_model, cfg, model_scale=opts.model_scale or 1.0)
     image = _test_image(opts)
     out.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))

@@ -63,6 +63,7 @@ def test_package_rdf_validates(raw_model: onnx.ModelProto, tmp_path: Path) -> No
     doc = yaml.safe_load((out / "rdf.yaml").read_text())
     assert doc["cite"][0]["doi"] == CITATION["doi"] == "10.1016/j.imavis.2024.105057"
     assert [a["type"] for a in doc["inputs"][0]["axes"]] == ["batch", "channel", "space", "space"]
+    assert doc["config"]["asfyolo_rt"]["model_scale"] == 1.0  # write_package without a scale: none in the graph
     descr = load_description(out / "rdf.yaml")  # sha256 of every file checked
     assert isinstance(descr, ModelDescr), descr.validation_summary.display() or descr
     assert descr.validation_summary.status == "valid-format"
@@ -80,8 +81,34 @@ def test_cli_package_passes_bioimageio_test(tmp_path: Path, cli) -> None:
     out = tmp_path / "bioimageio"
     r = cli("export", "--bioimageio", out, "--json")
     assert r.exit_code == 0, r.stdout + r.stderr
+    # the shipped model runs at its recorded x1.5 (predict's scale), inside the graph
+    assert yaml.safe_load((out / "rdf.yaml").read_text())["config"]["asfyolo_rt"]["model_scale"] == 1.5
+    assert any(n.name == "/bioimageio/model_scale" for n in onnx.load(str(out / "asfyolo.onnx")).graph.node)
     bioimageio = Path(sys.executable).with_name("bioimageio")
     run = subprocess.run([str(bioimageio), "test", str(out / "rdf.yaml")], capture_output=True, text=True,
                          cwd=tmp_path, timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "passed" in run.stdout
+
+
+def test_label_graph_runs_the_network_at_the_model_scale(raw_model: onnx.ModelProto) -> None:
+    """A x1.5 model: the network sees the image resized to ceil(side * 1.5 / 32) * 32 (96x64 -> 160x96),
+    and the label map comes back to the input's 96x64 grid."""
+    cfg = End2EndConfig(conf_threshold=0.25, iou_threshold=0.45, max_det=50)
+    graph = build_label_graph(raw_model, cfg, model_scale=1.5)
+    ref = build_end2end(raw_model, End2EndConfig(conf_threshold=0.25, iou_threshold=0.45, max_det=50, label_map=True))
+    x = np.random.default_rng(1).random((1, 1, 96, 64), dtype=np.float32)
+    labels = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, {"raw": x})[0]
+    assert labels.shape == (1, 1, 96, 64)
+    big = torch.nn.functional.interpolate(torch.from_numpy(np.repeat(x, 3, axis=1)), size=(160, 96), mode="bilinear",
+                                          align_corners=False).numpy()
+    sess = ort.InferenceSession(ref.SerializeToString(), providers=["CPUExecutionProvider"])
+    outs = dict(zip([o.name for o in sess.get_outputs()], sess.run(None, {"images": big})))
+    lm = outs["label_map"][0]
+    assert lm.shape == (40, 24)
+    expected = lm[(np.arange(96) * 40) // 96][:, (np.arange(64) * 24) // 64]
+    assert labels[0, 0].max() > 0
+    assert (labels[0, 0] == expected).mean() > 0.999  # bilinear rounding may flip a border pixel
+    unscaled = ort.InferenceSession(build_label_graph(raw_model, cfg).SerializeToString(),
+                                    providers=["CPUExecutionProvider"]).run(None, {"raw": x})[0]
+    assert not np.array_equal(unscaled, labels)
