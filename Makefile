@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-v5
+STAMP := $(VENV)/.installed-v7
 PYTEST_ARGS ?=
 
 .PHONY: venv test test-all demo lint typecheck clean
@@ -16,7 +16,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,quant,rtx,openvino,bioimageio,napari]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,quant,rtx,openvino,bioimageio,napari,examples,docs]'
 	command -v Xvfb >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb >/dev/null; } \
 		|| echo "note: no Xvfb (apt-get install xvfb): the napari viewer tests will be skipped"
 	touch $(STAMP)

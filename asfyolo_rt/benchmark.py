@@ -8,7 +8,7 @@ cells whatever the model predicts. Each result is one flat row (environment incl
 several devices append to one CSV/JSON table.
 
 `bench_frame` times what a microscope frame costs: a whole image (e.g. 2048 x 2048) through
-`asfyolo_rt.infer.geometry.Runner` (native-scale tiles, `batch` tiles per call, stitching, full-
+`asfyolo_rt.runtime.stages.Runner` (native-scale tiles, `batch` tiles per call, stitching, full-
 resolution label map): ms per frame and megapixels per second.
 """
 
@@ -27,7 +27,9 @@ import torch
 from asfyolo_rt.data.letterbox import LetterboxTransform, preprocess
 from asfyolo_rt.infer.backends import Backend
 from asfyolo_rt.infer.nms import Detections, non_max_suppression
-from asfyolo_rt.infer.predict import PredictConfig, assemble
+from asfyolo_rt.infer.predict import assemble
+from asfyolo_rt.infer.protocol import RawBackend
+from asfyolo_rt.runtime.pipeline import PredictConfig
 
 
 @dataclass(frozen=True)
@@ -173,7 +175,7 @@ def _percentiles(x: Sequence[float]) -> tuple[float, float, float]:
 
 def bench_backend(
     label: str,
-    backend: Backend,
+    backend: RawBackend,
     images: Sequence[np.ndarray],
     cfg: BenchConfig,
     *,
@@ -268,7 +270,7 @@ def _postprocess(pred: torch.Tensor, protos: torch.Tensor, transforms: list[Lett
         dets = [synthetic_detections(cells, t.net_shape, seed=i) for i, t in enumerate(transforms)]
     total = 0
     for i, (det, t) in enumerate(zip(dets, transforms)):
-        assemble(protos[i], det, t, pcfg)
+        assemble(protos[i], det, t, mask_threshold=pcfg.mask_threshold, kernel_impl=pcfg.kernel_impl)
         total += len(det)
     return total
 
@@ -378,7 +380,7 @@ def bench_frame(label: str, backend: Backend, image: np.ndarray, *, batch: int =
     """End-to-end time of one whole frame with tiling, batching, stitching and the label map."""
     from asfyolo_rt.bench_machine import LoadProbe
     from asfyolo_rt.env import environment
-    from asfyolo_rt.infer.geometry import Geometry, PostConfig, Runner
+    from asfyolo_rt.runtime.stages import Geometry, PostConfig, Runner
 
     env = env or environment()
     runner = Runner(backend, Geometry("native", img_size=img_size, tile_overlap=tile_overlap, model_scale=model_scale,

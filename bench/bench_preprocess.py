@@ -29,7 +29,7 @@ from _common import RESULTS, append_rows, env_row, setup, timeit
 
 from asfyolo_rt.bench_machine import LoadProbe, busy_before, cores, load_average, noise_verdict
 from asfyolo_rt.data.letterbox import preprocess
-from asfyolo_rt.infer.geometry import _to_tensor
+from asfyolo_rt.runtime.stages import preprocess as _to_tensor
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,6 +1,6 @@
 """Peak memory of the tiling geometry on a huge frame, with a stand-in model.
 
-An 8192 x 8192 frame with 20,000 drawn discs goes through `asfyolo_rt.infer.geometry.Runner` with the
+An 8192 x 8192 frame with 20,000 drawn discs goes through `asfyolo_rt.runtime.stages.Runner` with the
 test suite's `OracleBackend` (every bright blob of a tile is one detection: no network cost), 640 tiles,
 batch 4, and its full-resolution label map is built. Prints tiles, cells, seconds and peak RSS: the
 geometry's own memory (frame, tiles, box-local masks, label map), which a real model adds its weights
@@ -22,7 +22,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "infer"))
 from test_geometry import OracleBackend  # noqa: E402
 
-from asfyolo_rt.infer.geometry import Geometry, PostConfig, Runner  # noqa: E402
+from asfyolo_rt.runtime.stages import Geometry, PostConfig, Runner  # noqa: E402
 
 
 def main(size: int = 8192, discs: int = 20000) -> None:

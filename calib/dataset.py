@@ -12,7 +12,7 @@ largest-remainder allocation (every stratum gets at least one image when N allow
 within a stratum with a seeded generator; the result is sorted by path. Pre-processing is what inference
 does with the model: `asfyolo_rt.data.letterbox.preprocess` to the model input size for whole-image
 (fit-scale) models; for native-scale models (`tile_scale`) one seeded tile-sized window per image at the
-model scale, padded like the edge tiles of `asfyolo_rt.infer.geometry`.
+model scale, padded like the edge tiles of `asfyolo_rt.runtime.stages`.
 
 Images are held as uint8 (N, 3, H, W) to bound memory (500 images at 640 x 640 take 0.6 GB) and converted
 to float32 [0, 1] per batch.
@@ -210,7 +210,7 @@ def native_tile(image: np.ndarray, img_size: tuple[int, int], model_scale: float
     position inside the image, padded with 114 where the image is smaller than the tile."""
     import cv2
 
-    from asfyolo_rt.infer.geometry import PAD_VALUE
+    from asfyolo_rt.runtime.stages import PAD_VALUE
 
     h0, w0 = image.shape[:2]
     if model_scale != 1.0:

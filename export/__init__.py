@@ -1,11 +1,11 @@
-"""asfyolo_rt.export: ONNX export (FP32/FP16/INT8 flavours), end-to-end graphs, bundles, TensorRT engines.
+"""asfyolo_rt.export: ONNX export (FP32/FP16/INT8 flavours), end-to-end graphs, TensorRT engines.
 
 Public API (imported lazily so `asfyolo_rt.export.engine` stays torch-free on devices):
 
 - `export_onnx(model, path, config, img_size=..., dynamic_batch=..., dynamic_size=...) -> OnnxArtifact`
 - `convert_fp16(fp32_path, out_path, rules=..., sample_batches=...) -> Fp16Result`
 - `export_end2end(source, out_path, End2EndConfig(...)) -> OnnxArtifact`
-- `export_bundle(BundleOptions(...), progress=...) -> BundleResult`
+- (a whole bundle, with calibration and evaluation: `asfyolo_rt.bundle.export_bundle`, a layer above)
 - `compare_runners(reference, candidate, shapes) -> list[OutputError]`
 - `asfyolo_rt.export.engine`: `build_engine`, `TensorRTBackend` (runner), sidecar JSON.
 """
@@ -26,9 +26,6 @@ _LAZY = {
     "End2EndConfig": "asfyolo_rt.export.end2end",
     "build_end2end": "asfyolo_rt.export.end2end",
     "export_end2end": "asfyolo_rt.export.end2end",
-    "BundleOptions": "asfyolo_rt.export.bundle",
-    "BundleResult": "asfyolo_rt.export.bundle",
-    "export_bundle": "asfyolo_rt.export.bundle",
     "OutputError": "asfyolo_rt.export.compare",
     "compare_runners": "asfyolo_rt.export.compare",
 }

@@ -210,9 +210,9 @@ def export_bioimageio(opts: BioimageioOptions) -> BioimageioResult:
     if opts.model_scale is None:  # the scale predict runs these weights at
         from dataclasses import replace
 
-        from asfyolo_rt.infer.geometry import recorded_geometry
+        from asfyolo_rt.runtime.info import read_model_info
 
-        opts = replace(opts, model_scale=recorded_geometry(weights).scale_factor)
+        opts = replace(opts, model_scale=read_model_info(weights).model_scale)
     with tempfile.TemporaryDirectory() as tmp:
         raw = export_onnx(model, Path(tmp) / "raw.onnx", config, img_size=config.img_size or 320,
                           dynamic_batch=True, dynamic_size=True)

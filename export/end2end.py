@@ -26,7 +26,7 @@ Outputs (fixed size): num_dets (B,) int32; boxes (B, max_det, 4) float32 xyxy in
 scores (B, max_det) float32; classes (B, max_det) int32; masks (B, max_det, Hp, Wp) uint8 in {0, 1};
 [label_map (B, Hp, Wp) int32]; then coeffs (B, max_det, nm) float32, the raw mask coefficients of the same
 rows, and protos (B, nm, Hp, Wp) float32, the model's prototypes: with these two a host assembles the masks
-at full image resolution and stitches tiles exactly as for the plain model (`asfyolo_rt.infer.backends.
+at full image resolution and stitches tiles exactly as for the plain model (`asfyolo_rt.infer.end2end.
 OrtEnd2EndBackend`, `predict --model model.end2end.onnx`). Equivalent Python: `non_max_suppression(pred, conf_threshold=...,
 iou_threshold=..., max_det=..., max_nms=topk)` then `process_masks_proto` per image.
 """
@@ -34,12 +34,12 @@ iou_threshold=..., max_det=..., max_nms=topk)` then `process_masks_proto` per im
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import onnx
+from asfyolo_rt.export.graph_builder import GraphBuilder
 from asfyolo_rt.export.onnx_export import (
     OnnxArtifact,
     file_sha256,
@@ -48,7 +48,7 @@ from asfyolo_rt.export.onnx_export import (
     save_model,
     set_metadata,
 )
-from onnx import TensorProto, helper, numpy_helper
+from onnx import TensorProto, helper
 
 from asfyolo_rt.errors import ConfigError, ExportError
 
@@ -58,7 +58,7 @@ MAX_WH = 7680.0  # class offset of class-aware NMS (asfyolo_rt.infer.nms.MAX_WH)
 TRT_NMS_LIMIT = 5000  # INMSLayer considers at most this many boxes per image
 TRT_TOPK_LIMIT = 3840  # TensorRT's (and TensorRT-RTX's) TopK: "K exceeds the maximum value allowed (3840)"
 LEGACY_DEFAULT_TOPK = 5000  # the earlier default (`--topk` 5000): clamped to TRT_TOPK_LIMIT with a warning
-IOU_EPS = 1e-7  # = asfyolo_rt.eval.boxes.IOU_EPS (added to unions)
+IOU_EPS = 1e-7  # = asfyolo_rt.boxes.IOU_EPS (added to unions)
 # Cluster-NMS iterations unrolled into the graph; odd, so that an unconverged result can only miss boxes
 # greedy NMS keeps, never keep one it removes. Measured need (at most 19) and reasoning: `_cluster_nms`.
 CLUSTER_NMS_ITERATIONS = 25
@@ -101,45 +101,6 @@ class End2EndConfig:
             raise ConfigError(f"nms={self.nms!r}; expected 'onnx' (NonMaxSuppression) or 'cluster' (Cluster-NMS)")
         if self.nms_iterations < 1:
             raise ConfigError(f"nms_iterations={self.nms_iterations}; expected >= 1")
-
-
-class GraphBuilder:
-    """Appends nodes/initializers with unique names under a prefix."""
-
-    def __init__(self, prefix: str = "/post") -> None:
-        self.prefix = prefix
-        self.nodes: list[onnx.NodeProto] = []
-        self.inits: list[onnx.TensorProto] = []
-        self._k = 0
-
-    def _name(self, base: str) -> str:
-        self._k += 1
-        return f"{self.prefix}/{base}_{self._k}"
-
-    def const(self, value: np.ndarray | float | list[int], base: str = "c", dtype: type = np.float32) -> str:
-        arr = np.asarray(value, dtype=dtype)
-        name = self._name(base)
-        self.inits.append(numpy_helper.from_array(arr, name))
-        return name
-
-    def i64(self, values: Sequence[int] | int) -> str:
-        return self.const(np.asarray(values, np.int64), "i64", np.int64)
-
-    def op(self, op_type: str, inputs: Sequence[str], base: str | None = None, n_out: int = 1,
-           outputs: Sequence[str] | None = None, domain: str = "", **attrs: object) -> str | list[str]:
-        name = self._name(base or op_type)
-        outs = list(outputs) if outputs is not None else [f"{name}_out{i}" if n_out > 1 else f"{name}_out"
-                                                           for i in range(n_out)]
-        self.nodes.append(helper.make_node(op_type, list(inputs), outs, name=name, domain=domain, **attrs))
-        return outs if n_out > 1 else outs[0]
-
-    def one(self, op_type: str, inputs: Sequence[str], base: str | None = None, **attrs: object) -> str:
-        out = self.op(op_type, inputs, base, **attrs)
-        assert isinstance(out, str)
-        return out
-
-    def slice_last(self, x: str, start: int, end: int) -> str:
-        return self.one("Slice", [x, self.i64([start]), self.i64([end]), self.i64([-1])])
 
 
 def _detections(g: GraphBuilder, pred: str, images: str, nc: int, nm: int, cfg: End2EndConfig) -> dict[str, str]:

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from asfyolo_rt.export.end2end import GraphBuilder
+    from asfyolo_rt.export.graph_builder import GraphBuilder
 
 PLUGIN_NAMESPACE = "asfyolo_rt"
 PLUGIN_NAME = "mask_assembly"

@@ -106,8 +106,13 @@ def model_metadata(
 ) -> dict[str, str]:
     """The custom metadata written into every exported ONNX file (all values are strings)."""
     from asfyolo_rt import __version__
+    from asfyolo_rt.runtime.info import META_KEY, info_from_config
 
+    info = info_from_config(config, precision=precision, fmt="onnx",
+                            input_shape=None if dynamic_size else (int(img_size[0]), int(img_size[1])))
     return {
+        # the versioned contract every runtime reads (asfyolo_rt.runtime.info; C runtime, sidecars, bundles)
+        META_KEY: info.to_json(),
         "names": json.dumps({str(k): v for k, v in sorted(config.names.items())}),
         "nc": str(config.nc),
         "nm": "32",
@@ -124,7 +129,7 @@ def model_metadata(
              "layout": "NCHW"}
         ),
         "asfyolo_rt": __version__,
-        # how the model was trained, for tiled inference (asfyolo_rt.infer.geometry.recorded_geometry)
+        # how the model was trained, for tiled inference (older readers; asfyolo_rt.runtime.info reads model_info first)
         "geometry": json.dumps({"train_scale": config.train_scale, "model_scale": config.model_scale,
                                 "max_object_px": config.max_object_px, "pixel_size_um": config.pixel_size_um,
                                 "train_img_size": config.img_size, "predict_conf": config.predict_conf}),

@@ -164,3 +164,17 @@ def stdout_console() -> Console:
     import sys
 
     return Console() if sys.stdout.isatty() else Console(width=200)
+
+
+def backend_help() -> str:
+    """The registered runtimes with the files they run, for --backend's help (from the registry)."""
+    from asfyolo_rt.runtime.registry import entry, runtimes
+
+    return "; ".join(f"{n} ({'/'.join(entry(n).suffixes)})" for n in runtimes())
+
+
+def precision_help() -> str:
+    """Each registered runtime's precisions (the first is its default), for --precision's help."""
+    from asfyolo_rt.runtime.registry import entry, runtimes
+
+    return "; ".join(f"{n}: {'/'.join(entry(n).precisions)}" for n in runtimes() if len(entry(n).precisions) > 1)

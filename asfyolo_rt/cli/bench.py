@@ -106,7 +106,8 @@ def bench(
     )
     from asfyolo_rt.env import environment
     from asfyolo_rt.errors import ConfigError
-    from asfyolo_rt.infer.backends import TorchBackend, load_backend
+    from asfyolo_rt.infer.backends import TorchBackend
+    from asfyolo_rt.runtime.registry import load_backend
 
     if threads:
         torch.set_num_threads(threads)
@@ -145,7 +146,7 @@ def bench(
         else:
             net, cfg = src if isinstance(src, tuple) else _load(src)
             # whole frames run in tiles of --img-size (default 640), single images at the training size
-            from asfyolo_rt.infer.geometry import DEFAULT_TILE
+            from asfyolo_rt.runtime.stages import DEFAULT_TILE
 
             size = img_size or (DEFAULT_TILE if whole is not None else cfg.img_size)
             # exported files are cached per weights file content: new weights under the same name re-export
@@ -171,13 +172,13 @@ def bench(
             stderr.print(f"bench {escape(run_label)} ...")
             if whole is not None:
                 from asfyolo_rt.benchmark import bench_frame
-                from asfyolo_rt.infer.geometry import recorded_geometry
+                from asfyolo_rt.runtime.info import read_model_info
 
-                rec = recorded_geometry(src) if isinstance(src, Path) else None
+                rec = read_model_info(src) if isinstance(src, Path) else None
                 for bs in batches:
                     rows.append(bench_frame(run_label, b, whole[0], batch=bs if not b.max_batch else b.max_batch,
                                             img_size=None if b.input_shape else img_size, tile_overlap=tile_overlap,
-                                            model_scale=rec.scale_factor if rec else 1.0,
+                                            model_scale=rec.model_scale if rec else 1.0,
                                             max_object_px=rec.max_object_px if rec else None, warmup=warmup,
                                             iters=iters, device=device if b.name == "torch" else "cpu", env=env,
                                             perf=ctx))

@@ -16,6 +16,7 @@ _MODULES = [
     "asfyolo_rt.cli.train",
     "asfyolo_rt.cli.val",
     "asfyolo_rt.cli.predict",
+    "asfyolo_rt.cli.watch",
     "asfyolo_rt.cli.export",
     "asfyolo_rt.cli.parity",
     "asfyolo_rt.cli.bench",

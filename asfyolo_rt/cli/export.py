@@ -91,10 +91,10 @@ def export(
     """
     if bioimageio is not None:
         if conf is None:  # the package draws its own label image: with predict's threshold for these weights
-            from asfyolo_rt.infer.geometry import recorded_geometry
+            from asfyolo_rt.runtime.info import read_model_info
             from asfyolo_rt.weights_registry import resolve_weights
 
-            conf = recorded_geometry(resolve_weights(weights)).default_conf
+            conf = read_model_info(resolve_weights(weights)).default_conf
         _export_bioimageio(bioimageio, weights, conf, 0.45 if iou is None else iou, max_det or 1000,
                            bioimageio_image, fp16 or int8 or end2end, as_json)
         return
@@ -103,8 +103,8 @@ def export(
     conf = 0.25 if conf is None else conf
     from rich.table import Table
 
+    from asfyolo_rt.bundle import BundleOptions, export_bundle
     from asfyolo_rt.cli._common import check_img_size, print_json, stderr, stdout_console
-    from asfyolo_rt.export.bundle import BundleOptions, export_bundle
     from asfyolo_rt.export.end2end import End2EndConfig
 
     check_img_size(img_size)

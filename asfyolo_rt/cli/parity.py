@@ -98,9 +98,11 @@ def parity(
     from asfyolo_rt.data.dataset import load_split
     from asfyolo_rt.errors import ConfigError
     from asfyolo_rt.eval.parity import Candidate, backend_label, openvino_candidates, run_parity, write_report
-    from asfyolo_rt.infer.backends import TorchBackend, load_backend
-    from asfyolo_rt.infer.geometry import recorded_geometry
+    from asfyolo_rt.infer.backends import TorchBackend
+    from asfyolo_rt.infer.protocol import RawBackend
     from asfyolo_rt.model.weights import load_checkpoint
+    from asfyolo_rt.runtime.info import read_model_info
+    from asfyolo_rt.runtime.registry import load_backend
     from asfyolo_rt.weights_registry import resolve_weights
 
     if protocol not in ("fit", "tiled"):
@@ -130,6 +132,9 @@ def parity(
                 skipped.append(f"{f.name} (end-to-end graph)")
                 continue
             raise
+        if b.end2end or not isinstance(b, RawBackend):  # NMS inside: no raw outputs to compare
+            skipped.append(f"{f.name} (end-to-end graph)")
+            continue
         cands.append(Candidate(backend_label(b, f), b))
     folders = {p for p in paths or [] if p.is_dir()}  # bundles: their model.onnx also on OpenVINO FP32 (+ BF16)
     ov_cands, ov_skipped = openvino_candidates([f for f in files if f.parent in folders])
@@ -152,10 +157,10 @@ def parity(
     n = min(images, len(ds.samples))
     with progress_bar("parity", n * len(cands)) as cb:
         order = {c.label: i for i, c in enumerate(cands)}
-        rec = recorded_geometry(ref_path)
+        rec = read_model_info(ref_path)
         rep, preds = run_parity(cands, ds, input_shape=shape, n_images=n, thresholds=thresholds,
                                 progress=lambda lab, d, t: cb(order[lab] * n + d, n * len(cands)), protocol=protocol,
-                                model_scale=rec.scale_factor, max_object_px=rec.max_object_px,
+                                model_scale=rec.model_scale, max_object_px=rec.max_object_px,
                                 gate_estimates=gate_estimates)
     if report:
         write_report(rep, preds, report)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 
 from asfyolo_rt.cli._common import (
+    backend_help,
     check_device,
     check_img_size,
     check_min,
+    precision_help,
     print_json,
     progress_bar,
     resolve_model_source,
@@ -62,8 +64,8 @@ def predict(
     batch: Annotated[int, typer.Option("--batch", help="Tiles per backend call (a static-batch model uses its own).")] = 1,
     pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Micrometres per pixel of the input images (overrides OME-TIFF/ImageJ metadata); with a model that records its training pixel size, images are rescaled to it.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N].")] = "cpu",
-    backend_name: Annotated[str, typer.Option("--backend", help="Runtime of a --model .onnx: onnxruntime or openvino (an OpenVINO .xml always runs on openvino).")] = "onnxruntime",
-    precision: Annotated[str, typer.Option("--precision", help="OpenVINO: fp32, bf16 (CPUs with AVX512-BF16/AMX) or int8 (an INT8 .xml); PyTorch: fp32, fp16, bf16.")] = "fp32",
+    backend_name: Annotated[str | None, typer.Option("--backend", help=f"Runtime: {backend_help()}. [default: from the file: .safetensors/.pt torch, .onnx onnxruntime, .xml openvino, .engine tensorrt]")] = None,
+    precision: Annotated[str, typer.Option("--precision", help=f"What the runtime runs ({precision_help()}); bf16 on CPUs with AVX512-BF16/AMX, int8 on an INT8 .xml; exported files carry their own.")] = "fp32",
     soft_nms: Annotated[bool, typer.Option("--soft-nms", help="Gaussian soft-NMS (paper) instead of hard NMS.")] = False,
     labels: Annotated[str, typer.Option(help="Label image format: tif (uint16/uint32), png (uint16), or none.")] = "tif",
     overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")] = True,
@@ -88,56 +90,43 @@ def predict(
       asfyolo-rt predict zstack.ome.tif --channel 0 --geojson --imagej-rois --ome-zarr   (plane by plane)
     """
     from asfyolo_rt.errors import ConfigError
-    from asfyolo_rt.infer.backends import load_backend
-    from asfyolo_rt.infer.predict import PredictConfig
-    from asfyolo_rt.infer.predict import predict as run_predict
     from asfyolo_rt.infer.sources import expand_sources, iter_frames
     from asfyolo_rt.infer.writers import PredictionWriter
+    from asfyolo_rt.runtime.segmenter import Segmenter
+    from asfyolo_rt.runtime.stages import SCALES
 
     if labels not in ("tif", "png", "none"):
         raise ConfigError(f"--labels must be tif, png or none, got {labels!r}")
-    from asfyolo_rt.infer.geometry import SCALES, recorded_geometry
-
     if scale not in SCALES:
         raise ConfigError(f"--scale {scale!r}: expected native or fit")
-    if max_det < 1:
-        raise ConfigError(f"--max-det {max_det}: expected >= 1")
-    if not 0.0 <= min_visible <= 1.0:
-        raise ConfigError(f"--min-visible {min_visible}: expected a fraction in [0, 1]")
-    if pixel_size is not None and not 0 < pixel_size < 1000:
-        raise ConfigError(f"--pixel-size {pixel_size}: expected micrometres per pixel in (0, 1000), e.g. 0.325")
     if channel is not None and channel < 0:
         raise ConfigError(f"--channel {channel}: expected a 0-based channel index (0, 1, ...)")
-    if conf is not None and not 0.0 <= conf < 1.0:
-        raise ConfigError(f"--conf {conf}: expected a threshold in [0, 1)")
     check_img_size(img_size)
     check_min(batch, "--batch")
     check_min(video_stride, "--video-stride")
     check_min(max_pixels, "--max-pixels")
     check_device(device)
-    path, trained_size = resolve_model_source(weights, model)
-    rec = recorded_geometry(path)
+    path, _ = resolve_model_source(weights, model)
+    settings: dict[str, Any] = dict(img_size=img_size, scale=scale, tile_overlap=tile_overlap, batch=batch, pixel_size_um=pixel_size,
+                    min_visible=min_visible, conf=conf, iou=iou, max_det=max_det, soft_nms=soft_nms)
+    from asfyolo_rt.runtime.info import read_model_info
+    from asfyolo_rt.runtime.pipeline import PredictConfig
+
+    PredictConfig.from_info(read_model_info(path), **settings)  # every option checked before any file is read
     files = expand_sources(source)
     from asfyolo_rt.data.io import IMAGE_SUFFIXES, check_headers, pixel_limit
 
     with pixel_limit(max_pixels):
         check_headers(files, IMAGE_SUFFIXES)  # unreadable or oversized images: refused before any output
-    backend = load_backend(path, device=device, precision=precision, backend=backend_name)
-    size = img_size
-    if scale == "fit" and size is None and backend.input_shape is None:
-        size = trained_size or 640
-    cfg = PredictConfig(img_size=size, scale=scale, tile_overlap=tile_overlap, model_scale=rec.scale_factor,
-                        max_object_px=rec.max_object_px, batch=batch, train_pixel_size_um=rec.pixel_size_um,
-                        pixel_size_um=pixel_size, min_visible=min_visible,
-                        conf=rec.default_conf if conf is None else conf, iou=iou, max_det=max_det,
-                        soft_nms=soft_nms)
+    seg = Segmenter(path, backend=backend_name, device=device, precision=precision, **settings)
+    cfg, rec, backend = seg.config, seg.info, seg.backend
     out = fresh_output_folder(out)
     writer = PredictionWriter(out, names=backend.names, overlays=overlays, labels="" if labels == "none" else labels,
                               coco=coco, geojson=geojson, imagej_rois=imagej_rois, ome_zarr=ome_zarr)
     summaries = []
     try:
         with pixel_limit(max_pixels), progress_bar("predict", len(files)) as cb:
-            for i, result in enumerate(run_predict(backend, iter_frames(files, video_stride=video_stride, channel=channel), cfg)):
+            for i, result in enumerate(seg.predict_frames(iter_frames(files, video_stride=video_stride, channel=channel))):
                 summaries.append(writer.write(result))
                 where = result.frame.source.name + ("" if result.frame.frame_index is None
                                                     else f" frame {result.frame.frame_index}")

@@ -9,9 +9,11 @@ import typer
 from rich.table import Table
 
 from asfyolo_rt.cli._common import (
+    backend_help,
     check_device,
     check_min,
     load_labelled_split,
+    precision_help,
     print_json,
     progress_bar,
     resolve_model_source,
@@ -40,8 +42,8 @@ def val(
     dsb: Annotated[bool, typer.Option("--dsb/--no-dsb", help="DSB2018 per-image score.")] = True,
     max_images: Annotated[int | None, typer.Option("--max-images", help="Evaluate only the first N images.")] = None,
     device: Annotated[str, typer.Option(help="cpu or cuda[:N] (PyTorch checkpoints).")] = "cpu",
-    precision: Annotated[str, typer.Option(help="PyTorch: fp32, fp16 or bf16; OpenVINO: fp32, bf16 (CPUs with AVX512-BF16/AMX) or int8 (an INT8 .xml).")] = "fp32",
-    backend_name: Annotated[str, typer.Option("--backend", help="Runtime of a --model .onnx: onnxruntime or openvino (an OpenVINO .xml always runs on openvino).")] = "onnxruntime",
+    precision: Annotated[str, typer.Option(help=f"What the runtime runs ({precision_help()}); bf16 on CPUs with AVX512-BF16/AMX, int8 on an INT8 .xml; exported files carry their own.")] = "fp32",
+    backend_name: Annotated[str | None, typer.Option("--backend", help=f"Runtime: {backend_help()}. [default: from the file: .safetensors/.pt torch, .onnx onnxruntime, .xml openvino, .engine tensorrt]")] = None,
     skip_bad_labels: Annotated[bool, typer.Option("--skip-bad-labels", help="Leave out images with label errors (and say how many) instead of refusing to validate.")] = False,
     max_pixels: Annotated[int | None, typer.Option("--max-pixels", help="Refuse images of more pixels (H x W) than this, read from the header before decoding. [default: 268435456 = 16384 x 16384]")] = None,
     plots: Annotated[Path | None, typer.Option(help="Write PR/F1/P/R curves and a validation mosaic here.")] = None,
@@ -60,8 +62,8 @@ def val(
     from asfyolo_rt.data.io import pixel_limit
     from asfyolo_rt.errors import ConfigError
     from asfyolo_rt.eval.validate import ValConfig, validate
-    from asfyolo_rt.infer.backends import load_backend
-    from asfyolo_rt.infer.geometry import recorded_geometry
+    from asfyolo_rt.runtime.info import read_model_info
+    from asfyolo_rt.runtime.registry import load_backend
 
     if protocol not in ("fit", "tiled", "official", "official-val", "both"):
         raise ConfigError(f"--protocol {protocol!r}: expected fit, tiled, official, official-val or both")
@@ -75,7 +77,7 @@ def val(
     check_min(max_pixels, "--max-pixels")
     check_device(device)
     path, _ = resolve_model_source(weights, model)
-    rec = recorded_geometry(path)
+    rec = read_model_info(path)
     ds = load_labelled_split(data, split, skip_bad_labels=skip_bad_labels)
     backend = load_backend(path, device=device, precision=precision, backend=backend_name)
     if backend.input_shape is not None and img_size is not None and img_size != max(backend.input_shape):
@@ -87,7 +89,7 @@ def val(
     n = min(len(ds.samples), max_images or len(ds.samples))
     for p in protocols:
         cfg = ValConfig(img_size=size, batch_size=batch, conf=conf, iou=iou, max_det=max_det, soft_nms=soft_nms,
-                        coco=coco, dsb=dsb, max_images=max_images, protocol=p, model_scale=rec.scale_factor,
+                        coco=coco, dsb=dsb, max_images=max_images, protocol=p, model_scale=rec.model_scale,
                         tile_overlap=tile_overlap, max_object_px=rec.max_object_px,
                         dsb_conf=rec.default_conf)
         plots_dir = None if plots is None else (plots / p if len(protocols) > 1 else plots)

@@ -141,9 +141,9 @@ def tune_conf(
     from asfyolo_rt.cli._common import check_min, load_labelled_split, progress_bar, stdout_console
     from asfyolo_rt.errors import ConfigError
     from asfyolo_rt.eval.conf_tune import f1_vs_conf, plot_curve
-    from asfyolo_rt.infer.backends import load_backend
-    from asfyolo_rt.infer.geometry import recorded_geometry
     from asfyolo_rt.model.weights import load_checkpoint, save_checkpoint
+    from asfyolo_rt.runtime.info import read_model_info
+    from asfyolo_rt.runtime.registry import load_backend
     from asfyolo_rt.weights_registry import resolve_weights
 
     path = resolve_weights(source, option="SOURCE")
@@ -155,11 +155,11 @@ def tune_conf(
             raise ConfigError(f"{opt} {p} already exists", hint="give a new file name (results are never overwritten)")
     check_min(max_images, "--max-images")
     ds = load_labelled_split(data, split, skip_bad_labels=skip_bad_labels)
-    rec = recorded_geometry(path)
+    rec = read_model_info(path)
     backend = load_backend(path)
     n = min(len(ds.samples), max_images or len(ds.samples))
     with progress_bar(f"tune-conf {path.name} [{split}]", n) as cb:
-        curve = f1_vs_conf(backend, ds, model_scale=rec.scale_factor, max_object_px=rec.max_object_px,
+        curve = f1_vs_conf(backend, ds, model_scale=rec.model_scale, max_object_px=rec.max_object_px,
                            max_images=max_images, progress=cb)
     best, before = curve.row(curve.best_index), curve.at(rec.default_conf)
     if plot is not None:

@@ -1,8 +1,9 @@
 """OME-Zarr images as prediction inputs (ome-zarr-py): level 0 of the first multiscale image.
 
-NGFF axes (t, c, z, y, x) become tifffile-style upper-case axes for `asfyolo_rt.data.stacks`; the physical
-pixel sizes come from the level's scale transform where the axes' unit is a length. `--ome-zarr` then
-writes the labels into this image's own `labels` group (asfyolo_rt.infer.exports.write_labels_into).
+NGFF axes (t, c, z, y, x) become the tifffile-style upper-case axes of an `asfyolo_rt.data.layout.StackLayout`,
+as `asfyolo_rt.data.stacks` gives TIFF files; the physical pixel sizes come from the level's scale transform
+where the axes' unit is a length. `--ome-zarr` then writes the labels into this image's own `labels` group
+(asfyolo_rt.infer.exports.write_labels_into).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from asfyolo_rt.data.stacks import PhysicalSize, StackLayout, layout_of
+from asfyolo_rt.data.layout import PhysicalSize, StackLayout, layout_of
 from asfyolo_rt.errors import ConfigError, DataError
 
 _UNIT_UM = {"micrometer": 1.0, "nanometer": 1e-3, "millimeter": 1e3, "meter": 1e6, "centimeter": 1e4}

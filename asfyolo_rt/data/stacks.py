@@ -20,49 +20,18 @@ import io
 import math
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from asfyolo_rt.atomic import atomic_write_bytes
-from asfyolo_rt.errors import ConfigError, DataError
+from asfyolo_rt.data.layout import PhysicalSize, StackLayout, layout_of
+from asfyolo_rt.data.omezarr import read_ome_zarr
+from asfyolo_rt.errors import DataError
 
 PLANE_AXES_ORDER = "TZ"  # axes named in cells.csv (t, z); any other stack axis only has the plane index
 _UNIT_UM = {"um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0, "nm": 1e-3, "mm": 1e3, "m": 1e6, "cm": 1e4}
-
-
-@dataclass(frozen=True)
-class PhysicalSize:
-    """Micrometres per pixel along x and y, and between z planes (None where the file records none)."""
-
-    x: float | None = None
-    y: float | None = None
-    z: float | None = None
-
-
-@dataclass(frozen=True)
-class StackLayout:
-    """How a TIFF's pixels are laid out. axes/shape: tifffile's series axes (size-1 axes dropped, "YX"
-    last); plane_axes/plane_shape: the axes a label output keeps besides YX (no C, no S)."""
-
-    path: Path
-    kind: str  # "ome", "imagej" or "tiff"
-    axes: str
-    shape: tuple[int, ...]
-    plane_axes: str
-    plane_shape: tuple[int, ...]
-    channel: int | None  # picked channel (C axis, or the colour samples of an RGB image)
-    rgb: bool  # planes are colour images (C or S of 3/4 samples, no channel picked)
-    size: PhysicalSize = field(default_factory=PhysicalSize)
-
-    @property
-    def count(self) -> int:
-        return int(np.prod(self.plane_shape)) if self.plane_shape else 1
-
-    @property
-    def is_stack(self) -> bool:
-        return self.count > 1
 
 
 @dataclass(frozen=True)
@@ -157,28 +126,6 @@ def stack_layout(path: str | Path, channel: int | None = None) -> StackLayout:
     return layout_of(path, kind, axes, shape, size, channel)
 
 
-def layout_of(path: Path, kind: str, axes: str, shape: tuple[int, ...], size: PhysicalSize,
-              channel: int | None) -> StackLayout:
-    """The layout of pixels with tifffile-style `axes` (upper case, YX or YXS last) and `shape`."""
-    original = axes
-    kept = [(a, n) for a, n in zip(axes, shape) if n != 1 or a in "YX"]
-    axes, shape = "".join(a for a, _ in kept), tuple(n for _, n in kept)
-    if not axes.endswith("YX") and not axes.endswith("YXS"):
-        raise DataError(f"{path}: axes {original!r} do not end with the image plane (YX or YXS)")
-    colour = "S" if "S" in axes else ("C" if "C" in axes else "")
-    n_colour = shape[axes.index(colour)] if colour else 1
-    if channel is not None and (channel < 0 or channel >= n_colour):
-        raise ConfigError(f"--channel {channel}: {path.name} has {n_colour} channel(s) (axes {axes!r}); "
-                          f"expected 0..{n_colour - 1}" if n_colour > 1 else
-                          f"--channel {channel}: {path.name} has a single channel", hint="omit --channel")
-    if colour == "C" and channel is None and n_colour not in (3, 4):
-        raise ConfigError(f"{path.name} has {n_colour} channels (axes {axes!r})",
-                          hint="pass --channel N (0-based) to pick the nuclear channel")
-    plane = [(a, n) for a, n in zip(axes, shape) if a not in "YXSC"]
-    return StackLayout(path, kind, axes, shape, "".join(a for a, _ in plane), tuple(n for _, n in plane),
-                       channel if n_colour > 1 else None, bool(colour) and channel is None, size)
-
-
 def iter_planes(layout: StackLayout) -> Iterator[tuple[StackPlane, np.ndarray]]:
     """Every plane as stored: (H, W) grey (picked channel) or (H, W, 3|4) colour, dtype preserved."""
     data = read_pixels(layout).reshape(layout.shape)
@@ -199,8 +146,6 @@ def iter_planes(layout: StackLayout) -> Iterator[tuple[StackPlane, np.ndarray]]:
 def read_pixels(layout: StackLayout) -> np.ndarray:
     """All pixels of the file as stored (series 0 of a TIFF, level 0 of an OME-Zarr image)."""
     if layout.kind == "ome-zarr":
-        from asfyolo_rt.data.omezarr import read_ome_zarr
-
         return read_ome_zarr(layout.path)[0]
     import tifffile
 

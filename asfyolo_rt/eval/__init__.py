@@ -1,13 +1,13 @@
 """Evaluation: the official YOLOv5-style metrics, a COCO cross-check, the DSB2018 score, plots.
 
-Submodules: :mod:`.boxes` (geometry, IoU), :mod:`.metrics` (official protocol),
+Submodules: :mod:`.metrics` (official protocol; box geometry and IoU are `asfyolo_rt.boxes`, a base module),
 :mod:`.coco` (faster-coco-eval cross-check), :mod:`.dsb` (Kaggle DSB2018 score),
 :mod:`.plots` (curves and mosaics; imports matplotlib/OpenCV lazily through the submodule).
 """
 
 from __future__ import annotations
 
-from asfyolo_rt.eval.boxes import box_iou, mask_iou, unletterbox_boxes, xywh_to_xyxy, xyxy_to_xywh
+from asfyolo_rt.boxes import box_iou, mask_iou, unletterbox_boxes, xywh_to_xyxy, xyxy_to_xywh
 from asfyolo_rt.eval.coco import ImageDet, ImageGT, coco_evaluate
 from asfyolo_rt.eval.dsb import DSBResult, dsb_image_scores, dsb_score
 from asfyolo_rt.eval.metrics import (

@@ -121,7 +121,7 @@ def f1_vs_conf(
     """
     from asfyolo_rt.data.masks import polygons_to_index_map
     from asfyolo_rt.eval.dsb import instance_f1
-    from asfyolo_rt.infer.geometry import Geometry, PostConfig, Runner
+    from asfyolo_rt.runtime.stages import Geometry, PostConfig, Runner
 
     grid = sorted({float(c) for c in confs})
     if not grid or grid[0] <= 0 or grid[-1] >= 1:

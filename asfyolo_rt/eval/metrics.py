@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from asfyolo_rt.boxes import box_iou, mask_iou
 from asfyolo_rt.errors import DataError
-from asfyolo_rt.eval.boxes import box_iou, mask_iou
 
 IOU_THRESHOLDS = np.linspace(0.5, 0.95, 10)
 _EPS = 1e-16
@@ -302,7 +302,7 @@ class SegMetricsAccumulator:
 
     def update_iou(self, det: DetectionsLike, gt_boxes: Tensor, gt_classes: Tensor, mask_iou_matrix: np.ndarray) -> None:
         """Match one image with a precomputed (m, n) mask IoU matrix (e.g. full-resolution masks held
-        box-local, see asfyolo_rt.eval.boxes.packed_mask_iou); boxes as in :meth:`update`."""
+        box-local, see asfyolo_rt.boxes.packed_mask_iou); boxes as in :meth:`update`."""
         boxes, scores, classes = (torch.as_tensor(v) for v in (det.boxes, det.scores, det.classes))
         gb, gc = torch.as_tensor(gt_boxes), torch.as_tensor(gt_classes)
         n, m = boxes.shape[0], gb.shape[0]

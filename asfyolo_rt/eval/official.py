@@ -33,12 +33,12 @@ from asfyolo_rt.data.io import read_image
 from asfyolo_rt.errors import ConfigError
 from asfyolo_rt.eval.metrics import APResult, SegMetrics, ap_per_class, fitness, interpolated_ap
 from asfyolo_rt.eval.official_gt import official_batches, official_letterbox, official_targets
+from asfyolo_rt.eval.results import DetView, Progress, ValConfig, ValResult, finish_result
 from asfyolo_rt.infer.backends import detect_batch
 from asfyolo_rt.infer.masks import process_masks_proto
 from asfyolo_rt.infer.nms import Detections
 
 if TYPE_CHECKING:
-    from asfyolo_rt.eval.validate import Progress, ValConfig, ValResult
     from asfyolo_rt.infer.backends import Backend
 
 IOU_THRESHOLDS_F32 = torch.linspace(0.5, 0.95, 10)  # float32, as the official validator compares
@@ -196,8 +196,6 @@ class OfficialAccumulator:
 def validate_official(backend: Backend, split: DatasetSplit, cfg: ValConfig, progress: Progress | None,
                       plots_dir: str | Path | None) -> ValResult:
     """Evaluate with protocol cfg.protocol ("official" or "official-val"); cfg as given by :func:`apply_protocol`."""
-    from asfyolo_rt.eval.validate import ValResult, _DetView, _finish
-
     proto = protocol_settings(cfg.protocol)
     samples = sorted(split.samples[: cfg.max_images] if cfg.max_images else split.samples,
                      key=lambda s: str(s.image_path))
@@ -205,7 +203,7 @@ def validate_official(backend: Backend, split: DatasetSplit, cfg: ValConfig, pro
     fixed = backend.input_shape or cfg.fixed_shape
     batches = official_batches([im.shape[:2] for im in images], proto.batch, cfg.img_size, pad=proto.pad)
     acc = OfficialAccumulator()
-    mosaic: list[tuple[np.ndarray, _DetView, _DetView]] = []
+    mosaic: list[tuple[np.ndarray, DetView, DetView]] = []
     t_pre = t_inf = t_post = 0.0
     done = 0
     for idx, rect in batches:
@@ -226,8 +224,8 @@ def validate_official(backend: Backend, split: DatasetSplit, cfg: ValConfig, pro
             boxes_orig = place.boxes_to_original(det.boxes)
             acc.update(boxes_orig, det.scores, det.classes, masks, gt.boxes_orig, gt.classes, gt.masks)
             if plots_dir is not None and len(mosaic) < 16:
-                mosaic.append((images[i], _DetView(gt.boxes_orig, torch.ones(len(gt.classes)), torch.from_numpy(gt.classes)),
-                               _DetView(boxes_orig, det.scores, det.classes)))
+                mosaic.append((images[i], DetView(gt.boxes_orig, torch.ones(len(gt.classes)), torch.from_numpy(gt.classes)),
+                               DetView(boxes_orig, det.scores, det.classes)))
         t3 = time.perf_counter()
         t_pre, t_inf, t_post = t_pre + (t1 - t0), t_inf + (t2 - t1), t_post + (t3 - t2)
         done += len(idx)
@@ -242,4 +240,4 @@ def validate_official(backend: Backend, split: DatasetSplit, cfg: ValConfig, pro
                  "protocol_settings": proto.describe()},
         n_images=done,
     )
-    return _finish(result, cfg, [], [], [], [], None, plots_dir, mosaic)
+    return finish_result(result, cfg, [], [], [], [], None, plots_dir, mosaic)

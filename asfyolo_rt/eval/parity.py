@@ -26,12 +26,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from asfyolo_rt.boxes import box_iou
 from asfyolo_rt.data.dataset import DatasetSplit
 from asfyolo_rt.data.io import read_image
 from asfyolo_rt.data.letterbox import preprocess
-from asfyolo_rt.eval.boxes import box_iou
 from asfyolo_rt.eval.validate import ImagePrediction, ValConfig, validate
 from asfyolo_rt.infer.backends import Backend
+from asfyolo_rt.infer.protocol import RawBackend
 
 # Points of mask mAP50 a precision may lose against PyTorch FP32 before parity fails. BF16 keeps 8
 # significant bits (FP16: 11), so it gets the INT8 budget; measured on the shipped model it loses ~0.9.
@@ -67,7 +68,7 @@ class Candidate:
     """One backend under test with a human label ('onnxruntime fp32 model.onnx')."""
 
     label: str
-    backend: Backend
+    backend: RawBackend  # parity compares raw outputs: plain models (end-to-end graphs have none)
     estimate: bool = False  # an estimate (PyTorch low precision), not an exported artifact
 
 
@@ -271,7 +272,7 @@ def _pair_mask_iou(a: Any, b: Any) -> float:
         inter = (a[1] & b[1]).sum().item()
         union = (a[1] | b[1]).sum().item()
         return inter / union if union else 1.0
-    from asfyolo_rt.eval.boxes import window_mask_iou
+    from asfyolo_rt.boxes import window_mask_iou
 
     return float(window_mask_iou(a[1][None], [a[2]], b[1][None], [b[2]])[0, 0])
 
@@ -302,7 +303,7 @@ def run_parity(
     Candidates marked `estimate` get a verdict but count for `report.passed` only with gate_estimates.
 
     protocol "fit": every image letterboxed into input_shape; "tiled": every image at native scale in
-    input_shape tiles (asfyolo_rt.infer.geometry), the deployment path."""
+    input_shape tiles (asfyolo_rt.runtime.stages), the deployment path."""
     thresholds = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     samples = split.samples[:n_images]
     sub = DatasetSplit(root=split.root, split=split.split, names=split.names, samples=samples, problems=[])
@@ -337,7 +338,7 @@ def run_parity(
     return report, preds
 
 
-def _run_raw(backend: Backend, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def _run_raw(backend: RawBackend, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Raw outputs for the batch x, respecting a static batch size."""
     bs = backend.max_batch or x.shape[0]
     preds, protos = [], []

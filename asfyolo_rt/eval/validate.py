@@ -5,7 +5,7 @@
 
 `protocol="fit"` (the paper's): every image letterboxed to img_size, described below.
 `protocol="tiled"` (the deployment protocol): every image at its own pixel scale times the model
-scale, cut into tiles of img_size (or a static model's shape) by `asfyolo_rt.infer.geometry`, stitched,
+scale, cut into tiles of img_size (or a static model's shape) by `asfyolo_rt.runtime.stages`, stitched,
 and scored with the same matching and 101-point AP on FULL-RESOLUTION masks in original pixels
 (box-local, so memory stays bounded on large images); conf/iou/max_det as the fit protocol (max_det per tile).
 
@@ -21,8 +21,7 @@ shape instead of a rectangular batch shape; that is the one intended difference 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,84 +32,11 @@ from asfyolo_rt.data.dataset import DatasetSplit, Sample
 from asfyolo_rt.data.io import read_image
 from asfyolo_rt.data.letterbox import LetterboxTransform, preprocess, rect_shape_batch
 from asfyolo_rt.errors import ConfigError
-from asfyolo_rt.eval.metrics import SegMetrics, SegMetricsAccumulator
+from asfyolo_rt.eval.metrics import SegMetricsAccumulator
+from asfyolo_rt.eval.results import PROTOCOLS, DetView, Progress, ValConfig, ValResult, finish_result
 from asfyolo_rt.infer.backends import Backend, detect_batch
 from asfyolo_rt.infer.masks import process_masks_proto
 from asfyolo_rt.infer.nms import Detections
-
-Progress = Callable[[int, int], None]
-# fit: exact geometry, whole images (default); tiled: deployment; official / official-val: eval/official.py
-PROTOCOLS = ("fit", "tiled", "official", "official-val")
-
-
-@dataclass(frozen=True)
-class ValConfig:
-    img_size: int = 640  # long side of every image after resizing (official: 640)
-    batch_size: int = 16  # official training-time validation: 2 x training batch
-    conf: float = 0.001
-    iou: float = 0.6
-    max_det: int = 300
-    soft_nms: bool = False  # Gaussian soft-NMS as the paper describes (§6.1); the official code uses hard NMS
-    coco: bool = False  # COCO-style cross-check on full-resolution masks (faster-coco-eval)
-    dsb: bool = False  # DSB2018 per-image score on full-resolution label maps (detections >= dsb_conf)
-    max_images: int | None = None  # evaluate only the first N images (in file order)
-    coco_max_dets: int = 1000
-    dsb_conf: float = 0.25  # the DSB score judges final label images: detections below this are not drawn
-    fixed_shape: tuple[int, int] | None = None  # letterbox every image into this (H, W) (parity across backends)
-    protocol: str = "fit"  # one of PROTOCOLS: "fit" (whole-image letterbox, exact geometry), "tiled" (native
-    # scale, tiles, full-res masks), "official" / "official-val" (the official code's numbers, eval/official.py)
-    model_scale: float = 1.0  # "tiled": network pixels per image pixel
-    tile_overlap: int | None = None  # "tiled": overlap of neighbouring tiles (default: from the checkpoint)
-    max_object_px: float | None = None  # "tiled": the checkpoint's largest training object (default overlap)
-    min_visible: float = 0.5  # "tiled" DSB score: label images as predict writes them (occluded duplicates dropped)
-
-
-@dataclass
-class ValResult:
-    metrics: SegMetrics
-    config: ValConfig
-    speed_ms: dict[str, float]  # per image: preprocess, inference, postprocess
-    coco: dict[str, Any] | None = None
-    dsb: float | None = None
-    dsb_per_image: list[float] | None = None
-    # instance F1 at mask IoU 0.5 of the same label images (counts summed over images): what predict draws
-    label_f1: dict[str, float] | None = None
-    backend: dict[str, Any] = field(default_factory=dict)
-    n_images: int = 0
-
-    def to_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "metrics": self.metrics.to_dict(),
-            "config": asdict(self.config),
-            "speed_ms": self.speed_ms,
-            "backend": self.backend,
-            "n_images": self.n_images,
-        }
-        if self.coco is not None:
-            out["coco"] = self.coco
-        if self.dsb is not None:
-            out["dsb_score"] = self.dsb
-        if self.label_f1 is not None:
-            out["label_f1"] = self.label_f1
-        return out
-
-    def summary(self) -> dict[str, float]:
-        """The headline numbers (fractions in [0, 1])."""
-        m = self.metrics
-        out = {
-            "box_map50": m.box_map50, "box_map": m.box_map, "mask_map50": m.mask_map50, "mask_map": m.mask_map,
-            "box_p": m.box_p, "box_r": m.box_r, "mask_p": m.mask_p, "mask_r": m.mask_r,
-        }
-        if self.coco is not None:
-            for task in ("bbox", "segm"):
-                if task in self.coco:
-                    out[f"coco_{task}_ap"] = self.coco[task].get("AP")
-                    out[f"coco_{task}_ap50"] = self.coco[task].get("AP50")
-        if self.dsb is not None:
-            out["dsb_score"] = self.dsb
-        if self.label_f1 is not None:
-            out["label_f1"] = self.label_f1["f1"]
-        return out
 
 
 @dataclass
@@ -202,7 +128,7 @@ def validate(
     loaded.sort(key=lambda x: x[1].shape[0] / x[1].shape[1])
     bs = backend.max_batch or cfg.batch_size
     done = 0
-    mosaic_payload: list[tuple[np.ndarray, _DetView, _DetView]] = []
+    mosaic_payload: list[tuple[np.ndarray, DetView, DetView]] = []
     for start in range(0, len(loaded), bs):
         chunk = loaded[start : start + bs]
         imgs = [im for _, im in chunk]
@@ -223,7 +149,7 @@ def validate(
             boxes_orig = t.boxes_to_original(det.boxes.clone())
             polys, gt_boxes, gt_cls = gt_instances(sample, img.shape[:2])
             gtm = gt_masks_proto(polys, t, (int(pr.shape[1]), int(pr.shape[2])))
-            acc.update(_DetView(boxes_orig, det.scores, det.classes), masks, torch.from_numpy(gt_boxes),
+            acc.update(DetView(boxes_orig, det.scores, det.classes), masks, torch.from_numpy(gt_boxes),
                        torch.from_numpy(gt_cls), gtm)
             if cfg.coco or cfg.dsb:
                 _full_res(sample, img, pr, det, boxes_orig, t, net_shape, polys, gt_boxes, gt_cls, cfg,
@@ -231,8 +157,8 @@ def validate(
             if keep_predictions:
                 kept.append(ImagePrediction(sample, t, det, boxes_orig, masks))
             if plots_dir is not None and len(mosaic_payload) < 16:
-                mosaic_payload.append((img, _DetView(torch.from_numpy(gt_boxes), torch.ones(len(gt_boxes)), torch.from_numpy(gt_cls)),
-                                       _DetView(boxes_orig, det.scores, det.classes)))
+                mosaic_payload.append((img, DetView(torch.from_numpy(gt_boxes), torch.ones(len(gt_boxes)), torch.from_numpy(gt_cls)),
+                                       DetView(boxes_orig, det.scores, det.classes)))
         t3 = time.perf_counter()
         t_pre, t_inf, t_post = t_pre + (t1 - t0), t_inf + (t2 - t1), t_post + (t3 - t2)
         done += len(chunk)
@@ -248,8 +174,8 @@ def validate(
                  "input_shape": list(backend.input_shape) if backend.input_shape else None},
         n_images=done,
     )
-    return _finish(result, cfg, coco_gts, coco_dts, dsb_gt, dsb_pred, kept if keep_predictions else None, plots_dir,
-                   mosaic_payload)
+    return finish_result(result, cfg, coco_gts, coco_dts, dsb_gt, dsb_pred, kept if keep_predictions else None,
+                         plots_dir, mosaic_payload)
 
 
 @dataclass
@@ -257,7 +183,7 @@ class TiledPrediction:
     """What tiled validation keeps per image (parity compares these between backends)."""
 
     sample: Sample
-    result: Any  # asfyolo_rt.infer.geometry.FrameResult, original pixels
+    result: Any  # asfyolo_rt.runtime.stages.FrameResult, original pixels
 
 
 def gt_packed(polys: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -273,10 +199,10 @@ def gt_packed(polys: list[np.ndarray], shape: tuple[int, int]) -> tuple[np.ndarr
 
 def _validate_tiled(backend: Backend, split: DatasetSplit, cfg: ValConfig, progress: Progress | None,
                     keep_predictions: bool, plots_dir: str | Path | None) -> ValResult:
-    from asfyolo_rt.eval.boxes import window_mask_iou
+    from asfyolo_rt.boxes import window_mask_iou
     from asfyolo_rt.eval.coco import ImageDet, ImageGT
-    from asfyolo_rt.infer.geometry import Geometry, PostConfig, Runner
     from asfyolo_rt.infer.writers import window_rle
+    from asfyolo_rt.runtime.stages import Geometry, PostConfig, Runner
 
     geo = Geometry("native", img_size=None if backend.input_shape else cfg.img_size, tile_overlap=cfg.tile_overlap,
                    model_scale=cfg.model_scale, batch=backend.max_batch or cfg.batch_size)
@@ -288,7 +214,7 @@ def _validate_tiled(backend: Backend, split: DatasetSplit, cfg: ValConfig, progr
     dsb_gt: list[np.ndarray] = []
     dsb_pred: list[np.ndarray] = []
     kept: list[TiledPrediction] = []
-    mosaic_payload: list[tuple[np.ndarray, _DetView, _DetView]] = []
+    mosaic_payload: list[tuple[np.ndarray, DetView, DetView]] = []
     samples = sorted(split.samples[: cfg.max_images] if cfg.max_images else split.samples, key=lambda s: s.image_path.name)
     times = {"preprocess": 0.0, "inference": 0.0, "postprocess": 0.0}
     tiles = 0
@@ -306,7 +232,7 @@ def _validate_tiled(backend: Backend, split: DatasetSplit, cfg: ValConfig, progr
         pred_win = packed.windows.numpy().astype(np.int64)
         pred_crops = [packed.mask(i).numpy() for i in range(len(res))]
         iou_m = window_mask_iou(gt_win, gt_crops, pred_win, pred_crops)
-        acc.update_iou(_DetView(res.boxes, res.scores, res.classes), torch.from_numpy(gt_boxes),
+        acc.update_iou(DetView(res.boxes, res.scores, res.classes), torch.from_numpy(gt_boxes),
                        torch.from_numpy(gt_cls), iou_m)
         if cfg.coco:
             gt_rles = [window_rle(c, int(w[0]), int(w[1]), h0, w0) for w, c in zip(gt_win, gt_crops)]
@@ -323,8 +249,8 @@ def _validate_tiled(backend: Backend, split: DatasetSplit, cfg: ValConfig, progr
         if keep_predictions:
             kept.append(TiledPrediction(sample, res))
         if plots_dir is not None and len(mosaic_payload) < 16:
-            mosaic_payload.append((img, _DetView(torch.from_numpy(gt_boxes), torch.ones(len(gt_boxes)),
-                                                 torch.from_numpy(gt_cls)), _DetView(res.boxes, res.scores, res.classes)))
+            mosaic_payload.append((img, DetView(torch.from_numpy(gt_boxes), torch.ones(len(gt_boxes)),
+                                                torch.from_numpy(gt_cls)), DetView(res.boxes, res.scores, res.classes)))
         times["postprocess"] += 1e3 * (time.perf_counter() - t0)
         if progress:
             progress(done, len(samples))
@@ -337,38 +263,8 @@ def _validate_tiled(backend: Backend, split: DatasetSplit, cfg: ValConfig, progr
                  "tile": list(runner.tile), "tile_overlap": runner.overlap, "tiles": tiles},
         n_images=len(samples),
     )
-    return _finish(result, cfg, coco_gts, coco_dts, dsb_gt, dsb_pred, kept if keep_predictions else None, plots_dir,
-                   mosaic_payload)
-
-
-def _finish(result: ValResult, cfg: ValConfig, coco_gts: list, coco_dts: list, dsb_gt: list, dsb_pred: list,
-            kept: list | None, plots_dir: str | Path | None, mosaic_payload: list) -> ValResult:
-    """The cross-checks, kept predictions and plots shared by both protocols."""
-    if cfg.coco:
-        from asfyolo_rt.eval.coco import coco_evaluate
-
-        result.coco = coco_evaluate(coco_gts, coco_dts, max_dets=cfg.coco_max_dets)
-    if cfg.dsb:
-        from asfyolo_rt.eval.dsb import InstanceF1, dsb_score, instance_f1
-
-        d = dsb_score(dsb_gt, dsb_pred)
-        result.dsb, result.dsb_per_image = float(d.score), [float(v) for v in d.per_image]
-        counts = [instance_f1(g, p) for g, p in zip(dsb_gt, dsb_pred)]
-        total = InstanceF1(tp=sum(c.tp for c in counts), fp=sum(c.fp for c in counts), fn=sum(c.fn for c in counts),
-                           threshold=0.5)
-        result.label_f1 = {"conf": cfg.dsb_conf, **total.to_dict()}
-    if kept is not None:
-        result.predictions = kept  # type: ignore[attr-defined]
-    if plots_dir is not None:
-        _plots(Path(plots_dir), result.metrics, mosaic_payload)
-    return result
-
-
-@dataclass
-class _DetView:
-    boxes: torch.Tensor
-    scores: torch.Tensor
-    classes: torch.Tensor
+    return finish_result(result, cfg, coco_gts, coco_dts, dsb_gt, dsb_pred, kept if keep_predictions else None,
+                         plots_dir, mosaic_payload)
 
 
 def _full_res(sample: Sample, img: np.ndarray, protos: torch.Tensor, det: Detections, boxes_orig: torch.Tensor,
@@ -382,11 +278,11 @@ def _full_res(sample: Sample, img: np.ndarray, protos: torch.Tensor, det: Detect
     from asfyolo_rt.data.masks import polygons_to_index_map, polygons_to_masks
     from asfyolo_rt.data.rle import rle_encode
     from asfyolo_rt.eval.coco import ImageDet, ImageGT
-    from asfyolo_rt.infer.predict import PredictConfig, assemble
+    from asfyolo_rt.infer.predict import assemble
     from asfyolo_rt.infer.writers import window_rle
 
     h0, w0 = img.shape[:2]
-    _, packed = assemble(protos, det, t, PredictConfig(kernel_impl="auto"))
+    _, packed = assemble(protos, det, t)
     if cfg.coco:
         gt_rles = [rle_encode(polygons_to_masks([p], (h0, w0))[0]) for p in polys]
         dt_rles = []
@@ -401,15 +297,4 @@ def _full_res(sample: Sample, img: np.ndarray, protos: torch.Tensor, det: Detect
         dsb_gt.append(index_map.astype(np.int32))
         keep = det.scores >= cfg.dsb_conf
         final = Detections(det.boxes[keep], det.scores[keep], det.classes[keep], det.coeffs[keep])
-        dsb_pred.append(assemble(protos, final, t, PredictConfig(kernel_impl="auto"))[0].astype(np.int32))
-
-
-def _plots(out: Path, metrics: SegMetrics, payload: list) -> None:
-    from asfyolo_rt.eval import plots
-
-    out.mkdir(parents=True, exist_ok=True)
-    plots.plot_curves(metrics.box, out, prefix="box")
-    plots.plot_curves(metrics.mask, out, prefix="mask")
-    if payload:
-        plots.plot_val_mosaic([p[0] for p in payload], [p[1] for p in payload], [p[2] for p in payload],
-                              out / "val_mosaic.jpg")
+        dsb_pred.append(assemble(protos, final, t)[0].astype(np.int32))

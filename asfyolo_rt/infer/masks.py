@@ -12,6 +12,10 @@ Three variants, all ``mask = crop(sigmoid(coeffs @ protos)) > 0.5``:
 
 Cropping rule (all variants): pixel (r, c) survives if x1 <= c < x2 and y1 <= r < y2, with the
 box in that grid's pixel units (no rounding); pixel c covers [c, c + 1).
+
+:func:`crop_masks` and :func:`mask_probabilities` are defined with the mask-assembly specification
+(asfyolo_rt.kernels.mask_assembly.reference, whose TensorRT plugin contract builds on them) and
+re-exported here.
 """
 
 from __future__ import annotations
@@ -20,37 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from asfyolo_rt.errors import DataError
-
-
-def crop_masks(masks: Tensor, boxes: Tensor) -> Tensor:
-    """Zero everything outside each box.
-
-    masks: (n, h, w) float or bool; boxes: (n, 4) xyxy in the masks' pixel units.
-    Returns (n, h, w), same dtype, pixels with x1 <= c < x2 and y1 <= r < y2 kept.
-    """
-    h, w = masks.shape[1:]
-    cols = torch.arange(w, device=masks.device, dtype=boxes.dtype)[None, None, :]
-    rows = torch.arange(h, device=masks.device, dtype=boxes.dtype)[None, :, None]
-    x1, y1, x2, y2 = (boxes[:, i, None, None] for i in range(4))
-    inside = (cols >= x1) & (cols < x2) & (rows >= y1) & (rows < y2)
-    return masks * inside if masks.dtype != torch.bool else masks & inside
-
-
-def mask_probabilities(protos: Tensor, coeffs: Tensor) -> Tensor:
-    """sigmoid(coeffs @ protos). protos: (nm, Hp, Wp) float; coeffs: (n, nm) float.
-
-    Returns (n, Hp, Wp) float32 probabilities in [0, 1].
-    """
-    if protos.ndim != 3 or coeffs.ndim != 2 or coeffs.shape[1] != protos.shape[0]:
-        raise DataError(
-            f"mask assembly got protos {tuple(protos.shape)} and coeffs {tuple(coeffs.shape)}; "
-            "expected (nm, Hp, Wp) and (n, nm) with the same nm",
-            hint="pass the prototypes of one image (protos[b]) and that image's Detections.coeffs",
-        )
-    nm, hp, wp = protos.shape
-    logits = coeffs.float() @ protos.float().reshape(nm, hp * wp)
-    return logits.sigmoid().reshape(-1, hp, wp)
+from asfyolo_rt.kernels.mask_assembly.reference import crop_masks, mask_probabilities
 
 
 def process_masks_proto(

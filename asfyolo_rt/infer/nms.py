@@ -2,7 +2,7 @@
 
 IoU convention (hard and soft NMS alike): continuous xyxy boxes, area = (x2 - x1)·(y2 - y1), no
 "+1 pixel" (the official Soft-NMS helper adds 1 to areas but not to intersections; we do not), see
-:mod:`asfyolo_rt.eval.boxes`. A box is suppressed when its IoU with a kept box is **strictly
+:mod:`asfyolo_rt.boxes`. A box is suppressed when its IoU with a kept box is **strictly
 greater** than the threshold, as in torchvision.
 
 Hard NMS is exact greedy NMS computed block-wise: boxes sorted by score are cut into blocks of
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from asfyolo_rt.boxes import box_iou, xywh_to_xyxy
 from asfyolo_rt.errors import ConfigError
-from asfyolo_rt.eval.boxes import box_iou, xywh_to_xyxy
 
 MAX_WH = 7680  # px: per-class box offset for class-aware NMS in one call (official value)
 _BLOCK = 1024  # boxes resolved together (1024² bool IoU matrix = 1 MiB)

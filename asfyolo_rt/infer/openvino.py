@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from asfyolo_rt.errors import ConfigError, ExportError
-from asfyolo_rt.infer.backends import _json_or
+from asfyolo_rt.infer.protocol import PlainBackend, json_or
 
 PRECISIONS = ("fp32", "bf16", "int8")
 INSTALL_HINT = "pip install 'asfyolo-rt[openvino]' (openvino, nncf)"
@@ -108,7 +108,7 @@ def ir_metadata(model: Any) -> dict[str, str]:
     return {str(k): str(v.astype(str) if hasattr(v, "astype") else v) for k, v in info.items()}
 
 
-class OpenVinoBackend:
+class OpenVinoBackend(PlainBackend):
     """OpenVINO CPU inference of an ONNX file or IR (module docstring)."""
 
     name = "openvino"
@@ -146,7 +146,7 @@ class OpenVinoBackend:
         dims = [d.get_length() if d.is_static else None for d in shape]
         self.max_batch = dims[0]
         self.input_shape = (dims[2], dims[3]) if dims[2] is not None and dims[3] is not None else None
-        self.names = {int(k): v for k, v in _json_or(meta.get("names"), {"0": "cell"}).items()}
+        self.names = {int(k): v for k, v in json_or(meta.get("names"), {"0": "cell"}).items()}
         self.nc = int(meta.get("nc", len(self.names)))
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",

@@ -257,8 +257,8 @@ class PredictionWriter:
                              **({"frame": result.frame.frame_index} if result.frame.frame_index is not None else {})})
         packed = result.masks
         for i in range(len(result)):
-            x0, y0, ww, hh = (int(v) for v in packed.windows[i].tolist())  # type: ignore[attr-defined]
-            local = packed.mask(i).cpu().numpy()  # type: ignore[attr-defined]
+            x0, y0, ww, hh = (int(v) for v in packed.windows[i].tolist())
+            local = packed.mask(i).cpu().numpy()
             x1, y1, x2, y2 = (float(v) for v in result.boxes[i])
             self._anns.append({
                 "id": len(self._anns) + 1, "image_id": image_id, "category_id": int(result.classes[i]) + 1,

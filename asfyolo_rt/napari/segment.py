@@ -1,9 +1,8 @@
-"""Segment an image layer's data (2-D, or every plane of a z-stack / time-lapse) with one Runner.
+"""Segment an image layer's data (2-D, or every plane of a z-stack / time-lapse) with one `Segmenter`.
 
-Qt-free, so the widget's worker thread, `asfyolo-rt view --run` and the tests share it. Pixels reach the
-network through `asfyolo_rt.infer.geometry.Runner` (native-scale tiles or the whole-image letterbox) and
-each plane's label image is `FrameResult.final_labels` (duplicates covered by better cells dropped), as
-in `asfyolo-rt predict`. Planes are converted to the model's input like image files are
+Qt-free, so the widget's worker thread, `asfyolo-rt view --run` and the tests share it. Every plane goes
+through `asfyolo_rt.Segmenter.segment` (native-scale tiles or the whole-image letterbox, duplicates covered
+by better cells dropped, cells measured on the label image), the pipeline of `asfyolo-rt predict`. Planes are converted to the model's input like image files are
 (`asfyolo_rt.data.io.to_uint8_rgb`: each plane's 0.1..99.9 percentiles to 0..255).
 
 A stack's label ids run on from plane to plane, so every cell of the stack has its own id and one
@@ -20,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from asfyolo_rt.errors import ConfigError, DataError
-from asfyolo_rt.infer.geometry import Geometry, PostConfig, Runner, recorded_geometry
-from asfyolo_rt.napari.measure import equivalent_diameter, measure_labels
+from asfyolo_rt.napari.measure import equivalent_diameter
+from asfyolo_rt.runtime.segmenter import Segmenter
 
 
 @dataclass(frozen=True)
@@ -38,12 +37,12 @@ class ModelSettings:
     max_det: int = 1000
 
 
-def load_runner(settings: ModelSettings, backend_cache: dict[tuple[str, str], Any] | None = None) -> Runner:
-    """A Runner for `settings`, with the geometry the model records (as `asfyolo-rt predict` sets it up).
+def load_segmenter(settings: ModelSettings, cache: dict[tuple[str, str], Any] | None = None) -> Segmenter:
+    """The `Segmenter` for `settings`: the model's recorded geometry and tuned confidence unless the widget
+    sets them (the pipeline of `asfyolo-rt predict`).
 
-    backend_cache: (path, device) -> backend, so re-running with other thresholds does not reload the model.
+    cache: (path, device) -> Segmenter, so re-running with other thresholds does not reload the model.
     """
-    from asfyolo_rt.infer.backends import load_backend
     from asfyolo_rt.weights_registry import resolve_weights
 
     if settings.conf is not None and not 0.0 <= settings.conf < 1.0:
@@ -52,19 +51,13 @@ def load_runner(settings: ModelSettings, backend_cache: dict[tuple[str, str], An
         raise ConfigError(f"IoU {settings.iou}: expected a threshold in (0, 1]")
     path = resolve_weights(settings.model)
     key = (str(Path(path).resolve()), settings.device)
-    backend = backend_cache.get(key) if backend_cache is not None else None
-    if backend is None:
-        backend = load_backend(path, device=settings.device)
-        if backend_cache is not None:
-            backend_cache[key] = backend
-    rec = recorded_geometry(path)
-    size = None
-    if settings.scale == "fit" and backend.input_shape is None:
-        size = rec.train_img_size or 640
-    geo = Geometry(settings.scale, img_size=size, model_scale=rec.scale_factor)
-    conf = rec.default_conf if settings.conf is None else settings.conf
-    post = PostConfig(conf=conf, iou=settings.iou, max_det=settings.max_det)
-    return Runner(backend, geo, post, max_object_px=rec.max_object_px)
+    base = cache.get(key) if cache is not None else None
+    if base is None:
+        base = Segmenter(path, device=settings.device)
+        if cache is not None:
+            cache[key] = base
+    return base.with_settings(conf=settings.conf, iou=settings.iou, scale=settings.scale, max_det=settings.max_det,
+                              min_visible=settings.min_visible)
 
 
 def plane_shape(shape: tuple[int, ...], rgb: bool) -> tuple[tuple[int, ...], tuple[int, int]]:
@@ -100,8 +93,7 @@ FEATURE_COLUMNS = ("index", "plane", "score", "class", "area_px", "centroid_y", 
                    "equivalent_diameter_px")
 
 
-def iter_segment(data: Any, rgb: bool, runner: Runner, *, min_visible: float = 0.5
-                 ) -> Iterator[tuple[int, int, Segmentation | None]]:
+def iter_segment(data: Any, rgb: bool, seg: Segmenter) -> Iterator[tuple[int, int, Segmentation | None]]:
     """Segment plane after plane; yields (done, total, None) after each plane and finally the result.
 
     A generator, so the widget's worker can report progress and be stopped between planes.
@@ -117,23 +109,20 @@ def iter_segment(data: Any, rgb: bool, runner: Runner, *, min_visible: float = 0
     for k in range(n_planes):
         index = np.unravel_index(k, lead) if lead else ()
         plane = np.asarray(data[tuple(int(i) for i in index)])
-        kept, lm = runner(_to_model_input(plane)).final_labels(min_visible)
-        n = len(kept)
+        cells = seg.segment(_to_model_input(plane))
+        lm, t = cells.labels, cells.table
+        n = len(cells)
         flat[k] = np.where(lm > 0, lm + next_id, 0)
-        table = measure_labels(lm)  # ids 1..n where visible (every kept cell is at least min_visible shown)
-        area = np.zeros(n, np.int64)
-        cy, cx = np.full(n, np.nan), np.full(n, np.nan)
-        at = table.ids - 1
-        area[at], cy[at], cx[at] = table.area_px, table.centroid_y, table.centroid_x
         cols["index"].append(np.arange(1, n + 1, dtype=np.int64) + next_id)
         cols["plane"].append(np.full(n, k, np.int64))
-        cols["score"].append(kept.scores.numpy().astype(np.float64).round(5))
-        cols["class"].append(kept.classes.numpy().astype(np.int64))
-        cols["area_px"].append(area)
-        cols["centroid_y"].append(cy.round(2))
-        cols["centroid_x"].append(cx.round(2))
+        cols["score"].append(t["score"].astype(np.float64).round(5))
+        cols["class"].append(t["class"].astype(np.int64))
+        cols["area_px"].append(t["area_px"].astype(np.int64))
+        cols["centroid_y"].append(t["centroid_y"].round(2))
+        cols["centroid_x"].append(t["centroid_x"].round(2))
+        area = t["area_px"]
         cols["equivalent_diameter_px"].append(equivalent_diameter(area).round(3))
-        boxes.append(kept.boxes.numpy().astype(np.float64).reshape(-1, 4))
+        boxes.append(cells.boxes.astype(np.float64).reshape(-1, 4))
         counts.append(n)
         next_id += n
         yield k + 1, n_planes, None
@@ -141,11 +130,11 @@ def iter_segment(data: Any, rgb: bool, runner: Runner, *, min_visible: float = 0
     yield n_planes, n_planes, Segmentation(labels, features, np.concatenate(boxes), counts)
 
 
-def segment(data: Any, rgb: bool, runner: Runner, *, min_visible: float = 0.5,
-            progress: Callable[[int, int], None] | None = None) -> Segmentation:
+def segment(data: Any, rgb: bool, seg: Segmenter, *, progress: Callable[[int, int], None] | None = None
+            ) -> Segmentation:
     """`iter_segment` run to the end."""
     result = None
-    for done, total, result in iter_segment(data, rgb, runner, min_visible=min_visible):
+    for done, total, result in iter_segment(data, rgb, seg):
         if progress and result is None:
             progress(done, total)
     assert result is not None

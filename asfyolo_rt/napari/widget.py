@@ -27,7 +27,7 @@ from magicgui.widgets import (
 )
 
 from asfyolo_rt.errors import AsfYoloError, ConfigError
-from asfyolo_rt.napari.segment import ModelSettings, Segmentation, iter_segment, load_runner, plane_shape
+from asfyolo_rt.napari.segment import ModelSettings, Segmentation, iter_segment, load_segmenter, plane_shape
 from asfyolo_rt.weights_registry import SHIPPED
 
 if TYPE_CHECKING:
@@ -48,10 +48,10 @@ def model_file_filter() -> str:
 
 def model_conf(model: str) -> float:
     """The confidence threshold `model` (a shipped name or a file) records, else 0.25."""
-    from asfyolo_rt.infer.geometry import recorded_geometry
+    from asfyolo_rt.runtime.info import read_model_info
     from asfyolo_rt.weights_registry import resolve_weights
 
-    return round(recorded_geometry(resolve_weights(model)).default_conf, 2)
+    return round(read_model_info(resolve_weights(model)).default_conf, 2)
 
 
 def devices() -> list[str]:
@@ -141,9 +141,9 @@ class CellsWidget(Container):
         backends = self._backends
 
         def work() -> Any:
-            runner = load_runner(settings, backends)
+            seg = load_segmenter(settings, backends)
             result = None
-            for done, total, part in iter_segment(data, bool(layer.rgb), runner, min_visible=settings.min_visible):
+            for done, total, part in iter_segment(data, bool(layer.rgb), seg):
                 result = part
                 yield done, total
             return result

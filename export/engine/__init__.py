@@ -7,7 +7,6 @@ on the target device) when they are missing.
 
 from __future__ import annotations
 
-from asfyolo_rt.export.engine.api import RUNTIMES, TensorRTApi, load_tensorrt, parse_archs, rtx_available
 from asfyolo_rt.export.engine.build import (
     BuildConfig,
     EngineArtifact,
@@ -16,7 +15,9 @@ from asfyolo_rt.export.engine.build import (
     trtexec_command,
 )
 from asfyolo_rt.export.engine.onnx_facts import ShapeProfile
-from asfyolo_rt.export.engine.sidecar import EngineSidecar, read_sidecar, sidecar_path, write_sidecar
+
+from asfyolo_rt.infer.sidecar import EngineSidecar, read_sidecar, sidecar_path, write_sidecar
+from asfyolo_rt.infer.trt_api import RUNTIMES, TensorRTApi, load_tensorrt, parse_archs, rtx_available
 
 __all__ = [
     "RUNTIMES",

@@ -28,7 +28,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from asfyolo_rt.export.engine.api import TensorRTApi, load_tensorrt, parse_archs
 from asfyolo_rt.export.engine.buildlog import (
     BuildLog,
     LayerInfo,
@@ -49,15 +48,16 @@ from asfyolo_rt.export.engine.onnx_facts import (
     onnx_metadata,
     read_onnx_facts,
 )
-from asfyolo_rt.export.engine.sidecar import (
+
+from asfyolo_rt.errors import ConfigError, EngineBuildError
+from asfyolo_rt.infer.sidecar import (
     PRECISIONS,
     EngineSidecar,
     atomic_write,
     file_sha256,
     write_sidecar,
 )
-
-from asfyolo_rt.errors import ConfigError, EngineBuildError
+from asfyolo_rt.infer.trt_api import TensorRTApi, load_tensorrt, parse_archs
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -250,7 +250,7 @@ def build_engine(
     archs = parse_archs(api, list(cfg.archs))
     device, capability = "", ""
     if api.needs_gpu_to_build:
-        from asfyolo_rt.export.engine.cuda import device_info
+        from asfyolo_rt.infer.cuda import device_info
 
         dev = device_info(0)
         device, capability = dev.name, dev.compute_capability
@@ -310,6 +310,7 @@ def build_engine(
         preprocess=json_dict(meta.get("preprocess")), end2end=meta.get("end2end") == "true",
         thresholds={k[4:]: v for k, v in meta.items() if k.startswith("e2e_")},
         geometry=json_dict(meta.get("geometry")),
+        model_info=json_dict(meta.get("model_info")),
         layers=_layer_summary(api, logger, record, info, data),
         build={"workspace_gib": cfg.workspace_gib, "timing_cache": str(cfg.timing_cache) if cfg.timing_cache else None,
                "version_compatible": cfg.version_compatible, "optimization_level": cfg.optimization_level,

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import tensorrt as trt
-    from asfyolo_rt.export.engine.api import TensorRTApi
+
+    from asfyolo_rt.infer.trt_api import TensorRTApi
 
 log = logging.getLogger(__name__)
 

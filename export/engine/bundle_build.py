@@ -22,11 +22,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from asfyolo_rt.export.engine.api import load_tensorrt
 from asfyolo_rt.export.engine.build import BuildConfig, EngineArtifact, build_command, build_engine
 from asfyolo_rt.export.engine.onnx_facts import ONNX_FOR_PRECISION, end2end_name, read_onnx_facts
 
 from asfyolo_rt.errors import ConfigError, EngineBuildError
+from asfyolo_rt.infer.trt_api import load_tensorrt
 
 Progress = Callable[[int, int], None]
 
@@ -50,7 +50,8 @@ def engine_name(onnx_name: str, runtime: str, dla_core: int | None = None) -> st
 def rtx_end2end_onnx(bundle: Path, precision: str) -> tuple[Path, bool]:
     """(the Cluster-NMS end-to-end model of `precision`, whether it was written now); see the module docstring."""
     from asfyolo_rt.export.end2end import config_from_metadata, export_end2end
-    from asfyolo_rt.export.engine.sidecar import file_sha256
+
+    from asfyolo_rt.infer.sidecar import file_sha256
 
     source = bundle / end2end_name(precision)
     base = bundle / ONNX_FOR_PRECISION[precision]

@@ -50,7 +50,7 @@ _STATE: dict[str, Any] = {"manifest": None, "registered": False}
 
 
 def _capability() -> int:
-    from asfyolo_rt.export.engine.cuda import device_info
+    from asfyolo_rt.infer.cuda import device_info
 
     major, minor = device_info(0).compute_capability.split(".")
     return int(major) * 10 + int(minor)

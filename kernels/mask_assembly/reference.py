@@ -28,7 +28,8 @@ prototype before the weighted sum instead of after, so logits agree to float32 r
 
 `qdp_dense_reference` specifies the TensorRT plugin kernel (`_triton._mask_qdp_dense_kernel`): the
 validation masks of `asfyolo_rt.infer.masks.process_masks_proto` at prototype resolution for a padded
-(B, D) batch of detections.
+(B, D) batch of detections. Its two dense building blocks, `mask_probabilities` and `crop_masks`, live
+here and `asfyolo_rt.infer.masks` builds every dense mask variant on them (kernels sit below infer).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
-from asfyolo_rt.errors import ConfigError
+from asfyolo_rt.errors import ConfigError, DataError
 
 # Largest number of window pixels processed at once by the reference (bounds temporary memory).
 CHUNK_PIXELS = 1 << 18
@@ -253,6 +254,36 @@ def dense_reference(
 # ----------------------------------------------------------------------------- TensorRT plugin contract
 
 
+def crop_masks(masks: Tensor, boxes: Tensor) -> Tensor:
+    """Zero everything outside each box.
+
+    masks: (n, h, w) float or bool; boxes: (n, 4) xyxy in the masks' pixel units.
+    Returns (n, h, w), same dtype, pixels with x1 <= c < x2 and y1 <= r < y2 kept.
+    """
+    h, w = masks.shape[1:]
+    cols = torch.arange(w, device=masks.device, dtype=boxes.dtype)[None, None, :]
+    rows = torch.arange(h, device=masks.device, dtype=boxes.dtype)[None, :, None]
+    x1, y1, x2, y2 = (boxes[:, i, None, None] for i in range(4))
+    inside = (cols >= x1) & (cols < x2) & (rows >= y1) & (rows < y2)
+    return masks * inside if masks.dtype != torch.bool else masks & inside
+
+
+def mask_probabilities(protos: Tensor, coeffs: Tensor) -> Tensor:
+    """sigmoid(coeffs @ protos). protos: (nm, Hp, Wp) float; coeffs: (n, nm) float.
+
+    Returns (n, Hp, Wp) float32 probabilities in [0, 1].
+    """
+    if protos.ndim != 3 or coeffs.ndim != 2 or coeffs.shape[1] != protos.shape[0]:
+        raise DataError(
+            f"mask assembly got protos {tuple(protos.shape)} and coeffs {tuple(coeffs.shape)}; "
+            "expected (nm, Hp, Wp) and (n, nm) with the same nm",
+            hint="pass the prototypes of one image (protos[b]) and that image's Detections.coeffs",
+        )
+    nm, hp, wp = protos.shape
+    logits = coeffs.float() @ protos.float().reshape(nm, hp * wp)
+    return logits.sigmoid().reshape(-1, hp, wp)
+
+
 def qdp_check(protos: Tensor, coeffs: Tensor, boxes: Tensor, num_dets: Tensor,
               threshold: float) -> tuple[int, int, int, int, int]:
     """Validate the inputs of the plugin contract (`qdp_dense_reference`); returns (B, NM, Hp, Wp, D)."""
@@ -291,8 +322,6 @@ def qdp_dense_reference(protos: Tensor, coeffs: Tensor, boxes: Tensor, num_dets:
     With threshold = 0.5 each image's valid rows equal process_masks_proto(protos[b], coeffs[b, :n],
     boxes[b, :n], (4 * Hp, 4 * Wp)).
     """
-    from asfyolo_rt.infer.masks import crop_masks, mask_probabilities
-
     bsz, _, hp, wp, d = qdp_check(protos, coeffs, boxes, num_dets, threshold)
     out = torch.zeros((bsz, d, hp, wp), dtype=torch.uint8, device=protos.device)
     for b in range(bsz):

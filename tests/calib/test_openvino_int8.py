@@ -18,9 +18,10 @@ def ov_int8(fp32_onnx, calib_set, tmp_path_factory):
 
 def test_nncf_writes_an_int8_ir_that_runs_like_the_fp32_model(ov_int8, fp32_onnx, calib_set) -> None:
     from asfyolo_rt.atomic import file_sha256
-    from asfyolo_rt.infer.backends import OrtBackend, load_backend
-    from asfyolo_rt.infer.geometry import recorded_geometry
+    from asfyolo_rt.infer.backends import OrtBackend
     from asfyolo_rt.infer.openvino import OpenVinoBackend, model_metadata
+    from asfyolo_rt.runtime.info import read_model_info
+    from asfyolo_rt.runtime.registry import load_backend
 
     assert ov_int8.xml.is_file() and ov_int8.bin == ov_int8.xml.with_suffix(".bin") and ov_int8.bin.is_file()
     assert ov_int8.sha256 == {p.name: file_sha256(p) for p in (ov_int8.xml, ov_int8.bin)}
@@ -29,7 +30,7 @@ def test_nncf_writes_an_int8_ir_that_runs_like_the_fp32_model(ov_int8, fp32_onnx
     assert any(n.endswith("/WithoutBiases") for n in ov_int8.ignored)
     meta = model_metadata(ov_int8.xml)
     assert (meta["precision"], meta["int8_flavour"], meta["calib_images"]) == ("int8", "openvino", str(len(calib_set)))
-    assert recorded_geometry(ov_int8.xml) == recorded_geometry(fp32_onnx)
+    assert read_model_info(ov_int8.xml).geometry() == read_model_info(fp32_onnx).geometry()
     b = load_backend(ov_int8.xml)
     assert isinstance(b, OpenVinoBackend) and b.precision == "int8" and b.input_shape == (160, 160)
     x = torch.from_numpy(calib_set.float_images(0, 1))

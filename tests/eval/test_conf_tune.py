@@ -17,11 +17,11 @@ N_IMAGES = 3
 
 @pytest.fixture(scope="module")
 def shipped():
-    from asfyolo_rt.infer.backends import load_backend
-    from asfyolo_rt.infer.geometry import recorded_geometry
+    from asfyolo_rt.runtime.info import read_model_info
+    from asfyolo_rt.runtime.registry import load_backend
     from asfyolo_rt.weights_registry import default_weights
 
-    return load_backend(default_weights()), recorded_geometry(default_weights())
+    return load_backend(default_weights()), read_model_info(default_weights())
 
 
 @pytest.fixture(scope="module")
@@ -32,9 +32,9 @@ def val_split(datasets_root):
 
 
 def _runner(backend, rec, conf):
-    from asfyolo_rt.infer.geometry import Geometry, PostConfig, Runner
+    from asfyolo_rt.runtime.stages import Geometry, PostConfig, Runner
 
-    return Runner(backend, Geometry("native", model_scale=rec.scale_factor), PostConfig(conf=conf),
+    return Runner(backend, Geometry("native", model_scale=rec.model_scale), PostConfig(conf=conf),
                   max_object_px=rec.max_object_px)
 
 
@@ -61,13 +61,13 @@ def test_curve_counts_are_predicts_label_images(shipped, val_split):
     from asfyolo_rt.data.masks import polygons_to_index_map
     from asfyolo_rt.eval.conf_tune import f1_vs_conf
     from asfyolo_rt.eval.dsb import instance_f1
-    from asfyolo_rt.infer.predict import PredictConfig, predict
     from asfyolo_rt.infer.sources import Frame
+    from asfyolo_rt.runtime.pipeline import PredictConfig, predict
 
     backend, rec = shipped
     samples = sorted(val_split.samples, key=lambda s: s.image_path.name)[:N_IMAGES]
     split = replace(val_split, samples=samples)
-    curve = f1_vs_conf(backend, split, model_scale=rec.scale_factor, max_object_px=rec.max_object_px,
+    curve = f1_vs_conf(backend, split, model_scale=rec.model_scale, max_object_px=rec.max_object_px,
                        confs=(0.1, 0.25, 0.6))
     n_gt = sum(len(s) for s in samples)
     assert curve.confs == [0.1, 0.25, 0.6] and curve.n_images == N_IMAGES
@@ -79,7 +79,7 @@ def test_curve_counts_are_predicts_label_images(shipped, val_split):
         h, w = img.shape[:2]
         gt = polygons_to_index_map([p * np.array([w, h], np.float32) for p in s.polygons], (h, w))[0]
         res = next(predict(backend, [Frame(name="x", source=s.image_path, image=img)],
-                           PredictConfig(model_scale=rec.scale_factor, max_object_px=rec.max_object_px, conf=0.25)))
+                           PredictConfig(model_scale=rec.model_scale, max_object_px=rec.max_object_px, conf=0.25)))
         f = instance_f1(gt, res.label_map)
         tp, fp, fn = tp + f.tp, fp + f.fp, fn + f.fn
     assert (curve.tp[1], curve.fp[1], curve.fn[1]) == (tp, fp, fn)
@@ -88,7 +88,7 @@ def test_curve_counts_are_predicts_label_images(shipped, val_split):
 
 
 def test_tune_conf_records_the_best_threshold_and_predict_uses_it(tmp_path: Path, cli, datasets_root) -> None:
-    from asfyolo_rt.infer.geometry import recorded_geometry
+    from asfyolo_rt.runtime.info import read_model_info
 
     data = datasets_root / "DSB2018"
     out, plot = tmp_path / "tuned.safetensors", tmp_path / "f1.png"
@@ -97,7 +97,7 @@ def test_tune_conf_records_the_best_threshold_and_predict_uses_it(tmp_path: Path
     assert r.exit_code == 0, r.stderr
     res = json.loads(r.stdout)
     assert res["n_images"] == 2 and len(res["rows"]) == 16
-    assert recorded_geometry(out).conf == res["best_conf"] == max(res["rows"], key=lambda x: x["f1"])["conf"]
+    assert read_model_info(out).conf == res["best_conf"] == max(res["rows"], key=lambda x: x["f1"])["conf"]
     assert plot.read_bytes()[:4] == b"\x89PNG"
     again = cli("weights", "tune-conf", "dsb2018", "--data", data, "--max-images", 1, "--out", out)
     assert again.exit_code == 1 and "already exists" in again.stderr  # never overwritten
@@ -131,9 +131,9 @@ def test_tiled_val_reports_the_label_images_f1(shipped, val_split):
 
     backend, rec = shipped
     split = replace(val_split, samples=sorted(val_split.samples, key=lambda s: s.image_path.name)[:N_IMAGES])
-    res = validate(backend, split, ValConfig(protocol="tiled", model_scale=rec.scale_factor, coco=False, dsb=True,
+    res = validate(backend, split, ValConfig(protocol="tiled", model_scale=rec.model_scale, coco=False, dsb=True,
                                              dsb_conf=0.3, max_object_px=rec.max_object_px))
-    curve = f1_vs_conf(backend, split, model_scale=rec.scale_factor, max_object_px=rec.max_object_px, iou=0.6,
+    curve = f1_vs_conf(backend, split, model_scale=rec.model_scale, max_object_px=rec.max_object_px, iou=0.6,
                        max_det=300, confs=(0.3,))
     lf = res.label_f1
     assert lf is not None and lf["conf"] == 0.3 and (lf["tp"], lf["fp"], lf["fn"]) == (curve.tp[0], curve.fp[0],

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asfyolo_rt.errors import DataError
-from asfyolo_rt.eval.boxes import (
+from asfyolo_rt.boxes import (
     box_iou,
     clip_boxes,
     mask_iou,
@@ -15,6 +14,7 @@ from asfyolo_rt.eval.boxes import (
     xyxy_to_ltwh,
     xyxy_to_xywh,
 )
+from asfyolo_rt.errors import DataError
 
 
 def test_box_iou_hand_values():

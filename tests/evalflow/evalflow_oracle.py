@@ -9,9 +9,10 @@ import torch
 from asfyolo_rt.data.dataset import DatasetSplit
 from asfyolo_rt.data.io import read_image
 from asfyolo_rt.data.letterbox import preprocess, rect_shape
+from asfyolo_rt.infer.protocol import PlainBackend
 
 
-class OracleBackend:
+class OracleBackend(PlainBackend):
     """Recognises each letterboxed input and returns decoded outputs that reproduce its ground truth.
 
     Every GT instance k (< 32 per image) becomes one candidate with objectness 1 and a one-hot mask

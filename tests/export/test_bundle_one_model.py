@@ -16,9 +16,9 @@ import onnx
 import pytest
 import torch
 from asfyolo_rt.export.bundle_files import json_safe, non_finite_paths, verify_bundle_file
-from asfyolo_rt.export.engine.api import rtx_available
 
 from asfyolo_rt.errors import CheckpointError, ConfigError
+from asfyolo_rt.infer.trt_api import rtx_available
 
 IMG = "64"
 
@@ -35,7 +35,8 @@ def _strict(text: str) -> dict:
 def quick_export(onnx_static, monkeypatch):
     """export_bundle(out, weights) with the FP32 ONNX export replaced by a copy of `onnx_static` (160 px)."""
     from asfyolo_rt.export import onnx_export
-    from asfyolo_rt.export.bundle import BundleOptions, export_bundle
+
+    from asfyolo_rt.bundle import BundleOptions, export_bundle
 
     def fake_export(model, path, config, *, extra_metadata=None, **kw):
         m = onnx.load(str(onnx_static.path))
@@ -215,8 +216,7 @@ def test_calib_images_below_one_is_refused_before_any_work(cli, n_ckpt, tmp_path
 def test_non_finite_weights_are_refused_at_load_and_export(cli, n_model, n_config, tmp_path):
     import copy
 
-    from asfyolo_rt.export.bundle import check_finite_model
-
+    from asfyolo_rt.bundle import check_finite_model
     from asfyolo_rt.model.weights import read_checkpoint, save_checkpoint
 
     m = copy.deepcopy(n_model)

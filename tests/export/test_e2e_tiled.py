@@ -11,9 +11,10 @@ from asfyolo_rt.export.end2end import End2EndConfig, export_end2end
 from asfyolo_rt.data.io import to_uint8_rgb
 from asfyolo_rt.data.synth import make_nuclei
 from asfyolo_rt.errors import ConfigError
-from asfyolo_rt.infer.backends import OrtBackend, load_backend
+from asfyolo_rt.infer.backends import OrtBackend
 from asfyolo_rt.infer.end2end import OrtEnd2EndBackend
-from asfyolo_rt.infer.geometry import Geometry, PostConfig, Runner
+from asfyolo_rt.runtime.registry import load_backend
+from asfyolo_rt.runtime.stages import Geometry, PostConfig, Runner
 
 CFG = End2EndConfig(conf_threshold=0.16, iou_threshold=0.45, max_det=300, topk=800)
 POST = PostConfig(conf=0.16, iou=0.45, max_det=300)
@@ -59,9 +60,8 @@ def test_end2end_engine_backend_reads_its_rows_like_the_onnx_one(e2e_path):
     path) with the engine's execution replaced by ONNX Runtime on the same graph: no TensorRT runtime runs
     here (engines build with TensorRT-RTX but need a GPU to execute), so this checks everything but the
     kernels, against the end-to-end ONNX backend."""
-    from asfyolo_rt.export.engine.runner import TensorRTEnd2EndBackend
-
-    from asfyolo_rt.e2e_rows import ROW_OUTPUTS
+    from asfyolo_rt.infer.e2e_rows import ROW_OUTPUTS
+    from asfyolo_rt.infer.tensorrt import TensorRTEnd2EndBackend
 
     onnx_e2e = load_backend(e2e_path)
     eng = object.__new__(TensorRTEnd2EndBackend)

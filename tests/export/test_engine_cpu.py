@@ -14,9 +14,9 @@ from asfyolo_rt.export.engine.build import (
     default_profile,
     trtexec_command,
 )
-from asfyolo_rt.export.engine.sidecar import EngineSidecar, read_sidecar, sidecar_path, write_sidecar
 
 from asfyolo_rt.errors import ConfigError, EngineBuildError
+from asfyolo_rt.infer.sidecar import EngineSidecar, read_sidecar, sidecar_path, write_sidecar
 
 
 def _sidecar(**kw) -> EngineSidecar:
@@ -32,7 +32,7 @@ def test_sidecar_roundtrip(tmp_path):
     path = write_sidecar(engine, _sidecar())
     assert path == sidecar_path(engine) and path.name == "model.int8.engine.json"
     back = read_sidecar(engine)
-    assert back == _sidecar() and back.format == "asfyolo-rt-engine/2" and back.runtime == "TensorRT"
+    assert back == _sidecar() and back.format == "asfyolo-rt-engine/3" and back.runtime == "TensorRT"
     assert json.loads(path.read_text())["compute_capability"] == "8.7"
 
 
@@ -112,7 +112,7 @@ def test_build_refuses_wrong_precision_file(onnx_static, tmp_path):
 
 
 def test_runner_without_tensorrt(tmp_path, monkeypatch):
-    from asfyolo_rt.infer.backends import load_backend
+    from asfyolo_rt.runtime.registry import load_backend
 
     _no_tensorrt(monkeypatch)
     engine = tmp_path / "model.engine"
@@ -132,7 +132,7 @@ def test_plugin_module_needs_tensorrt(monkeypatch):
 
 
 def test_cuda_without_cuda_python(monkeypatch):
-    from asfyolo_rt.export.engine import cuda
+    from asfyolo_rt.infer import cuda
 
     monkeypatch.setitem(sys.modules, "cuda", None)
     monkeypatch.setitem(sys.modules, "cuda.bindings", None)
@@ -182,7 +182,8 @@ def test_engine_build_and_parity(onnx_static, n_model, nuclei_batch, tmp_path):
     import shutil
 
     from asfyolo_rt.export.compare import compare_runners, torch_runner, worst
-    from asfyolo_rt.export.engine.runner import TensorRTBackend
+
+    from asfyolo_rt.infer.tensorrt import TensorRTBackend
 
     shutil.copy(onnx_static.path, tmp_path / "model.onnx")
     art = build_engine(tmp_path / "model.onnx", tmp_path / "model.engine", BuildConfig(precision="fp32"))
@@ -202,7 +203,7 @@ def test_engine_runner_imports_without_torch():
     import subprocess
 
     code = ("import sys; sys.modules['torch'] = None\n"
-            "import asfyolo_rt.export.engine.runner, asfyolo_rt.export.engine.sidecar\n"
+            "import asfyolo_rt.infer.tensorrt, asfyolo_rt.infer.sidecar\n"
             "assert 'onnx' not in sys.modules\n")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stderr

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from asfyolo_rt.errors import ConfigError, EngineBuildError
-from asfyolo_rt.infer.backends import load_backend
 from asfyolo_rt.infer.ort_rtx import PLUGIN_MODULE, OrtRtxBackend, OrtRtxOptions
+from asfyolo_rt.runtime.registry import load_backend
 
 
 @pytest.fixture()

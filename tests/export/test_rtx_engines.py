@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from asfyolo_rt.export.engine.api import load_tensorrt, rtx_available
 from asfyolo_rt.export.engine.build import BuildConfig, build_engine, parse_onnx
 from asfyolo_rt.export.engine.bundle_build import build_from_bundle, rtx_end2end_onnx
 from asfyolo_rt.export.engine.onnx_facts import end2end_name
-from asfyolo_rt.export.engine.sidecar import file_sha256, read_sidecar
 
 from asfyolo_rt.errors import ConfigError, EngineBuildError
+from asfyolo_rt.infer.sidecar import file_sha256, read_sidecar
+from asfyolo_rt.infer.trt_api import load_tensorrt, rtx_available
 
 pytestmark = pytest.mark.skipif(not rtx_available(), reason="needs TensorRT-RTX (pip install 'asfyolo-rt[rtx]')")
 
@@ -95,9 +95,9 @@ def test_every_bundle_onnx_parses_and_builds_for_sm86_sm89(rtx_builds, rtx_bundl
     else:
         assert side.outputs["pred"]["dtype"] == "float" and side.outputs["protos"]["shape"] == [1, 32, 40, 40]
     # the ONNX's training geometry travels into the sidecar: an engine tiles a frame at the model's scale
-    from asfyolo_rt.infer.geometry import recorded_geometry
+    from asfyolo_rt.runtime.info import read_model_info
 
-    assert side.geometry and recorded_geometry(b.artifact.engine) == recorded_geometry(b.onnx)
+    assert side.geometry and read_model_info(b.artifact.engine).geometry() == read_model_info(b.onnx).geometry()
     summary = side.layers
     assert summary["source"].startswith("build log") and summary["unmatched_convolutions"] == []
     assert sum(summary["convolutions"].values()) == summary["onnx_convolutions"] == 72

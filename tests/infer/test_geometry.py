@@ -8,10 +8,11 @@ import torch
 
 from asfyolo_rt.errors import ConfigError
 from asfyolo_rt.eval.dsb import instance_f1
-from asfyolo_rt.infer.geometry import Geometry, PostConfig, Runner, plan_tiles, tile_starts
+from asfyolo_rt.infer.protocol import PlainBackend
+from asfyolo_rt.runtime.stages import Geometry, PostConfig, Runner, plan_tiles, tile_starts
 
 
-class OracleBackend:
+class OracleBackend(PlainBackend):
     """A perfect model that sees only its tile: every bright connected component of the tile becomes one
     detection (box = the visible part, score 0.9) whose mask is the bright region (protos channel 0 =
     brightness logit, coefficient [1, 0, ...]). A disc cut by the tile edge gives a *partial* detection,
@@ -199,7 +200,7 @@ def test_final_labels_drop_detections_hidden_under_higher_scoring_cells():
     """A duplicate mask mostly covered by a higher-scoring cell is dropped; a cell that is only touched is kept."""
     from asfyolo_rt.kernels.mask_assembly import PackedMasks
 
-    from asfyolo_rt.infer.geometry import FrameResult, concat_packed
+    from asfyolo_rt.runtime.stages import FrameResult, concat_packed
 
     def packed(x0, y0, m):
         m = torch.as_tensor(m, dtype=torch.uint8)

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import asfyolo_rt.infer.nms as nms_mod
+from asfyolo_rt.boxes import box_iou
 from asfyolo_rt.errors import ConfigError
-from asfyolo_rt.eval.boxes import box_iou
 from asfyolo_rt.infer.nms import Detections, nms, non_max_suppression, soft_nms
 
 

@@ -33,9 +33,10 @@ def nuclei() -> torch.Tensor:
 
 
 def test_openvino_fp32_gives_the_detections_of_onnxruntime(shipped_onnx: Path, nuclei: torch.Tensor) -> None:
-    from asfyolo_rt.infer.backends import OrtBackend, load_backend
+    from asfyolo_rt.infer.backends import OrtBackend
     from asfyolo_rt.infer.nms import non_max_suppression
     from asfyolo_rt.infer.openvino import OpenVinoBackend
+    from asfyolo_rt.runtime.registry import load_backend
 
     ov = load_backend(shipped_onnx, backend="openvino")
     assert isinstance(ov, OpenVinoBackend)
@@ -74,7 +75,7 @@ def test_bf16_only_where_the_cpu_has_it() -> None:
 
 def test_openvino_precision_errors_name_the_file(shipped_onnx: Path) -> None:
     from asfyolo_rt.errors import ConfigError
-    from asfyolo_rt.infer.backends import load_backend
+    from asfyolo_rt.runtime.registry import load_backend
     from asfyolo_rt.weights_registry import default_weights
 
     with pytest.raises(ConfigError, match="model.onnx is not quantized"):

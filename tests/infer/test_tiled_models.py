@@ -11,14 +11,14 @@ import pytest
 from asfyolo_rt.data.io import to_uint8_rgb
 from asfyolo_rt.data.synth import make_nuclei
 from asfyolo_rt.eval.dsb import instance_f1
-from asfyolo_rt.infer.geometry import Geometry, PostConfig, Runner
+from asfyolo_rt.runtime.stages import Geometry, PostConfig, Runner
 
 TILE = 192
 
 
 @pytest.fixture(scope="module")
 def shipped():
-    from asfyolo_rt.infer.backends import load_backend
+    from asfyolo_rt.runtime.registry import load_backend
     from asfyolo_rt.weights_registry import default_weights
 
     return load_backend(default_weights())
@@ -70,7 +70,7 @@ def test_tiles_are_as_good_as_one_whole_image_pass(shipped, frame):
 
 
 def test_pytorch_and_onnxruntime_give_the_same_label_map(shipped, frame, static_onnx):
-    from asfyolo_rt.infer.backends import load_backend
+    from asfyolo_rt.runtime.registry import load_backend
 
     img, _ = frame
     ort = load_backend(static_onnx)
@@ -101,14 +101,16 @@ def test_predict_cli_default_is_native_tiled_and_static_conflict_is_an_error(cli
 
 def test_pixel_size_rescales_to_the_training_pixel_size(shipped, frame):
     """A model trained at 0.5 um/px given an image at 1.0 um/px processes it at 2x."""
-    from asfyolo_rt.infer.predict import PredictConfig, predict
     from asfyolo_rt.infer.sources import Frame
+    from asfyolo_rt.runtime.pipeline import PredictConfig, predict
 
     img, _ = frame
     f = Frame("f", Path("f.tif"), img[:256, :256], pixel_size_um=1.0)
     seen: list[tuple[int, ...]] = []
 
-    class Spy:
+    from asfyolo_rt.infer.protocol import PlainBackend
+
+    class Spy(PlainBackend):
         def __init__(self, inner):
             self.inner = inner
             for k in ("name", "precision", "input_shape", "max_batch", "nc", "names"):

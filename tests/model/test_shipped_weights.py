@@ -53,12 +53,12 @@ def test_shipped_model_finds_the_cells_of_val_images(name: str, datasets_root: P
     Images whose long side exceeds twice the training size are left out: the shipped models are small
     and trained at 320/512, and at that down-scaling nuclei shrink to a few pixels.
     """
+    from asfyolo_rt.boxes import box_iou
     from asfyolo_rt.data.dataset import load_split
     from asfyolo_rt.data.io import image_size, read_image
-    from asfyolo_rt.eval.boxes import box_iou
     from asfyolo_rt.infer.backends import TorchBackend
-    from asfyolo_rt.infer.predict import PredictConfig, predict
     from asfyolo_rt.infer.sources import Frame
+    from asfyolo_rt.runtime.pipeline import PredictConfig, predict
 
     split = load_split(datasets_root / EXPECTED[name][0], "val")
     model, config = load_checkpoint(shipped_weights(name))

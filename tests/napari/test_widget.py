@@ -15,7 +15,6 @@ pytest.importorskip("pytestqt")
 
 from asfyolo_rt.data.io import to_uint8_rgb  # noqa: E402
 from asfyolo_rt.data.synth import make_nuclei  # noqa: E402
-from asfyolo_rt.napari.segment import ModelSettings, load_runner  # noqa: E402
 from asfyolo_rt.napari.widget import CellsWidget  # noqa: E402
 
 TIMEOUT_MS = 120_000
@@ -35,9 +34,27 @@ def frames() -> list[tuple[np.ndarray, np.ndarray]]:
     return [make_nuclei(seed, (160, 160), n_cells=12) for seed in (3, 4)]
 
 
+_REFERENCE: dict = {}
+
+
+def reference(image: np.ndarray, conf: float | None = None):
+    """(kept detections, label map) of the pipeline's stages wired by hand (model info -> geometry -> Runner ->
+    paint), independently of the Segmenter the plugin goes through."""
+    from asfyolo_rt.runtime.info import read_model_info
+    from asfyolo_rt.runtime.registry import load_backend
+    from asfyolo_rt.runtime.stages import Geometry, PostConfig, Runner
+
+    info = read_model_info("dsb2018")
+    if "backend" not in _REFERENCE:
+        _REFERENCE["backend"] = load_backend("dsb2018")
+    runner = Runner(_REFERENCE["backend"], Geometry("native", model_scale=info.model_scale),
+                    PostConfig(conf=info.default_conf if conf is None else conf), max_object_px=info.max_object_px)
+    return runner(image).final_labels(0.5)
+
+
 def direct(image: np.ndarray, backends: dict) -> np.ndarray:
-    """The label map `asfyolo-rt predict` would write: the project's Runner called directly."""
-    return load_runner(ModelSettings(), backends)(to_uint8_rgb(image)).final_labels(0.5)[1]
+    """The label map `asfyolo-rt predict` would write, from the stages called directly."""
+    return reference(to_uint8_rgb(image))[1]
 
 
 def run_widget(viewer, qtbot, backends: dict, **values) -> CellsWidget:
@@ -103,7 +120,7 @@ def test_predict_outputs_open_as_labels_with_cells_csv(make_napari_viewer, gl_di
     from asfyolo_rt.infer.writers import PredictionWriter, cell_rows
 
     image = to_uint8_rgb(frames[1][0])
-    kept, lm = load_runner(ModelSettings(), backends)(image).final_labels(0.5)
+    kept, lm = reference(image)
     result = ImageResult(Frame("frame1", tmp_path / "frame1.png", image), None, kept.boxes.numpy(),
                          kept.scores.numpy(), kept.classes.numpy(), lm, kept.masks)
     writer = PredictionWriter(tmp_path / "run", names={0: "cell"}, overlays=False, coco=False)
@@ -137,7 +154,7 @@ def test_view_run_opens_image_widget_and_cells(qtbot, gl_display, backends, tmp_
         assert widget.conf.value == pytest.approx(0.3)
         qtbot.waitUntil(lambda: not widget.busy, timeout=120_000)
         labels = viewer.layers["nuclei cells"].data
-        expected = load_runner(ModelSettings(conf=0.3), backends)(to_uint8_rgb(image)).final_labels(0.5)[1]
+        expected = reference(to_uint8_rgb(image), conf=0.3)[1]
         np.testing.assert_array_equal(labels, expected)  # the options reached the widget's run
         assert abs(int(expected.max()) - int(truth.max())) <= 2
     finally:

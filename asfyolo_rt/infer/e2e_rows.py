@@ -1,6 +1,6 @@
 """What the host reads of an end-to-end model (NMS inside): the row outputs, the baked thresholds, and the
 rows as detections. Shared by the ONNX Runtime backend (`asfyolo_rt.infer.end2end`) and the TensorRT one
-(`asfyolo_rt.export.engine.runner`); importing it needs no torch (engines run on devices without it).
+(`asfyolo_rt.infer.tensorrt`); importing it needs no torch (engines run on devices without it).
 """
 
 from __future__ import annotations
@@ -34,10 +34,29 @@ def rows_to_detections(out: dict[str, np.ndarray], conf: float, graph_conf: floa
 
 
 class End2EndRows:
-    """What an end-to-end backend (ONNX Runtime or TensorRT) adds to the backend protocol: its baked NMS
-    settings (conf, iou, max_det) and `detect`, which the Runner calls instead of `__call__` + NMS."""
+    """What an end-to-end backend (ONNX Runtime or TensorRT) adds to the backend protocol
+    (`asfyolo_rt.infer.protocol`): its baked NMS settings (conf, iou, max_det) and `detect`, which reads the
+    graph's rows (its own `rows(x, conf)`) instead of running `__call__` + the host NMS."""
 
     end2end = True
+    max_batch: int | None = None
+
+    def rows(self, images: Any, conf: float) -> tuple[list[Any], Any]:  # pragma: no cover - every subclass has one
+        raise NotImplementedError
+
+    def detect(self, images: Any, *, conf: float, iou: float, max_det: int,
+               soft: bool = False) -> tuple[list[Any], Any, float]:
+        """Detections per image of `images` (static-batch padding added and dropped), protos, forward seconds
+        (the graph's NMS included). iou/max_det/soft are the graph's own (`mismatch` says what differs)."""
+        import time
+
+        from asfyolo_rt.infer.protocol import pad_to_static_batch
+
+        n = images.shape[0]
+        x = pad_to_static_batch(self, images)
+        t0 = time.perf_counter()
+        dets, protos = self.rows(x, conf)
+        return dets[:n], protos, time.perf_counter() - t0
     conf: float = 0.25
     iou: float = 0.6
     max_det: int = 300

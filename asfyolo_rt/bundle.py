@@ -12,6 +12,7 @@ commands to run on the target device. Files in `out/`:
     calibration_report.json, model.int8.calib.json, model.int8-cpu.calib.json (fingerprinted caches)
     model[.P][.end2end].rtx.engine (+ .engine.json, model[.P].end2end.rtx.onnx)   TensorRT-RTX, when installed
     export_report.json         parity (ORT vs PyTorch per output and precision), FP16 notes, accuracy
+    model.json                 model.onnx's ModelInfo (asfyolo_rt.runtime.info): the contract non-Python runtimes read
     bundle.json                the files THIS export wrote, with SHA-256; model config and source weights sha256
 
 A bundle is one model (`export.bundle_files`): the old bundle.json goes before the first write, files of an
@@ -31,6 +32,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from asfyolo_rt.errors import AsfYoloError, CheckpointError, ConfigError, EngineBuildError
 from asfyolo_rt.export.bundle_files import (
     BUNDLE_JSON,
     REPORT_JSON,
@@ -44,10 +47,10 @@ from asfyolo_rt.export.bundle_files import (
 from asfyolo_rt.export.compare import check_sizes, compare_runners, ort_runner, torch_runner, worst
 from asfyolo_rt.export.end2end import End2EndConfig
 from asfyolo_rt.export.onnx_export import as_hw, file_sha256
-
-from asfyolo_rt.errors import AsfYoloError, CheckpointError, ConfigError, EngineBuildError
-from asfyolo_rt.infer.geometry import DEFAULT_TILE
 from asfyolo_rt.model.weights import atomic_write_bytes
+from asfyolo_rt.runtime.stages import DEFAULT_TILE
+
+MODEL_JSON = "model.json"  # ModelInfo of model.onnx (asfyolo_rt.runtime.info): what a C runtime reads
 
 log = logging.getLogger(__name__)
 
@@ -104,7 +107,7 @@ def engine_availability() -> str | None:
     """None when TensorRT and a CUDA GPU are usable here, else the reason."""
     try:
         from asfyolo_rt.export.engine.build import import_tensorrt
-        from asfyolo_rt.export.engine.cuda import device_info
+        from asfyolo_rt.infer.cuda import device_info
 
         import_tensorrt()
         device_info(0)
@@ -117,7 +120,8 @@ def _evaluate(opts: BundleOptions, model: Any, mcfg: Any, files: dict[str, Path]
               progress: StageProgress | None) -> dict[str, Any]:
     from asfyolo_rt.data.dataset import load_split
     from asfyolo_rt.eval.validate import ValConfig, validate
-    from asfyolo_rt.infer.backends import TorchBackend, load_backend
+    from asfyolo_rt.infer.backends import TorchBackend
+    from asfyolo_rt.runtime.registry import load_backend
 
     assert opts.data is not None
     try:
@@ -165,10 +169,9 @@ def _mask_map50_evaluator(opts: BundleOptions, mcfg: Any, img: int, n_images: in
 
 def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) -> BundleResult:
     """Run the export (module docstring). Returns the bundle.json and export report dicts."""
+    from asfyolo_rt import __version__
     from asfyolo_rt.export.fp16 import ORT_CPU_NOTE, convert_fp16, torch_half_estimate
     from asfyolo_rt.export.onnx_export import export_onnx, load_weights
-
-    from asfyolo_rt import __version__
     from asfyolo_rt.weights_registry import resolve_weights
 
     t0 = time.perf_counter()
@@ -197,6 +200,11 @@ def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) ->
                        progress=_stage(progress, "export FP32 ONNX"))
     files["fp32"] = fp32.path
     warnings += fp32.notes
+    from asfyolo_rt.runtime.info import read_model_info, write_model_info
+
+    # the bundle's contract for non-Python runtimes (C runtime): model.onnx's ModelInfo as JSON
+    write_model_info(out / MODEL_JSON, read_model_info(fp32.path))
+    written.add(MODEL_JSON)
 
     calib = None
     if opts.int8 or opts.data is not None or opts.fp16:
@@ -369,7 +377,7 @@ def check_finite_model(model: Any, weights: Path) -> None:
 
 def _want_rtx(opts: BundleOptions) -> bool:
     """Whether to build TensorRT-RTX engines; EngineBuildError up front for --rtx without TensorRT-RTX."""
-    from asfyolo_rt.export.engine.api import rtx_available
+    from asfyolo_rt.infer.trt_api import rtx_available
 
     if opts.rtx and not rtx_available():
         raise EngineBuildError("--rtx: TensorRT-RTX is not installed here",

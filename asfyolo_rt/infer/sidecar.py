@@ -8,7 +8,8 @@ builds on the GPU it targets) or target architectures (TensorRT-RTX builds ahead
 ONNX's SHA-256, class names, pre-processing, end-to-end thresholds, and the per-layer precision summary
 (how many convolutions run Int8 / Half / Float). No TensorRT is needed to read or write it.
 
-Format 2 added `runtime`, `targets` and `layers`; format-1 sidecars still read (as standard TensorRT).
+Format 2 added `runtime`, `targets` and `layers`; format 3 `model_info` (the source ONNX's ModelInfo JSON,
+`asfyolo_rt.runtime.info`: the contract a non-Python runtime reads); format-1/2 sidecars still read.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from typing import Any
 from asfyolo_rt.atomic import file_sha256  # noqa: F401  (re-exported)
 from asfyolo_rt.errors import EngineBuildError
 
-FORMAT = "asfyolo-rt-engine/2"
-READABLE_FORMATS = ("asfyolo-rt-engine/1", FORMAT)
+FORMAT = "asfyolo-rt-engine/3"
+READABLE_FORMATS = ("asfyolo-rt-engine/1", "asfyolo-rt-engine/2", FORMAT)
 PRECISIONS = ("fp32", "fp16", "int8")
 
 
@@ -48,6 +49,7 @@ class EngineSidecar:
     thresholds: dict[str, Any] = field(default_factory=dict)
     end2end: bool = False
     geometry: dict[str, Any] = field(default_factory=dict)  # the ONNX's training geometry (tiled inference)
+    model_info: dict[str, Any] = field(default_factory=dict)  # the ONNX's ModelInfo (asfyolo_rt.runtime.info)
     layers: dict[str, Any] = field(default_factory=dict)  # per-layer precision summary (export.engine.buildlog)
     build: dict[str, Any] = field(default_factory=dict)  # workspace, timing cache, flags, seconds, engine bytes
     asfyolo_rt: str = ""

@@ -1,4 +1,5 @@
-"""Box and mask geometry: format conversion, pairwise IoU, letterbox undoing.
+"""Box and mask geometry (a base module, below inference and evaluation): format conversion, pairwise IoU,
+letterbox undoing.
 
 Conventions used everywhere in asfyolo-rt:
 

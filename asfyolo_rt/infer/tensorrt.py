@@ -21,18 +21,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from asfyolo_rt.export.engine.api import load_tensorrt
-from asfyolo_rt.export.engine.cuda import DeviceBuffer, Stream, device_info
-from asfyolo_rt.export.engine.sidecar import read_sidecar
 
-from asfyolo_rt.e2e_rows import ROW_OUTPUTS, End2EndRows, rows_to_detections
 from asfyolo_rt.errors import ConfigError, EngineBuildError
+from asfyolo_rt.infer.cuda import DeviceBuffer, Stream, device_info
+from asfyolo_rt.infer.e2e_rows import ROW_OUTPUTS, End2EndRows, rows_to_detections
+from asfyolo_rt.infer.protocol import PlainBackend
+from asfyolo_rt.infer.sidecar import read_sidecar
+from asfyolo_rt.infer.trt_api import load_tensorrt
 
 if TYPE_CHECKING:
     import tensorrt as trt_types  # the common API of both flavours (TensorRT-RTX's runtime mirrors it)
 
 
-class TensorRTBackend:
+class TensorRTBackend(PlainBackend):
     """A TensorRT engine as a backend: images (B, 3, H, W) float32 in [0, 1] -> (pred, protos)."""
 
     name = "tensorrt"
@@ -197,7 +198,7 @@ class TensorRTEnd2EndBackend(End2EndRows, TensorRTBackend):
         raise ConfigError(f"{self.path.name} is an end-to-end engine (NMS inside): it gives detections, not raw "
                           "predictions", hint="use it with predict or val --protocol tiled, or build the plain model")
 
-    def detect(self, images: Any, conf: float) -> tuple[list[Any], Any]:
+    def rows(self, images: Any, conf: float) -> tuple[list[Any], Any]:
         """Detections per image (score-sorted, scores > max(conf, the engine's)) and protos (B, nm, Hp, Wp)."""
         x = images.detach().cpu().float().numpy() if hasattr(images, "detach") else np.asarray(images, np.float32)
         return rows_to_detections(self.run_named(np.ascontiguousarray(x)), conf, self.conf)

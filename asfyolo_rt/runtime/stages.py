@@ -1,0 +1,542 @@
+"""The pipeline's stages, with plain data between them, and the Runner that composes them (ARCHITECTURE.md).
+
+How the pixels of an image of any size reach the network:
+
+* ``scale="fit"`` (the paper's protocol): the whole image is letterboxed to ``img_size`` (or into a
+  static model's H x W) and goes through the network once. Cells shrink with the image.
+* ``scale="native"`` (the default for prediction): the image is kept at its own pixel scale times the
+  model's scale and cut into a grid of overlapping tiles of the backend's input size (a static model's
+  H x W, else ``img_size``, default 640), sent through the backend ``batch`` tiles at a time.
+
+The native stages (each a function of plain arrays and dataclasses, so that a caller can run them on part
+of an image, in another process or another language, and combine the parts):
+
+1. `plan_image`: the tile grid of the whole (scaled) image and each tile's *core* (the part of the image
+   closer to this tile's interior than to any neighbour's). With ``window=`` only the tiles whose core
+   starts in a window of the image: the grid is the whole image's, so windows that partition the image
+   partition its tiles, and their parts merged give exactly the whole image's cells.
+2. `scale_image` + `read_tile`: the image at model scale, and one tile's pixels (padded with 114 at the
+   image border).
+3. `preprocess`: tiles (H, W, 3) uint8 -> (B, 3, H, W) float32 / 255.
+4. `detect`: one batch through the backend (`Backend.detect`: the host NMS of a plain model, or an
+   end-to-end model's own rows), per tile ``max_det``.
+5. `own` + `assemble`: a tile keeps a detection only when its box centre lies in the tile's core (so a cell
+   cut by a tile's inner edge comes whole from the tile where it lies farthest from that edge); its mask
+   is assembled at once at full resolution, bounded by its box (`PackedMasks`): a `Part` in original
+   pixels.
+6. `merge`: the parts of any set of tiles -> one class-aware NMS over their boxes (removing what remains
+   of cells larger than the overlap) -> a `FrameResult` sorted by score.
+7. `paint`: the label image (each pixel takes the highest-scoring mask covering it); a detection of which
+   less than ``min_visible`` stays visible is a duplicate and is dropped, the rest repainted. The
+   visibility test is a reduction (`visible_pixels` per label, summable over chunks of the label map,
+   against `mask_areas`).
+
+Memory depends on the tile and batch sizes and the number of cells, not on the frame: a label map (H, W)
+int32 is the only frame-sized output. Coordinates: a tile at (x0, y0) of the scaled image maps original
+pixel x to network pixel ``x * model_scale - x0`` (the letterbox convention ``net = scale * orig + pad``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, cast
+
+import cv2
+import numpy as np
+import torch
+
+from asfyolo_rt.data.letterbox import LetterboxTransform, letterbox, rect_shape
+from asfyolo_rt.errors import ConfigError
+from asfyolo_rt.infer.e2e_rows import End2EndRows
+from asfyolo_rt.infer.nms import MAX_WH, Detections, nms
+from asfyolo_rt.infer.predict import label_map_from_packed
+from asfyolo_rt.infer.protocol import Backend
+from asfyolo_rt.runtime.info import (
+    DEFAULT_CONF,
+    DEFAULT_IOU,
+    DEFAULT_MASK_THRESHOLD,
+    DEFAULT_MAX_DET,
+    PAD_VALUE,
+    overlap_for,
+)
+from asfyolo_rt.runtime.info import DEFAULT_OVERLAP as DEFAULT_OVERLAP
+
+if TYPE_CHECKING:
+    from asfyolo_rt.kernels.mask_assembly import Impl, PackedMasks
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TILE = 640  # tile side for backends that take any multiple of 32 (PyTorch, dynamic ONNX)
+SCALES = ("native", "fit")
+__all__ = ["DEFAULT_CONF", "DEFAULT_OVERLAP", "DEFAULT_TILE", "PAD_VALUE", "SCALES", "FrameResult", "Geometry",
+           "Part", "Plan", "PostConfig", "Runner", "Tile", "assemble", "detect", "mask_areas", "merge", "own",
+           "paint", "plan_image", "plan_tiles", "preprocess", "read_tile", "scale_image", "tile_size",
+           "visible_pixels"]
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Where pixels go. scale: "native" (tiles at model scale) or "fit" (whole-image letterbox).
+
+    img_size: "fit": long side after resizing (default 640); "native": tile side for dynamic backends
+    (default 640; a static model's H x W always wins and a conflicting value is an error).
+    tile_overlap: network pixels shared by neighbouring tiles (default: from the checkpoint, larger than
+    its largest training object). model_scale: network pixels per image pixel (native).
+    batch: tiles per backend call.
+    """
+
+    scale: str = "native"
+    img_size: int | None = None
+    tile_overlap: int | None = None
+    model_scale: float = 1.0
+    batch: int = 1
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ConfigError(f"--scale {self.scale!r}: expected native or fit")
+        if self.img_size is not None and (self.img_size < 32 or self.img_size % 32):
+            raise ConfigError(f"--img-size {self.img_size}: expected a positive multiple of 32 (e.g. 640)")
+        if self.tile_overlap is not None and self.tile_overlap < 0:
+            raise ConfigError(f"--tile-overlap {self.tile_overlap}: expected >= 0 pixels")
+        if not (math.isfinite(self.model_scale) and 0.01 <= self.model_scale <= 100):
+            raise ConfigError(f"model scale {self.model_scale}: expected a factor in [0.01, 100]")
+        if self.batch < 1:
+            raise ConfigError(f"--batch {self.batch}: expected >= 1")
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile: origin (x0, y0) in the scaled image, network shape (h, w), and its core region
+    [cx0, cx1) x [cy0, cy1) in scaled-image pixels (detections whose box centre lies there are kept)."""
+
+    x0: int
+    y0: int
+    h: int
+    w: int
+    core: tuple[float, float, float, float]
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets of tiles of size `tile` covering [0, length), neighbours sharing >= `overlap` px.
+
+    The fewest tiles that keep the overlap, spread evenly: the first starts at 0, the last ends at length.
+    """
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    if step <= 0:
+        raise ConfigError(f"tile overlap {overlap} px is not smaller than the tile ({tile} px)",
+                          hint="use a smaller --tile-overlap or a larger tile (--img-size)")
+    n = math.ceil((length - overlap) / step)
+    n = max(n, 2)
+    return [round(k * (length - tile) / (n - 1)) for k in range(n)]
+
+
+def _cores(starts: list[int], tile: int, length: int) -> list[tuple[float, float]]:
+    out = []
+    for k, s in enumerate(starts):
+        lo = 0.0 if k == 0 else (s + starts[k - 1] + tile) / 2
+        hi = float(length) if k == len(starts) - 1 else (starts[k + 1] + s + tile) / 2
+        out.append((lo, hi))
+    return out
+
+
+def plan_tiles(height: int, width: int, tile_hw: tuple[int, int], overlap: int, *, static: bool) -> list[Tile]:
+    """The tile grid of a (scaled) image of height x width.
+
+    tile_hw: the backend's tile (H, W). A dynamic backend gets smaller tiles (rounded up to a multiple
+    of 32) where the image is smaller than the tile; a static one always gets tile_hw (padded).
+    """
+    th, tw = tile_hw
+    if not static:
+        th, tw = min(th, _ceil32(height)), min(tw, _ceil32(width))
+    ov_y, ov_x = min(overlap, th // 2), min(overlap, tw // 2)
+    ys, xs = tile_starts(height, th, ov_y), tile_starts(width, tw, ov_x)
+    cy, cx = _cores(ys, th, height), _cores(xs, tw, width)
+    return [Tile(x0, y0, th, tw, (cx[j][0], cy[i][0], cx[j][1], cy[i][1]))
+            for i, y0 in enumerate(ys) for j, x0 in enumerate(xs)]
+
+
+def _ceil32(n: int) -> int:
+    return max(32, 32 * math.ceil(n / 32))
+
+
+@dataclass
+class FrameResult:
+    """Detections of one image in ORIGINAL pixels, sorted by descending score.
+
+    boxes (n, 4) float32 xyxy; scores (n,); classes (n,) int64; masks: PackedMasks (box-local, full
+    resolution) of the same n detections; tiles: how many tiles the image took; transform: the letterbox
+    of a "fit" pass (None for native tiles); timing_ms: preprocess / inference / postprocess.
+    """
+
+    boxes: torch.Tensor
+    scores: torch.Tensor
+    classes: torch.Tensor
+    masks: PackedMasks
+    orig_shape: tuple[int, int]
+    tiles: int = 1
+    transform: LetterboxTransform | None = None
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    def label_map(self) -> np.ndarray:
+        """(H, W) int32: 1 + index of the highest-scoring mask covering each pixel, 0 = background."""
+        return label_map_from_packed(self.masks, self.scores, self.orig_shape)
+
+    def select(self, index: torch.Tensor) -> FrameResult:
+        """The detections `index` (in that order), same geometry."""
+        idx = index.to(torch.int64)
+        return FrameResult(self.boxes[idx], self.scores[idx], self.classes[idx], select_packed(self.masks, idx),
+                           self.orig_shape, self.tiles, self.transform, dict(self.timing_ms))
+
+    def final_labels(self, min_visible: float = 0.5) -> tuple[FrameResult, np.ndarray]:
+        """The label image a user gets, and the detections it shows (the `paint` stage)."""
+        return paint(self, min_visible)
+
+
+@dataclass(frozen=True)
+class PostConfig:
+    """Post-processing shared by prediction and tiled validation (defaults: asfyolo_rt.runtime.info)."""
+
+    conf: float = DEFAULT_CONF
+    iou: float = DEFAULT_IOU
+    max_det: int = DEFAULT_MAX_DET  # per tile (native) or per image (fit)
+    mask_threshold: float = DEFAULT_MASK_THRESHOLD
+    soft_nms: bool = False
+    kernel_impl: str = "auto"
+
+
+def tile_size(backend: Backend, geo: Geometry) -> tuple[int, int]:
+    """The tile (H, W) for this backend: a static model's shape, else img_size (default 640).
+
+    An img_size that conflicts with a static model is an error, never ignored.
+    """
+    if backend.input_shape is not None:
+        h, w = backend.input_shape
+        if geo.img_size is not None and (geo.img_size, geo.img_size) != (h, w) and geo.img_size != max(h, w):
+            raise ConfigError(f"--img-size {geo.img_size} conflicts with the model's fixed input {h}x{w}",
+                              hint=f"leave out --img-size (tiles are {h}x{w}) or export the model at "
+                                   f"--img-size {geo.img_size}")
+        return int(h), int(w)
+    s = geo.img_size or DEFAULT_TILE
+    return s, s
+
+
+def resolve_overlap(geo: Geometry, max_object_px: float | None) -> int:
+    """--tile-overlap, else a margin larger than the largest training object (network px)."""
+    if geo.tile_overlap is not None:
+        return int(geo.tile_overlap)
+    return overlap_for(max_object_px)
+
+
+# ------------------------------------------------------------------------------------------ stages
+@dataclass(frozen=True)
+class Plan:
+    """Stage 1's output: how an image of `orig_shape` (H, W) is cut. scaled_shape: (H, W) at model scale;
+    scale: network px per original px (one for both axes; the two axes' rounding differs by < 1 px over a
+    frame); tiles: the tiles to run (all of the image's, or those whose core meets a window); grid: how
+    many tiles the whole image has."""
+
+    orig_shape: tuple[int, int]
+    scaled_shape: tuple[int, int]
+    scale: float
+    tiles: tuple[Tile, ...]
+    grid: int
+
+
+def plan_image(orig_shape: tuple[int, int], *, model_scale: float, tile_hw: tuple[int, int], overlap: int,
+               static: bool, window: tuple[int, int, int, int] | None = None) -> Plan:
+    """The tile plan of an image (stage 1). window: (x0, y0, x1, y1) in original pixels: keep only the tiles
+    whose core *starts* in it. Windows that partition the image partition its tiles, and every cell comes
+    from the one tile whose core holds its centre, so their parts merged give the whole image's cells."""
+    h0, w0 = orig_shape
+    if model_scale != 1.0:
+        hs, ws = max(1, round(h0 * model_scale)), max(1, round(w0 * model_scale))
+        scale = (ws / w0 + hs / h0) / 2
+    else:
+        hs, ws, scale = h0, w0, 1.0
+    tiles = plan_tiles(hs, ws, tile_hw, overlap, static=static)
+    grid = len(tiles)
+    if window is not None:
+        x0, y0, x1, y1 = (v * scale for v in window)
+        tiles = [t for t in tiles if x0 <= t.core[0] < x1 and y0 <= t.core[1] < y1]
+    return Plan((h0, w0), (hs, ws), scale, tuple(tiles), grid)
+
+
+def scale_image(image: np.ndarray, plan: Plan) -> np.ndarray:
+    """Stage 2a: the image at model scale (bilinear up, area down), as the model saw cells in training."""
+    hs, ws = plan.scaled_shape
+    if image.shape[:2] == (hs, ws):
+        return image
+    up = hs * ws > image.shape[0] * image.shape[1]
+    return cv2.resize(image, (ws, hs), interpolation=cv2.INTER_LINEAR if up else cv2.INTER_AREA)
+
+
+def read_tile(scaled: np.ndarray, tile: Tile) -> np.ndarray:
+    """Stage 2b: one tile's pixels (H, W, 3) uint8, padded with 114 beyond the image."""
+    crop = scaled[tile.y0 : tile.y0 + tile.h, tile.x0 : tile.x0 + tile.w]
+    if crop.shape[:2] == (tile.h, tile.w):
+        return crop
+    out = np.full((tile.h, tile.w, 3), PAD_VALUE, np.uint8)
+    out[: crop.shape[0], : crop.shape[1]] = crop
+    return out
+
+
+def preprocess(images: Sequence[np.ndarray]) -> torch.Tensor:
+    """Stage 3: (H, W, 3) uint8 images of one size -> (B, 3, H, W) float32 / 255 in one pass."""
+    h, w = images[0].shape[:2]
+    tensor = torch.empty((len(images), 3, h, w), dtype=torch.float32)
+    out = tensor.numpy()
+    for i, image in enumerate(images):
+        np.divide(image.transpose(2, 0, 1), np.float32(255.0), out=out[i], dtype=np.float32)  # rounds like .float().div_(255.0)
+    return tensor
+
+
+def detect(backend: Backend, x: torch.Tensor, post: PostConfig) -> tuple[list[Detections], torch.Tensor, float]:
+    """Stage 4: detections of each image of `x` (NMS applied; static-batch padding added and dropped), the
+    prototypes and the forward seconds (an end-to-end model's forward includes its NMS)."""
+    return backend.detect(x, conf=post.conf, iou=post.iou, max_det=post.max_det, soft=post.soft_nms)
+
+
+@dataclass(frozen=True)
+class Part:
+    """Detections of some tiles in original pixels (stage 5's output, stage 6's input)."""
+
+    boxes: torch.Tensor  # (n, 4) float32 xyxy
+    scores: torch.Tensor  # (n,) float32
+    classes: torch.Tensor  # (n,) int64
+    masks: PackedMasks  # box-local, full resolution
+
+
+def own(det: Detections, tile: Tile) -> Detections:
+    """Stage 5a: the detections of `tile` (network px of the tile) whose box centre lies in its core."""
+    b = det.boxes
+    cx = (b[:, 0] + b[:, 2]) / 2 + tile.x0
+    cy = (b[:, 1] + b[:, 3]) / 2 + tile.y0
+    c = tile.core
+    keep = (cx >= c[0]) & (cx < c[2]) & (cy >= c[1]) & (cy < c[3])
+    return Detections(b[keep], det.scores[keep], det.classes[keep], det.coeffs[keep])
+
+
+def assemble(protos: torch.Tensor, det: Detections, tile: Tile, plan: Plan, post: PostConfig) -> Part:
+    """Stage 5b: an owned tile's detections in original pixels, with box-local full-resolution masks."""
+    h0, w0 = plan.orig_shape
+    shift = det.boxes.new_tensor([tile.x0, tile.y0, tile.x0, tile.y0])
+    boxes = (det.boxes + shift) / plan.scale
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, w0)
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, h0)
+    packed = _masks(protos, det, boxes, (h0, w0), plan.scale, (-float(tile.x0), -float(tile.y0)), post)
+    return Part(boxes.cpu().float(), det.scores.cpu().float(), det.classes.cpu().long(), packed)
+
+
+def merge(parts: Sequence[Part], size: tuple[int, int], iou: float, global_nms: bool = True) -> FrameResult:
+    """Stage 6: parts of any tiles of one image -> one class-aware NMS over their boxes -> sorted by score."""
+    if not parts:
+        return FrameResult(torch.zeros((0, 4)), torch.zeros(0), torch.zeros(0, dtype=torch.int64),
+                           concat_packed([], size), size)
+    boxes = torch.cat([p.boxes for p in parts])
+    scores = torch.cat([p.scores for p in parts])
+    classes = torch.cat([p.classes for p in parts])
+    packed = concat_packed([p.masks for p in parts], size)
+    if global_nms:  # class-aware through a per-class offset larger than the frame
+        keep = nms(boxes + classes[:, None].float() * float(max(MAX_WH, max(size) + 1)), scores, iou)
+    else:
+        keep = torch.sort(scores, descending=True, stable=True).indices
+    return FrameResult(boxes[keep], scores[keep], classes[keep], select_packed(packed, keep), size)
+
+
+def mask_areas(masks: PackedMasks) -> np.ndarray:
+    """(n,) int64 mask pixels of each detection."""
+    offsets = masks.offsets.numpy().astype(np.int64)
+    cum = np.concatenate([[0], np.cumsum(masks.data.numpy(), dtype=np.int64)])
+    return np.asarray(cum[offsets[1:]] - cum[offsets[:-1]], np.int64)
+
+
+def visible_pixels(label_map: np.ndarray, n: int) -> np.ndarray:
+    """(n,) int64 pixels of each label 1..n in (a chunk of) a label map: sums over chunks of the map."""
+    return np.bincount(label_map.ravel(), minlength=n + 1)[1 : n + 1].astype(np.int64)
+
+
+def paint(result: FrameResult, min_visible: float = 0.5) -> tuple[FrameResult, np.ndarray]:
+    """Stage 7: the label image a user gets, and the detections it shows.
+
+    In a label image every pixel belongs to one cell (the highest-scoring mask covering it). A detection of
+    which less than `min_visible` of its mask stays visible there is covered by higher-scoring cells: a
+    duplicate of one of them (mask-level NMS), dropped, and the label map is repainted without it. 0 keeps
+    every detection. Measured on a 2048 x 2048 DSB2018 frame with the shipped model: 258 of 1,990 detections
+    dropped at 0.5, no true positive lost, F1 0.80 -> 0.85.
+    """
+    lm = result.label_map()
+    n = len(result)
+    if n == 0 or min_visible <= 0:
+        return result, lm
+    keep = visible_pixels(lm, n) >= min_visible * np.maximum(mask_areas(result.masks), 1)
+    if keep.all():
+        return result, lm
+    out = result.select(torch.from_numpy(np.nonzero(keep)[0]))
+    return out, out.label_map()
+
+
+def _masks(protos: torch.Tensor, det: Detections, boxes_orig: torch.Tensor, size: tuple[int, int], scale: float,
+           pad: tuple[float, float], post: PostConfig) -> PackedMasks:
+    from asfyolo_rt.kernels.mask_assembly import mask_assembly
+
+    dev = protos.device
+    n = len(det)
+    packed = mask_assembly(protos[None], det.coeffs.to(dev), boxes_orig.to(dev),
+                           torch.zeros(n, dtype=torch.int64, device=dev), det.scores.to(dev), size, output="masks",
+                           threshold=post.mask_threshold, scale=scale, pad=pad,
+                           impl=cast("Impl", post.kernel_impl))  # checked by the kernel
+    return _packed_to_cpu(packed)
+
+
+class Runner:
+    """Runs images of any size through one backend with one geometry: the stages composed for a whole
+    image (see the module docstring)."""
+
+    def __init__(self, backend: Backend, geo: Geometry, post: PostConfig, *, max_object_px: float | None = None):
+        self.backend, self.geo, self.post = backend, geo, post
+        if backend.max_batch is not None and geo.batch > backend.max_batch:
+            raise ConfigError(f"--batch {geo.batch} is larger than the model's fixed batch {backend.max_batch}",
+                              hint=f"use --batch {backend.max_batch} or export with a larger batch")
+        self.batch = backend.max_batch or geo.batch
+        if isinstance(backend, End2EndRows):  # NMS inside the graph: say once what of `post` it cannot honour
+            why = backend.mismatch(post.conf, post.iou, post.max_det)
+            if why:
+                log.warning("%s", why)
+        if geo.scale == "native":
+            self.tile = tile_size(backend, geo)
+            self.overlap = resolve_overlap(geo, max_object_px)
+            if self.overlap >= min(self.tile) // 2 + 1 and geo.tile_overlap is None:
+                log.info("tile overlap %d px capped at half the %s tile", self.overlap, self.tile)
+        else:
+            if backend.input_shape is not None:
+                tile_size(backend, geo)  # conflicting img_size -> error
+            self.tile = backend.input_shape or (geo.img_size or DEFAULT_TILE,) * 2
+            self.overlap = 0
+
+    def plan(self, orig_shape: tuple[int, int], window: tuple[int, int, int, int] | None = None) -> Plan:
+        """Stage 1 with this runner's tile, overlap and scale."""
+        return plan_image(orig_shape, model_scale=self.geo.model_scale, tile_hw=self.tile, overlap=self.overlap,
+                          static=self.backend.input_shape is not None, window=window)
+
+    # ------------------------------------------------------------------------------------------ fit
+    def _fit(self, image: np.ndarray) -> FrameResult:
+        t0 = time.perf_counter()
+        h0, w0 = image.shape[:2]
+        size = self.geo.img_size or DEFAULT_TILE
+        # INTER_LINEAR like the official prediction letterbox (validation's INTER_AREA shrink is 25x slower)
+        if self.backend.input_shape is not None:
+            padded, t = letterbox(image, self.backend.input_shape, interpolation="linear")
+        else:
+            padded, t = letterbox(image, rect_shape(h0, w0, size), size=size, interpolation="linear")
+        shrink = 1.0 / t.scale if t.scale > 0 else 1.0
+        if shrink > 2.0:
+            log.warning("--scale fit shrinks this %dx%d image %.1fx: cells lose detail; --scale native keeps "
+                        "them at their own size", w0, h0, shrink)
+        x = preprocess([padded])
+        t1 = time.perf_counter()
+        dets, protos, forward_s = detect(self.backend, x, self.post)
+        t2 = t1 + forward_s  # NMS counts as post-processing
+        det = dets[0]
+        boxes = t.boxes_to_original(det.boxes.clone())
+        packed = _masks(protos[0], det, boxes, (h0, w0), t.scale, t.pad, self.post)
+        out = FrameResult(boxes.cpu().float(), det.scores.cpu().float(), det.classes.cpu().long(), packed, (h0, w0),
+                          tiles=1, transform=t)
+        out.timing_ms = {"preprocess": 1e3 * (t1 - t0), "inference": 1e3 * (t2 - t1),
+                         "postprocess": 1e3 * (time.perf_counter() - t2)}
+        return out
+
+    # --------------------------------------------------------------------------------------- native
+    def parts(self, scaled: np.ndarray, plan: Plan, timing: dict[str, float] | None = None) -> list[Part]:
+        """Stages 2b-5 for the tiles of `plan`, `batch` tiles per backend call; adds ms to `timing`."""
+        out: list[Part] = []
+        t_pre = t_inf = t_post = 0.0
+        tiles = plan.tiles
+        for start in range(0, len(tiles), self.batch):
+            t0 = time.perf_counter()
+            group = tiles[start : start + self.batch]
+            x = preprocess([read_tile(scaled, tl) for tl in group])
+            t1 = time.perf_counter()
+            dets, protos, forward_s = detect(self.backend, x, self.post)
+            t2 = t1 + forward_s  # NMS counts as post-processing
+            for k, (tl, det) in enumerate(zip(group, dets)):
+                if len(det) == 0:
+                    continue
+                mine = own(det, tl)
+                if len(mine):
+                    out.append(assemble(protos[k], mine, tl, plan, self.post))
+            t_pre, t_inf, t_post = t_pre + (t1 - t0), t_inf + (t2 - t1), t_post + (time.perf_counter() - t2)
+        if timing is not None:
+            for stage, v in (("preprocess", t_pre), ("inference", t_inf), ("postprocess", t_post)):
+                timing[stage] = timing.get(stage, 0.0) + 1e3 * v
+        return out
+
+    def _native(self, image: np.ndarray) -> FrameResult:
+        t0 = time.perf_counter()
+        plan = self.plan(image.shape[:2])
+        scaled = scale_image(image, plan)
+        timing = {"preprocess": 1e3 * (time.perf_counter() - t0)}
+        parts = self.parts(scaled, plan, timing)
+        t2 = time.perf_counter()
+        out = merge(parts, plan.orig_shape, self.post.iou, plan.grid > 1)
+        out.tiles = plan.grid
+        timing["postprocess"] = timing.get("postprocess", 0.0) + 1e3 * (time.perf_counter() - t2)
+        out.timing_ms = timing
+        return out
+
+    def __call__(self, image: np.ndarray) -> FrameResult:
+        """Segment one (H, W, 3) uint8 RGB image."""
+        if self.geo.scale == "fit":
+            return self._fit(image)
+        return self._native(image)
+
+    def run(self, images: Iterable[np.ndarray], progress: Callable[[int, int], None] | None = None,
+            total: int = 0) -> Iterator[FrameResult]:
+        for i, im in enumerate(images):
+            yield self(im)
+            if progress:
+                progress(i + 1, total)
+
+
+def _packed_to_cpu(p: PackedMasks) -> PackedMasks:
+    from asfyolo_rt.kernels.mask_assembly import PackedMasks
+
+    return PackedMasks(p.data.cpu(), p.offsets.cpu(), p.windows.cpu(), p.batch_idx.cpu(), p.size)
+
+
+def concat_packed(parts: Sequence[PackedMasks], size: tuple[int, int]) -> PackedMasks:
+    """One PackedMasks from several (same output size), in order."""
+    from asfyolo_rt.kernels.mask_assembly import PackedMasks
+
+    if not parts:
+        return PackedMasks(torch.zeros(0, dtype=torch.uint8), torch.zeros(1, dtype=torch.int64),
+                           torch.zeros((0, 4), dtype=torch.int32), torch.zeros(0, dtype=torch.int64), size)
+    data = torch.cat([p.data for p in parts])
+    offs, base = [torch.zeros(1, dtype=torch.int64)], 0
+    for p in parts:
+        o = p.offsets.to(torch.int64)
+        offs.append(o[1:] + base)
+        base += int(o[-1])
+    windows = torch.cat([p.windows for p in parts])
+    return PackedMasks(data, torch.cat(offs), windows, torch.zeros(windows.shape[0], dtype=torch.int64), size)
+
+
+def select_packed(p: PackedMasks, index: torch.Tensor) -> PackedMasks:
+    """The masks of detections `index` (in that order)."""
+    from asfyolo_rt.kernels.mask_assembly import PackedMasks
+
+    idx = index.to(torch.int64).tolist()
+    chunks = [p.data[int(p.offsets[i]) : int(p.offsets[i + 1])] for i in idx]
+    lengths = torch.tensor([c.numel() for c in chunks], dtype=torch.int64)
+    offsets = torch.cat([torch.zeros(1, dtype=torch.int64), lengths.cumsum(0)])
+    data = torch.cat(chunks) if chunks else torch.zeros(0, dtype=torch.uint8)
+    windows = p.windows[index.to(torch.int64)] if idx else torch.zeros((0, 4), dtype=torch.int32)
+    return PackedMasks(data, offsets, windows, torch.zeros(len(idx), dtype=torch.int64), p.size)
