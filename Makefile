@@ -1,13 +1,13 @@
 # Two entry points that set themselves up on a fresh machine:
 #   make demo   - export the shipped DSB2018 model to FP32/FP16/INT8 ONNX and report parity
-#   make test   - the test suite (what CI runs through .ci/run)
+#   make test   - the test suite (what CI runs through .ci/run), after `make docs`
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-v7
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-all demo lint typecheck clean
+.PHONY: venv test test-all demo docs lint typecheck clean
 
 venv: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml setup.py
 		|| echo "note: no Xvfb (apt-get install xvfb): the napari viewer tests will be skipped"
 	touch $(STAMP)
 
-test: $(STAMP)
+test: $(STAMP) docs
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 test-all: $(STAMP)
@@ -33,8 +33,15 @@ DATA ?= ../shared/datasets/DSB2018
 demo: $(STAMP)
 	$(VENV)/bin/asfyolo-rt export --fp16 --int8 --calib-images 100 --eval-images 20 $(if $(wildcard $(DATA)),--data $(DATA),) --out runs/demo-bundle
 
+# The documentation site (MkDocs + Material): generated pages and README's results table must match their
+# sources (docs/gen/render_results.py --check; without --check it rewrites them), then a build with warnings
+# as errors (broken links and anchors fail) into build/site.
+docs: $(STAMP)
+	$(PY) docs/gen/render_results.py --check
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
+
 lint: $(STAMP)
-	$(VENV)/bin/ruff check asfyolo_rt kernels export calib tests bench
+	$(VENV)/bin/ruff check asfyolo_rt kernels export calib tests bench examples docs/gen
 
 typecheck: $(STAMP)
 	$(VENV)/bin/mypy asfyolo_rt/ export/engine

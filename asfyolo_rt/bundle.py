@@ -131,7 +131,7 @@ def _evaluate(opts: BundleOptions, model: Any, mcfg: Any, files: dict[str, Path]
     # native-scale models are judged the way they are deployed: tiles of the exported input at the model scale
     protocol = "tiled" if mcfg.train_scale == "native" else "fit"
     cfg = ValConfig(img_size=img, max_images=opts.eval_images, batch_size=1, protocol=protocol,
-                    model_scale=mcfg.model_scale or 1.0, max_object_px=mcfg.max_object_px)
+                    model_scale=mcfg.model_scale or 1.0, max_object_px=_overlap_object(mcfg))
     runs: dict[str, Any] = {}
     static = None if opts.dynamic else (img, img)  # PyTorch letterboxed / tiled like the static ONNX models
     backends: list[tuple[str, Any]] = [("pytorch-fp32",
@@ -163,7 +163,7 @@ def _mask_map50_evaluator(opts: BundleOptions, mcfg: Any, img: int, n_images: in
         return None
     cfg = ValConfig(img_size=img, max_images=min(n_images, opts.eval_images or n_images), batch_size=1,
                     protocol="tiled" if mcfg.train_scale == "native" else "fit",
-                    model_scale=mcfg.model_scale or 1.0, max_object_px=mcfg.max_object_px)
+                    model_scale=mcfg.model_scale or 1.0, max_object_px=_overlap_object(mcfg))
     return lambda path: float(validate(OrtBackend(path), split, cfg).metrics.mask_map50)
 
 
@@ -435,3 +435,8 @@ def _engines(opts: BundleOptions, files: dict[str, Path], out: Path, progress: S
             art = build_engine(files[prec], engine, BuildConfig(precision=prec), progress=_stage(progress, f"engine {prec}"))
             result["built"][prec] = {"engine": art.engine.name, "sidecar": art.sidecar_path.name}
     return result
+
+
+def _overlap_object(mcfg: Any) -> float | None:
+    """The object size the evaluation's tile overlap exceeds (as `ModelInfo.overlap_object_px`)."""
+    return mcfg.object_px_p99 if mcfg.object_px_p99 is not None else mcfg.max_object_px

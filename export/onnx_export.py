@@ -131,7 +131,8 @@ def model_metadata(
         "asfyolo_rt": __version__,
         # how the model was trained, for tiled inference (older readers; asfyolo_rt.runtime.info reads model_info first)
         "geometry": json.dumps({"train_scale": config.train_scale, "model_scale": config.model_scale,
-                                "max_object_px": config.max_object_px, "pixel_size_um": config.pixel_size_um,
+                                "max_object_px": config.max_object_px, "object_px_p99": config.object_px_p99,
+                                "pixel_size_um": config.pixel_size_um,
                                 "train_img_size": config.img_size, "predict_conf": config.predict_conf}),
     }
 

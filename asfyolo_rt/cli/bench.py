@@ -179,7 +179,7 @@ def bench(
                     rows.append(bench_frame(run_label, b, whole[0], batch=bs if not b.max_batch else b.max_batch,
                                             img_size=None if b.input_shape else img_size, tile_overlap=tile_overlap,
                                             model_scale=rec.model_scale if rec else 1.0,
-                                            max_object_px=rec.max_object_px if rec else None, warmup=warmup,
+                                            max_object_px=rec.overlap_object_px if rec else None, warmup=warmup,
                                             iters=iters, device=device if b.name == "torch" else "cpu", env=env,
                                             perf=ctx))
                 continue

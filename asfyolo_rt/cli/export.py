@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -156,16 +156,66 @@ def export(
         for prec, e in eng["built"].items():
             console.print(f"engine {prec}: {result.out / e['engine']}")
     else:
-        console.print(f"No engine built here ({eng['unavailable']}). On the target device run:")
+        console.print(f"Standard TensorRT engines (Jetson, GPU servers) are built on the target device, not here "
+                      f"({eng['unavailable']}). There run:")
         for prec, cmd in eng["commands"].items():
             console.print(f"  {cmd}")
             console.print(f"  # or: {eng['trtexec'][prec]}")
+    if rtx_builds:
+        console.print("TensorRT-RTX engines built here, ahead of time, for RTX GPUs:")
     for b in rtx_builds:
         side = b.artifact.sidecar
         convs = " / ".join(f"{k} {v}" for k, v in (side.layers.get("convolutions") or {}).items())
-        console.print(f"TensorRT-RTX {side.tensorrt_version} engine (ahead of time, RTX GPUs): "
-                      f"{result.out / b.artifact.engine.name} from {b.onnx.name}"
-                      + (f", convolutions {convs}" if convs else ""))
+        console.print(f"  {result.out / b.artifact.engine.name} (TensorRT-RTX {side.tensorrt_version}) from "
+                      f"{b.onnx.name}" + (f", convolutions {convs}" if convs else ""))
+    _summary(console, result, data)
+
+
+# Exported file per precision key of the export report (`report["parity"]`, `report["accuracy"]`).
+_FILES = {"fp32": "model.onnx", "fp16": "model.fp16.onnx", "int8": "model.int8.onnx",
+          "int8-cpu": "model.int8-cpu.onnx", "int8-openvino": "model.int8-openvino.xml"}
+
+
+def _summary(console: Any, result: Any, data: Path | None) -> None:
+    """The last lines of an export: what was written where, which accuracy gates passed, what to run next.
+    Every number is this run's; the gates are `asfyolo-rt parity`'s (eval.parity.DEFAULT_THRESHOLDS)."""
+    from asfyolo_rt.eval.parity import DEFAULT_THRESHOLDS
+
+    out, files = result.out, sorted(result.bundle["files"])
+    models = [f for f in _FILES.values() if f in files]
+    engines = [f for f in files if f.endswith(".engine")]
+    reports = [f for f in ("export_report.json", "calibration_report.json") if f in files]
+    console.print(f"\n[bold]Summary[/]: bundle {out}/ ({len(files)} files, each with its SHA-256 in "
+                  f"{out / 'bundle.json'})")
+    console.print(f"  models   {', '.join(models)}")
+    if engines:
+        console.print(f"  engines  {', '.join(engines)} (TensorRT-RTX, each with its .json sidecar)")
+    console.print(f"  reports  {', '.join(reports)}; model.json: the ModelInfo that other runtimes read")
+    acc = result.report.get("accuracy", {})
+    deltas = acc.get("delta_vs_pytorch")
+    if deltas:
+        console.print(f"  gates    mask mAP50 against PyTorch FP32 on {acc['images']} {acc['split']} images "
+                      f"({acc['protocol']} protocol), with the limits of `asfyolo-rt parity`:")
+        passed = 0
+        for backend, d in deltas.items():
+            key = backend.split("-", 1)[1] + ("-openvino" if backend.startswith("openvino-") else "")
+            limit = DEFAULT_THRESHOLDS.get(key.removesuffix("-openvino"), 1.0)
+            ok = 100.0 * d["mask_map50"] >= -limit
+            passed += ok
+            console.print(f"           {'[green]pass[/]' if ok else '[red]FAIL[/]'}  {_FILES.get(key, backend):<24} "
+                          f"{100.0 * d['mask_map50']:+.2f} points (limit -{limit:.1f})")
+        console.print(f"           {passed} of {len(deltas)} passed")
+    else:
+        reason = acc.get("error") or "no --data"
+        console.print(f"  gates    not measured ({reason}): run `asfyolo-rt parity` below with a labelled dataset")
+    d = str(data) if data is not None else "DATA"
+    console.print("  next     [dim]# every file against PyTorch on labelled images; exit 1 when one fails its gate[/]")
+    console.print(f"           asfyolo-rt parity {out} --data {d}")
+    console.print("           [dim]# segment an image with the exported model[/]")
+    console.print(f"           asfyolo-rt predict IMAGE --model {out / 'model.onnx'}")
+    console.print("           [dim]# on a Jetson (standard TensorRT): build the engine there[/]")
+    console.print(f"           asfyolo-rt build {out} --runtime trt --precision "
+                  f"{'int8' if 'model.int8.onnx' in files else 'fp16' if 'model.fp16.onnx' in files else 'fp32'}")
 
 
 def _export_bioimageio(out: Path, weights: str | None, conf: float, iou: float, max_det: int, image: Path | None,

@@ -160,7 +160,7 @@ def parity(
         rec = read_model_info(ref_path)
         rep, preds = run_parity(cands, ds, input_shape=shape, n_images=n, thresholds=thresholds,
                                 progress=lambda lab, d, t: cb(order[lab] * n + d, n * len(cands)), protocol=protocol,
-                                model_scale=rec.model_scale, max_object_px=rec.max_object_px,
+                                model_scale=rec.model_scale, max_object_px=rec.overlap_object_px,
                                 gate_estimates=gate_estimates)
     if report:
         write_report(rep, preds, report)

@@ -90,7 +90,7 @@ def val(
     for p in protocols:
         cfg = ValConfig(img_size=size, batch_size=batch, conf=conf, iou=iou, max_det=max_det, soft_nms=soft_nms,
                         coco=coco, dsb=dsb, max_images=max_images, protocol=p, model_scale=rec.model_scale,
-                        tile_overlap=tile_overlap, max_object_px=rec.max_object_px,
+                        tile_overlap=tile_overlap, max_object_px=rec.overlap_object_px,
                         dsb_conf=rec.default_conf)
         plots_dir = None if plots is None else (plots / p if len(protocols) > 1 else plots)
         with pixel_limit(max_pixels), progress_bar(f"val {p} {path.name}", n) as cb:

@@ -56,7 +56,7 @@ def pack(
     half: Annotated[bool, typer.Option("--half/--fp32", help="Store FP16 weights (half the size; loads as FP32).")] = True,
     note: Annotated[list[str], typer.Option("--note", help="Extra provenance KEY=VALUE (repeatable).")] = [],  # noqa: B006
     model_scale: Annotated[float | None, typer.Option("--model-scale", help="Record the network pixels per image pixel the model was trained at (1.0 = the images' own scale), for native-scale tiled inference.")] = None,
-    max_object_px: Annotated[float | None, typer.Option("--max-object-px", help="Record the largest training object (network px): the default tile overlap.")] = None,
+    max_object_px: Annotated[float | None, typer.Option("--max-object-px", help="Record the largest training object (network px); --data records it and the 99th percentile (the default tile overlap).")] = None,
     data: Annotated[Path | None, typer.Option("--data", help="Measure --max-object-px on this dataset's train split (at the model scale).")] = None,
     pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Record the training images' physical pixel size in micrometres.")] = None,
     conf: Annotated[float | None, typer.Option("--conf", help="Record predict's default confidence threshold (what `weights tune-conf` measures and records itself); 0 clears the record.")] = None,
@@ -91,10 +91,12 @@ def pack(
         changes["pixel_size_um"] = pixel_size
     if data is not None:
         from asfyolo_rt.data.dataset import load_split
-        from asfyolo_rt.train.dataset import largest_object_px
+        from asfyolo_rt.train.dataset import largest_object_px, object_size_px
 
         scale = model_scale if model_scale is not None else (cfg.model_scale or 1.0)
-        changes["max_object_px"] = largest_object_px(load_split(data, "train", on_problem="skip"), scale)
+        train = load_split(data, "train", on_problem="skip")
+        changes["max_object_px"] = largest_object_px(train, scale)
+        changes["object_px_p99"] = object_size_px(train, scale, 99.0)
     if max_object_px is not None:
         changes["max_object_px"] = max_object_px
     if conf is not None:
@@ -159,7 +161,7 @@ def tune_conf(
     backend = load_backend(path)
     n = min(len(ds.samples), max_images or len(ds.samples))
     with progress_bar(f"tune-conf {path.name} [{split}]", n) as cb:
-        curve = f1_vs_conf(backend, ds, model_scale=rec.model_scale, max_object_px=rec.max_object_px,
+        curve = f1_vs_conf(backend, ds, model_scale=rec.model_scale, max_object_px=rec.overlap_object_px,
                            max_images=max_images, progress=cb)
     best, before = curve.row(curve.best_index), curve.at(rec.default_conf)
     if plot is not None:

@@ -45,7 +45,10 @@ class ModelConfig:
     train_scale: str = "fit"
     model_scale: float | None = None
     pixel_size_um: float | None = None  # physical pixel size of the training images, where known
-    max_object_px: float | None = None  # largest training object (network px): the default tile overlap
+    max_object_px: float | None = None  # largest training object (network px)
+    # 99th percentile of the training objects' longest side (network px): the default tile overlap when
+    # recorded (cells larger than the overlap are seen again in a tile centred on them), else max_object_px
+    object_px_p99: float | None = None
     # node-name regexes the TensorRT-flavour INT8 (model.int8.onnx) keeps unquantized for these weights, found
     # by `export --int8-sensitivity` and recorded with `weights pack --int8-exclude`; export applies them
     int8_exclude: tuple[str, ...] = ()

@@ -32,7 +32,7 @@ from typing import Any
 from asfyolo_rt.errors import ConfigError
 
 SCHEMA = "asfyolo-rt/model-info"
-SCHEMA_VERSION = "1.0"  # major.minor: readers refuse another major, accept (and ignore keys of) a newer minor
+SCHEMA_VERSION = "1.1"  # 1.1: object_px_p99  # major.minor: readers refuse another major, accept (and ignore keys of) a newer minor
 SCHEMA_FILE = Path(__file__).with_name("model_info.schema.json")
 META_KEY = "model_info"  # ONNX metadata / IR rt_info / sidecar key holding the JSON
 
@@ -77,7 +77,8 @@ class ModelInfo:
     train_img_size: int | None = None
     model_scale: float = 1.0  # network px per image px (native inference)
     max_object_px: float | None = None  # largest training object, network px
-    tile_overlap: int = DEFAULT_OVERLAP  # network px shared by neighbouring tiles (from max_object_px)
+    object_px_p99: float | None = None  # 99th percentile of the training objects' longest side, network px
+    tile_overlap: int = DEFAULT_OVERLAP  # network px shared by neighbouring tiles (from object_px_p99, else max)
     pixel_size_um: float | None = None  # physical pixel size of the training images, where known
     # post-processing
     conf: float | None = None  # tuned on data (`weights tune-conf`); None: DEFAULT_CONF
@@ -102,13 +103,19 @@ class ModelInfo:
         return float(self.conf) if self.conf is not None else DEFAULT_CONF
 
     @property
+    def overlap_object_px(self) -> float | None:
+        """The object size the tile overlap must exceed: the 99th percentile where recorded (larger cells are
+        seen again in a tile centred on them, `asfyolo_rt.runtime.stages.rescue_tile`), else the largest."""
+        return self.object_px_p99 if self.object_px_p99 is not None else self.max_object_px
+
+    @property
     def static(self) -> bool:
         return self.input_shape is not None
 
     def geometry(self) -> dict[str, Any]:
         """What decides how images reach this model and which detections become cells: equal for a checkpoint
         and every file exported or built from it (their format, precision, input and provenance differ)."""
-        keys = ("names", "train_scale", "train_img_size", "model_scale", "max_object_px", "tile_overlap",
+        keys = ("names", "train_scale", "train_img_size", "model_scale", "max_object_px", "object_px_p99", "tile_overlap",
                 "pixel_size_um", "conf", "iou", "max_det", "mask_threshold", "min_visible")
         return {k: getattr(self, k) for k in keys}
 
@@ -150,7 +157,7 @@ class ModelInfo:
             for k in ("model_scale", "iou", "mask_threshold", "min_visible"):
                 if k in kw:
                     kw[k] = float(kw[k])
-            for k in ("max_object_px", "pixel_size_um", "conf"):
+            for k in ("max_object_px", "object_px_p99", "pixel_size_um", "conf"):
                 if kw.get(k) is not None:
                     kw[k] = float(kw[k])
             kw["end2end"] = bool(kw.get("end2end", False))
@@ -201,9 +208,9 @@ class ModelInfo:
     def with_overrides(self, **changes: Any) -> ModelInfo:
         """A copy with some fields changed (None values are ignored), validated."""
         changes = {k: v for k, v in changes.items() if v is not None}
-        if "max_object_px" in changes and "tile_overlap" not in changes:
-            changes["tile_overlap"] = overlap_for(changes["max_object_px"])
         out = replace(self, **changes)
+        if ("max_object_px" in changes or "object_px_p99" in changes) and "tile_overlap" not in changes:
+            out = replace(out, tile_overlap=overlap_for(out.overlap_object_px))
         out.check("overrides")
         return out
 
@@ -269,7 +276,8 @@ def info_from_config(cfg: Any, *, source: str | Path | None = None, fmt: str = "
         names={int(k): str(v) for k, v in cfg.names.items()}, format=fmt, precision=precision,
         input_shape=input_shape, batch=batch, train_scale=cfg.train_scale, train_img_size=cfg.img_size,
         model_scale=float(cfg.model_scale) if cfg.model_scale else 1.0, max_object_px=cfg.max_object_px,
-        tile_overlap=overlap_for(cfg.max_object_px), pixel_size_um=cfg.pixel_size_um, conf=cfg.predict_conf,
+        object_px_p99=cfg.object_px_p99, tile_overlap=overlap_for(
+            cfg.object_px_p99 if cfg.object_px_p99 is not None else cfg.max_object_px), pixel_size_um=cfg.pixel_size_um, conf=cfg.predict_conf,
         variant=cfg.variant, provenance=prov)
 
 
@@ -313,7 +321,7 @@ def from_metadata(meta: dict[str, str], *, source: Path, fmt: str, input_shape: 
         input_shape=input_shape, batch=batch, end2end=end2end, e2e_thresholds=e2e,
         train_scale=g.get("train_scale", "fit"), train_img_size=train_size,
         model_scale=float(g.get("model_scale") or 1.0), max_object_px=g.get("max_object_px"),
-        tile_overlap=overlap_for(g.get("max_object_px")), pixel_size_um=g.get("pixel_size_um"),
+        object_px_p99=g.get("object_px_p99"), tile_overlap=overlap_for(g.get("object_px_p99") or g.get("max_object_px")), pixel_size_um=g.get("pixel_size_um"),
         conf=g.get("predict_conf"), variant=meta.get("variant"),
         provenance={k: meta[k] for k in ("asfyolo_rt", "weights_sha256", "exporter") if k in meta} | {
             "file": source.name})
@@ -392,7 +400,7 @@ def _from_sidecar(path: Path) -> ModelInfo:
         train_scale=g.get("train_scale", "fit"),
         train_img_size=g.get("train_img_size") or (max(sc.img_size) if sc.img_size else None),
         model_scale=float(g.get("model_scale") or 1.0), max_object_px=g.get("max_object_px"),
-        tile_overlap=overlap_for(g.get("max_object_px")), pixel_size_um=g.get("pixel_size_um"),
+        object_px_p99=g.get("object_px_p99"), tile_overlap=overlap_for(g.get("object_px_p99") or g.get("max_object_px")), pixel_size_um=g.get("pixel_size_um"),
         conf=g.get("predict_conf"), provenance=prov)
     info.check(str(path))
     return info

@@ -52,7 +52,7 @@ class PredictConfig:
     scale: str = "native"  # "native" (tiles at the model's pixel scale) or "fit" (whole-image letterbox)
     tile_overlap: int | None = None  # native: px shared by neighbouring tiles (default: the model's)
     model_scale: float = 1.0  # native: network px per image px
-    max_object_px: float | None = None  # the model's largest training object (default overlap)
+    max_object_px: float | None = None  # the object size the default overlap exceeds (ModelInfo.overlap_object_px)
     batch: int = 1  # tiles per backend call
     train_pixel_size_um: float | None = None  # the model's training pixel size (checkpoint), if recorded
     pixel_size_um: float | None = None  # --pixel-size: overrides what the image files record
@@ -73,7 +73,7 @@ class PredictConfig:
         unknown = sorted(set(overrides) - known)
         if unknown:
             raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; expected some of {', '.join(sorted(known))}")
-        base = cls(model_scale=info.model_scale, max_object_px=info.max_object_px,
+        base = cls(model_scale=info.model_scale, max_object_px=info.overlap_object_px,
                    train_pixel_size_um=info.pixel_size_um, conf=info.default_conf, iou=info.iou,
                    max_det=info.max_det, mask_threshold=info.mask_threshold, min_visible=info.min_visible)
         cfg = replace(base, **{k: v for k, v in overrides.items() if v is not None})

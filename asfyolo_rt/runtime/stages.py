@@ -23,7 +23,9 @@ of an image, in another process or another language, and combine the parts):
 5. `own` + `assemble`: a tile keeps a detection only when its box centre lies in the tile's core (so a cell
    cut by a tile's inner edge comes whole from the tile where it lies farthest from that edge); its mask
    is assembled at once at full resolution, bounded by its box (`PackedMasks`): a `Part` in original
-   pixels.
+   pixels. A kept detection that still touches an inner edge of its tile (a cell larger than the overlap)
+   is seen again in a tile centred on it, and the whole cell found there replaces it (`cut_by_tile`,
+   `rescue_tile`): the overlap need only exceed most cells, not the largest.
 6. `merge`: the parts of any set of tiles -> one class-aware NMS over their boxes (removing what remains
    of cells larger than the overlap) -> a `FrameResult` sorted by score.
 7. `paint`: the label image (each pixel takes the highest-scoring mask covering it); a detection of which
@@ -336,6 +338,74 @@ def assemble(protos: torch.Tensor, det: Detections, tile: Tile, plan: Plan, post
     return Part(boxes.cpu().float(), det.scores.cpu().float(), det.classes.cpu().long(), packed)
 
 
+CUT_MARGIN = 1.0  # network px: a box this close to an inner tile edge is taken as cut by it
+
+
+def _inner_edges(tile: Tile, plan: Plan) -> tuple[bool, bool, bool, bool]:
+    """Which edges of `tile` (left, top, right, bottom) lie inside the scaled image (a cell can cross them)."""
+    hs, ws = plan.scaled_shape
+    return tile.x0 > 0, tile.y0 > 0, tile.x0 + tile.w < ws, tile.y0 + tile.h < hs
+
+
+def cut_by_tile(det: Detections, tile: Tile, plan: Plan) -> torch.Tensor:
+    """(n,) bool: detections (tile px) whose box touches an inner edge of `tile`: cells the tile saw cut."""
+    left, top, right, bottom = _inner_edges(tile, plan)
+    b = det.boxes
+    cut = torch.zeros(b.shape[0], dtype=torch.bool)
+    if left:
+        cut |= b[:, 0] <= CUT_MARGIN
+    if top:
+        cut |= b[:, 1] <= CUT_MARGIN
+    if right:
+        cut |= b[:, 2] >= tile.w - CUT_MARGIN
+    if bottom:
+        cut |= b[:, 3] >= tile.h - CUT_MARGIN
+    return cut
+
+
+def rescue_tile(box: torch.Tensor, tile: Tile, plan: Plan) -> Tile:
+    """A tile of `tile`'s size centred on `box` (scaled-image px), kept inside the image where it fits."""
+    hs, ws = plan.scaled_shape
+    cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
+    x0 = min(max(round(cx - tile.w / 2), 0), max(ws - tile.w, 0))
+    y0 = min(max(round(cy - tile.h / 2), 0), max(hs - tile.h, 0))
+    return Tile(x0, y0, tile.h, tile.w, (0.0, 0.0, float(ws), float(hs)))
+
+
+def _covering(det: Detections, tile: Tile, cut_box: torch.Tensor, plan: Plan) -> torch.Tensor | None:
+    """Index (1,) of the detection of a rescue tile that is not cut by it and covers >= 60 % of the cut box
+    (the whole cell the cut box is part of; the best IoU wins), or None."""
+    if len(det) == 0:
+        return None
+    b = det.boxes + det.boxes.new_tensor([tile.x0, tile.y0, tile.x0, tile.y0])
+    c = cut_box.to(b.dtype)
+    iw = (torch.minimum(b[:, 2], c[2]) - torch.maximum(b[:, 0], c[0])).clamp(min=0)
+    ih = (torch.minimum(b[:, 3], c[3]) - torch.maximum(b[:, 1], c[1])).clamp(min=0)
+    inter = iw * ih
+    area_c = (c[2] - c[0]).clamp(min=1e-6) * (c[3] - c[1]).clamp(min=1e-6)
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    iou = inter / (area_b + area_c - inter).clamp(min=1e-6)
+    ok = (inter >= 0.6 * area_c) & ~cut_by_tile(det, tile, plan)
+    if not bool(ok.any()):
+        return None
+    return torch.argmax(torch.where(ok, iou, torch.full_like(iou, -1.0))).reshape(1)
+
+
+def _subset(det: Detections, index: torch.Tensor) -> Detections:
+    return Detections(det.boxes[index], det.scores[index], det.classes[index], det.coeffs[index])
+
+
+def _select_part(parts: list[Part], i: int) -> Part:
+    """Detection i of the parts' concatenation, as a Part of one."""
+    for p in parts:
+        n = int(p.boxes.shape[0])
+        if i < n:
+            idx = torch.tensor([i])
+            return Part(p.boxes[idx], p.scores[idx], p.classes[idx], select_packed(p.masks, idx))
+        i -= n
+    raise IndexError(i)
+
+
 def merge(parts: Sequence[Part], size: tuple[int, int], iou: float, global_nms: bool = True) -> FrameResult:
     """Stage 6: parts of any tiles of one image -> one class-aware NMS over their boxes -> sorted by score."""
     if not parts:
@@ -458,6 +528,8 @@ class Runner:
     def parts(self, scaled: np.ndarray, plan: Plan, timing: dict[str, float] | None = None) -> list[Part]:
         """Stages 2b-5 for the tiles of `plan`, `batch` tiles per backend call; adds ms to `timing`."""
         out: list[Part] = []
+        cuts: list[tuple[Tile, Detections]] = []  # owned detections that touch an inner edge of their tile
+        fallback: list[Part] = []  # the same, as their tile saw them
         t_pre = t_inf = t_post = 0.0
         tiles = plan.tiles
         for start in range(0, len(tiles), self.batch):
@@ -471,13 +543,50 @@ class Runner:
                 if len(det) == 0:
                     continue
                 mine = own(det, tl)
+                if not len(mine):
+                    continue
+                cut = cut_by_tile(mine, tl, plan)
+                if bool(cut.any()):  # kept as they are unless a tile centred on them sees them whole
+                    cuts += [(tl, _subset(mine, torch.nonzero(cut)[:, 0]))]
+                    mine = _subset(mine, torch.nonzero(~cut)[:, 0])
+                    fallback += [assemble(protos[k], cuts[-1][1], tl, plan, self.post)]
                 if len(mine):
                     out.append(assemble(protos[k], mine, tl, plan, self.post))
             t_pre, t_inf, t_post = t_pre + (t1 - t0), t_inf + (t2 - t1), t_post + (time.perf_counter() - t2)
+        if cuts:
+            t0 = time.perf_counter()
+            rescued, forward_s = self._rescue(scaled, plan, cuts, fallback)
+            out += rescued
+            t_inf += forward_s
+            t_post += time.perf_counter() - t0 - forward_s
         if timing is not None:
             for stage, v in (("preprocess", t_pre), ("inference", t_inf), ("postprocess", t_post)):
                 timing[stage] = timing.get(stage, 0.0) + 1e3 * v
         return out
+
+    def _rescue(self, scaled: np.ndarray, plan: Plan, cuts: list[tuple[Tile, Detections]],
+                fallback: list[Part]) -> tuple[list[Part], float]:
+        """Stage 5c: every cell cut by an inner edge of the tile that owns it, seen again in a tile centred on
+        it (`rescue_tile`): the detection there that covers the cut part and is not cut itself replaces it
+        (one `Part` each); where none does, the cut detection stays. Returns the parts and forward seconds."""
+        jobs: list[tuple[Tile, torch.Tensor, Part]] = []  # rescue tile, the cut box in scaled px, fallback
+        i = 0
+        for tl, det in cuts:
+            shift = det.boxes.new_tensor([tl.x0, tl.y0, tl.x0, tl.y0])
+            for b in det.boxes + shift:
+                jobs.append((rescue_tile(b, tl, plan), b, _select_part(fallback, i)))
+                i += 1
+        out: list[Part] = []
+        forward = 0.0
+        for start in range(0, len(jobs), self.batch):
+            group = jobs[start : start + self.batch]
+            x = preprocess([read_tile(scaled, rt) for rt, _, _ in group])
+            dets, protos, forward_s = detect(self.backend, x, self.post)
+            forward += forward_s
+            for k, ((rt, box, fb), det) in enumerate(zip(group, dets)):
+                pick = _covering(det, rt, box, plan)
+                out.append(fb if pick is None else assemble(protos[k], _subset(det, pick), rt, plan, self.post))
+        return out, forward
 
     def _native(self, image: np.ndarray) -> FrameResult:
         t0 = time.perf_counter()

@@ -114,6 +114,22 @@ def largest_object_px(split: DatasetSplit, model_scale: float = 1.0) -> float:
     return round(best, 1)
 
 
+def object_size_px(split: DatasetSplit, model_scale: float = 1.0, q: float = 99.0) -> float | None:
+    """The q-th percentile of the instances' longest box side over `split`, in pixels at `model_scale` (the
+    overlap native-scale inference needs for all but the rarest cells; larger ones are seen again in a tile
+    centred on them). None for a split without instances."""
+    sides: list[np.ndarray] = []
+    for s in split.samples:
+        if not len(s):
+            continue
+        b = s.boxes_xyxy_norm()
+        h, w = image_size(s.image_path)
+        sides.append(((b[:, 2:] - b[:, :2]) * np.array([w, h], np.float32)).max(1) * model_scale)
+    if not sides:
+        return None
+    return round(float(np.percentile(np.concatenate(sides), q)), 1)
+
+
 def window_weights(samples: list[Sample], size: int, model_scale: float = 1.0) -> np.ndarray:
     """Draw probabilities of native-scale training images: each image's area at `model_scale`, in
     size x size windows, at least 1 (an image smaller than a window still fills one), normalised."""

@@ -35,7 +35,7 @@ def _runner(backend, rec, conf):
     from asfyolo_rt.runtime.stages import Geometry, PostConfig, Runner
 
     return Runner(backend, Geometry("native", model_scale=rec.model_scale), PostConfig(conf=conf),
-                  max_object_px=rec.max_object_px)
+                  max_object_px=rec.overlap_object_px)
 
 
 def test_one_low_threshold_pass_read_at_a_higher_threshold_is_a_run_at_it(shipped, val_split):
@@ -67,7 +67,7 @@ def test_curve_counts_are_predicts_label_images(shipped, val_split):
     backend, rec = shipped
     samples = sorted(val_split.samples, key=lambda s: s.image_path.name)[:N_IMAGES]
     split = replace(val_split, samples=samples)
-    curve = f1_vs_conf(backend, split, model_scale=rec.model_scale, max_object_px=rec.max_object_px,
+    curve = f1_vs_conf(backend, split, model_scale=rec.model_scale, max_object_px=rec.overlap_object_px,
                        confs=(0.1, 0.25, 0.6))
     n_gt = sum(len(s) for s in samples)
     assert curve.confs == [0.1, 0.25, 0.6] and curve.n_images == N_IMAGES
@@ -79,7 +79,7 @@ def test_curve_counts_are_predicts_label_images(shipped, val_split):
         h, w = img.shape[:2]
         gt = polygons_to_index_map([p * np.array([w, h], np.float32) for p in s.polygons], (h, w))[0]
         res = next(predict(backend, [Frame(name="x", source=s.image_path, image=img)],
-                           PredictConfig(model_scale=rec.model_scale, max_object_px=rec.max_object_px, conf=0.25)))
+                           PredictConfig(model_scale=rec.model_scale, max_object_px=rec.overlap_object_px, conf=0.25)))
         f = instance_f1(gt, res.label_map)
         tp, fp, fn = tp + f.tp, fp + f.fp, fn + f.fn
     assert (curve.tp[1], curve.fp[1], curve.fn[1]) == (tp, fp, fn)
@@ -132,8 +132,8 @@ def test_tiled_val_reports_the_label_images_f1(shipped, val_split):
     backend, rec = shipped
     split = replace(val_split, samples=sorted(val_split.samples, key=lambda s: s.image_path.name)[:N_IMAGES])
     res = validate(backend, split, ValConfig(protocol="tiled", model_scale=rec.model_scale, coco=False, dsb=True,
-                                             dsb_conf=0.3, max_object_px=rec.max_object_px))
-    curve = f1_vs_conf(backend, split, model_scale=rec.model_scale, max_object_px=rec.max_object_px, iou=0.6,
+                                             dsb_conf=0.3, max_object_px=rec.overlap_object_px))
+    curve = f1_vs_conf(backend, split, model_scale=rec.model_scale, max_object_px=rec.overlap_object_px, iou=0.6,
                        max_det=300, confs=(0.3,))
     lf = res.label_f1
     assert lf is not None and lf["conf"] == 0.3 and (lf["tp"], lf["fp"], lf["fn"]) == (curve.tp[0], curve.fp[0],

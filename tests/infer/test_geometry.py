@@ -218,3 +218,35 @@ def test_final_labels_drop_detections_hidden_under_higher_scoring_cells():
     assert (lm == 2).sum() == 80  # the touching cell keeps its own 8 visible columns x 10 rows
     kept, _ = res.final_labels(0.0)
     assert len(kept) == 3
+
+
+def test_cells_larger_than_the_overlap_are_seen_whole_in_a_tile_centred_on_them(monkeypatch):
+    """Overlap 16 px, discs of 44 px: the tile owning a disc sees it cut by its inner edge; a tile centred on
+    the disc sees it whole, and that copy is kept (one cell each, whole). Without the rescue: halves."""
+    import asfyolo_rt.runtime.stages as stages
+    from asfyolo_rt.eval.dsb import instance_iou
+
+    # 128 tiles at starts 0, 96, 192 with cores [0, 112), [112, 208), [208, 320) on both axes: a disc centred
+    # at 110 is owned by tile 0 (0..128) and crosses its edge at 128; one at 210 by tile 2 (192..320)
+    centres = [(110, 50), (50, 210), (210, 110), (110, 210), (270, 270)]
+    img, gt = disc_frame(320, 320, centres, r=22)
+    res, labels = run(OracleBackend(input_shape=(128, 128)), img, tile_overlap=16, batch=2)
+    f1 = instance_f1(gt, labels, 0.5)
+    assert (f1.tp, f1.fp, f1.fn) == (len(centres), 0, 0)
+    assert instance_iou(gt, labels).max(1).min() > 0.85  # whole discs
+
+    monkeypatch.setattr(stages, "cut_by_tile", lambda det, tile, plan: torch.zeros(len(det), dtype=torch.bool))
+    _, cut_labels = run(OracleBackend(input_shape=(128, 128)), img, tile_overlap=16, batch=2)
+    assert instance_iou(gt, cut_labels).max(1).min() < 0.8  # the same frame without the rescue: cut cells
+
+
+def test_cut_by_tile_only_counts_inner_edges():
+    from asfyolo_rt.infer.nms import Detections
+    from asfyolo_rt.runtime.stages import cut_by_tile, plan_image
+
+    plan = plan_image((300, 300), model_scale=1.0, tile_hw=(128, 128), overlap=16, static=True)
+    first, last = plan.tiles[0], plan.tiles[-1]
+    boxes = torch.tensor([[0.0, 10, 20, 30], [100, 10, 128, 30], [10, 50, 40, 127.5]])
+    det = Detections(boxes, torch.ones(3), torch.zeros(3, dtype=torch.int64), torch.zeros(3, 32))
+    assert cut_by_tile(det, first, plan).tolist() == [False, True, True]  # left/top are the image's edges
+    assert cut_by_tile(det, last, plan).tolist() == [True, False, False]  # right/bottom are the image's edges

@@ -48,7 +48,7 @@ def reference(image: np.ndarray, conf: float | None = None):
     if "backend" not in _REFERENCE:
         _REFERENCE["backend"] = load_backend("dsb2018")
     runner = Runner(_REFERENCE["backend"], Geometry("native", model_scale=info.model_scale),
-                    PostConfig(conf=info.default_conf if conf is None else conf), max_object_px=info.max_object_px)
+                    PostConfig(conf=info.default_conf if conf is None else conf), max_object_px=info.overlap_object_px)
     return runner(image).final_labels(0.5)
 
 

@@ -21,7 +21,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import tomllib  # standard library from Python 3.11, as import-linter 2.17 needs; ruff targets 3.10
+
+tomllib = pytest.importorskip("tomllib")  # standard library from Python 3.11, as import-linter 2.17 needs
+pytest.importorskip("importlinter")
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = REPO / "pyproject.toml"

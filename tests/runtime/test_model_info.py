@@ -31,7 +31,7 @@ def test_shipped_model_info_carries_its_training_geometry():
 def test_json_round_trip_is_exact_and_matches_the_schema():
     info = read_model_info("dsb2018")
     doc = json.loads(info.to_json())
-    assert doc["schema"] == "asfyolo-rt/model-info" and doc["schema_version"] == "1.0"
+    assert doc["schema"] == "asfyolo-rt/model-info" and doc["schema_version"] == "1.1"
     _validate(doc)
     assert ModelInfo.from_json(info.to_json()) == info
 
@@ -116,3 +116,17 @@ def test_package_exports_and_imports_no_torch():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False,
                        cwd=Path(__file__).resolve().parents[2])
     assert r.returncode == 0, r.stderr
+
+
+@pytest.mark.datasets
+def test_pack_records_the_size_distribution_and_the_overlap_follows_it(cli, datasets_root, tmp_path):
+    """`weights pack --data` records the 99th percentile of the training nuclei (DSB2018 train at the model's
+    x1.5: 108 px; the largest is 207 px), and the default tile overlap becomes 112 instead of 208."""
+    out = tmp_path / "m.safetensors"
+    r = cli("weights", "pack", "dsb2018", "--data", str(datasets_root / "DSB2018"), "--out", str(out))
+    assert r.exit_code == 0, r.stderr
+    info = read_model_info(out)
+    assert (info.max_object_px, info.object_px_p99) == (207.0, 108.0)
+    assert info.overlap_object_px == 108.0 and info.tile_overlap == 112 == overlap_for(108.0)
+    _validate(json.loads(info.to_json()))
+    assert read_model_info("dsb2018").tile_overlap == 208  # the shipped file records no percentile yet
