@@ -56,7 +56,7 @@ def main() -> None:
     ap.add_argument("--bundle", type=Path, help="export bundle: also check model.onnx and model.int8-openvino.xml")
     ap.add_argument("--size", type=int, default=2048)
     ap.add_argument("--images", type=int, default=16, help="val images for the segment_many row")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--model", default="dsb2018", help="model of the throughput row")
     ap.add_argument("--json-out", type=Path)
     args = ap.parse_args()
@@ -99,7 +99,7 @@ def main() -> None:
         b = [len(c) for c in seg.segment_many(files)]
         many.append(time.perf_counter() - t0)
         assert a == b, "segment_many gave other cells than segment"
-    row = {"model": args.model, "images": len(files), "repeats": args.repeats,
+    row = {"model": args.model, "images": len(files), "repeats": args.repeats, "workers": seg.stream_workers(),
            "segment_s": round(statistics.median(one), 3), "segment_many_s": round(statistics.median(many), 3),
            "speedup": round(statistics.median(one) / statistics.median(many), 3), "all_segment_s": one,
            "all_segment_many_s": many, "cells": sum(a)}

@@ -78,9 +78,14 @@ def test_overrides_change_the_run_and_bad_ones_are_refused(nuclei_frame):
         Segmenter("dsb2018").segment(np.zeros((2, 3, 4, 5)))
 
 
-def test_segment_many_keeps_order_and_equals_segment(seg, nuclei_frame, frame_file):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_segment_many_keeps_order_and_equals_segment(seg, nuclei_frame, frame_file, workers):
+    import torch
+
     frames = [nuclei_frame, nuclei_frame[:200, :300], str(frame_file), nuclei_frame[::-1].copy()]
-    many = list(seg.segment_many(frames, prefetch=2))
+    threads = torch.get_num_threads()
+    many = list(seg.segment_many(frames, prefetch=2, workers=workers))
+    assert torch.get_num_threads() == threads  # the stream's thread split is undone
     one = [seg.segment(f) for f in frames]
     assert [len(c) for c in many] == [len(c) for c in one]
     for a, b in zip(many, one):
@@ -88,10 +93,11 @@ def test_segment_many_keeps_order_and_equals_segment(seg, nuclei_frame, frame_fi
     assert "queue" in many[0].timing_ms
 
 
-def test_segment_many_raises_at_the_bad_frame_and_stops_on_break(seg, nuclei_frame, tmp_path):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_segment_many_raises_at_the_bad_frame_and_stops_on_break(seg, nuclei_frame, tmp_path, workers):
     got = []
     with pytest.raises(ConfigError, match="missing.tif does not exist"):
-        for cells in seg.segment_many([nuclei_frame, tmp_path / "missing.tif", nuclei_frame]):
+        for cells in seg.segment_many([nuclei_frame, tmp_path / "missing.tif", nuclei_frame], workers=workers):
             got.append(len(cells))
     assert len(got) == 1
 
@@ -101,7 +107,7 @@ def test_segment_many_raises_at_the_bad_frame_and_stops_on_break(seg, nuclei_fra
         while True:
             yield nuclei_frame[:128, :128]
 
-    for _ in seg.segment_many(endless()):
+    for _ in seg.segment_many(endless(), workers=workers):
         break
     import time
 
