@@ -23,7 +23,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from asfyolo_rt.runtime.watch import LEDGER, OutputLock, WatchOptions, _Tables, read_ledger
+from asfyolo_rt.runtime.watch import WatchOptions
+from asfyolo_rt.runtime.watch_ledger import LEDGER, OutputLock, _Tables, read_ledger
 
 REPO = Path(__file__).resolve().parents[2]
 CLI = [sys.executable, "-m", "asfyolo_rt"]
