@@ -13,6 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
+# No usage telemetry from the runtimes this package loads (ONNX Runtime writes a device id and an event
+# database into HOME on import, OpenVINO/NNCF send usage events): switched off before any of them is imported.
+from asfyolo_rt.privacy import disable_telemetry as _disable_telemetry  # noqa: E402
+
+_disable_telemetry()
+
 if TYPE_CHECKING:
     from asfyolo_rt.runtime.info import ModelInfo
     from asfyolo_rt.runtime.segmenter import Cells, Segmenter

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,16 +45,22 @@ def load_average() -> float:
         return 0.0
 
 
+def busy_seconds_of(stat: str, clk_tck: int = _CLK_TCK) -> float:
+    """CPU seconds all processes spent busy since boot, from the text of /proc/stat (its first, "cpu" line):
+    everything but idle and iowait, and without steal/guest time (not this VM's work)."""
+    first = stat.split("\n", 1)[0].split()
+    vals = [int(v) for v in first[1:]]
+    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
+    steal_guest = sum(vals[7:]) if len(vals) > 7 else 0  # steal, guest, guest_nice
+    return (sum(vals) - idle - steal_guest) / clk_tck
+
+
 def _busy_seconds() -> float | None:
     """CPU seconds all processes spent busy since boot (/proc/stat), None off Linux."""
     try:
-        first = Path("/proc/stat").read_text().split("\n", 1)[0].split()
-    except OSError:
+        return busy_seconds_of(Path("/proc/stat").read_text())
+    except (OSError, ValueError, IndexError):
         return None
-    vals = [int(v) for v in first[1:]]
-    idle = vals[3] + (vals[4] if len(vals) > 4 else 0)  # idle + iowait
-    steal_guest = sum(vals[7:]) if len(vals) > 7 else 0  # steal, guest, guest_nice: not this VM's work
-    return (sum(vals) - idle - steal_guest) / _CLK_TCK
 
 
 @dataclass
@@ -66,25 +72,42 @@ class LoadSample:
 
 
 class LoadProbe:
-    """Measure one interval: `with LoadProbe() as p: ...; p.sample`."""
+    """Measure one interval: `with LoadProbe() as p: ...; p.sample`.
+
+    The clocks are injectable (tests give recorded values): `wall` and `own_cpu` in seconds (this process's
+    user + system time), `busy` the machine's busy CPU seconds (None where unknown), `load` the load average.
+    """
+
+    def __init__(self, *, wall: Callable[[], float] = time.perf_counter,
+                 own_cpu: Callable[[], float] = time.process_time,
+                 busy: Callable[[], float | None] = _busy_seconds, load: Callable[[], float] = load_average) -> None:
+        self._wall, self._own_cpu, self._busy, self._load = wall, own_cpu, busy, load
 
     def __enter__(self) -> LoadProbe:
-        self._t0, self._c0, self._b0 = time.perf_counter(), time.process_time(), _busy_seconds()
+        self._t0, self._c0, self._b0 = self._wall(), self._own_cpu(), self._busy()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        wall, cpu, busy = time.perf_counter() - self._t0, time.process_time() - self._c0, _busy_seconds()
-        others = None
-        if busy is not None and self._b0 is not None and wall > 0:
-            others = max(0.0, (busy - self._b0 - cpu) / wall)
-        self.sample = LoadSample(wall, cpu, others, load_average())
+        wall, cpu, busy = self._wall() - self._t0, self._own_cpu() - self._c0, self._busy()
+        self.sample = LoadSample(wall, cpu, cores_used_by_others(busy, self._b0, cpu, wall), self._load())
 
 
-def busy_before(window_s: float = 1.0) -> float | None:
-    """Mean cores used by other processes over `window_s` seconds of this process sleeping (None off Linux)."""
-    with LoadProbe() as probe:
-        time.sleep(window_s)
-    return probe.sample.others_cores
+def cores_used_by_others(busy_end: float | None, busy_start: float | None, own_cpu_s: float, wall_s: float) -> float | None:
+    """Mean cores used by other processes over an interval: the machine's busy CPU seconds minus this
+    process's own, per wall second (never negative: the counters tick at different rates); None if unknown."""
+    if busy_end is None or busy_start is None or wall_s <= 0:
+        return None
+    return max(0.0, (busy_end - busy_start - own_cpu_s) / wall_s)
+
+
+def busy_before(window_s: float = 1.0, *, sleep: Callable[[float], object] = time.sleep,
+                probe: LoadProbe | None = None) -> float | None:
+    """Mean cores used by other processes over `window_s` seconds of this process sleeping (None off Linux).
+
+    Only the window counts: whatever this process did before (which the load average remembers) does not."""
+    with (probe or LoadProbe()) as p:
+        sleep(window_s)
+    return p.sample.others_cores
 
 
 def spread(times: Sequence[float]) -> float:
@@ -138,6 +161,9 @@ def fp32_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
 def int8_peak_gops(n: int = 1024, repeats: int = 5, threads: int | None = None) -> float | None:
     """Best-of-`repeats` GOP/s of an n x n x n uint8 x int8 GEMM (ONNX Runtime MatMulInteger); None on failure."""
     try:
+        from asfyolo_rt.privacy import disable_telemetry
+
+        disable_telemetry()
         import onnxruntime as ort
         from onnx import TensorProto, helper
     except ImportError:

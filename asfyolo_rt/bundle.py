@@ -15,14 +15,18 @@ commands to run on the target device. Files in `out/`:
     model.json                 model.onnx's ModelInfo (asfyolo_rt.runtime.info): the contract non-Python runtimes read
     bundle.json                the files THIS export wrote, with SHA-256; model config and source weights sha256
 
-A bundle is one model (`export.bundle_files`): the old bundle.json goes before the first write, files of an
-earlier export that this one did not write are removed (listed in the warnings), every ONNX file records
-the checkpoint's sha256 (`weights_sha256` metadata), and consumers refuse files bundle.json does not vouch
-for. Options and weights are checked before anything is written (--calib-images >= 1, finite weights).
+A bundle is one model (`export.bundle_files`): the export locks `out/` (a second export or build into it is
+refused), the old bundle.json goes before the first write, the files of an earlier export (those its
+bundle.json lists, and the exact names this exporter writes) that this one did not write are removed
+(listed in the warnings), other files are never touched, every ONNX file records the checkpoint's sha256
+(`weights_sha256` metadata), bundle.json is written last, and consumers refuse files bundle.json does not
+vouch for. A non-empty `out/` that is not a bundle is refused unless `allow_foreign` (--force). Options and
+weights are checked before anything is written (--calib-images >= 1, finite weights).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -38,9 +42,12 @@ from asfyolo_rt.export.bundle_files import (
     BUNDLE_JSON,
     REPORT_JSON,
     SOURCE_KEY,
+    bundle_lock,
+    check_out_folder,
     invalidate,
     json_safe,
     non_finite_paths,
+    previous_files,
     remove_stale,
     seal,
 )
@@ -80,6 +87,7 @@ class BundleOptions:
     rtx: bool | None = None  # TensorRT-RTX engines (ahead of time); None: when TensorRT-RTX is installed
     rtx_archs: tuple[str, ...] = ()  # TensorRT-RTX targets; () = its portable set
     opset: int = 18
+    allow_foreign: bool = False  # export into a non-empty folder that is not a bundle (--force); its files are kept
 
 
 @dataclass
@@ -168,17 +176,36 @@ def _mask_map50_evaluator(opts: BundleOptions, mcfg: Any, img: int, n_images: in
 
 
 def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) -> BundleResult:
-    """Run the export (module docstring). Returns the bundle.json and export report dicts."""
-    from asfyolo_rt import __version__
-    from asfyolo_rt.export.fp16 import ORT_CPU_NOTE, convert_fp16, torch_half_estimate
-    from asfyolo_rt.export.onnx_export import export_onnx, load_weights
-    from asfyolo_rt.weights_registry import resolve_weights
+    """Run the export (module docstring). Returns the bundle.json and export report dicts.
 
+    ConfigError before anything is written for bad options, a non-empty `out` that is not a bundle (without
+    `allow_foreign`) and an `out` another export or build is writing (its lock, `export.bundle_files`).
+    """
     t0 = time.perf_counter()
     check_options(opts)
     out = Path(opts.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file; expected a bundle folder")
+    check_out_folder(out, allow_foreign=opts.allow_foreign)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        with bundle_lock(out, "export", "export into"):
+            return _export_locked(opts, out, t0, progress)
+    except BaseException:
+        if created:  # a refused or failed export into a new folder leaves no empty folder behind
+            with contextlib.suppress(OSError):
+                out.rmdir()
+        raise
+
+
+def _export_locked(opts: BundleOptions, out: Path, t0: float, progress: StageProgress | None) -> BundleResult:
+    """export_bundle's work, with `out` created and locked."""
+    from asfyolo_rt import __version__
+    from asfyolo_rt.export.fp16 import ORT_CPU_NOTE, convert_fp16, torch_half_estimate
+    from asfyolo_rt.export.onnx_export import export_onnx, load_weights
+    from asfyolo_rt.weights_registry import resolve_weights
+
     weights = resolve_weights(opts.weights)
     model, mcfg = load_weights(weights)
     check_finite_model(model, weights)
@@ -187,7 +214,7 @@ def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) ->
     tile_scale = (mcfg.model_scale or 1.0) if native else None  # calibrate on the tiles inference will see
     weights_sha = file_sha256(weights)
     rtx = _want_rtx(opts)
-    out.mkdir(parents=True, exist_ok=True)
+    previous = previous_files(out)  # what the earlier export owned (its bundle.json), read before it goes
     invalidate(out)  # no sealed bundle while files are being replaced
     warnings: list[str] = []
     files: dict[str, Path] = {}
@@ -306,7 +333,7 @@ def export_bundle(opts: BundleOptions, progress: StageProgress | None = None) ->
         written |= {p.name for b in rtx_builds for p in (b.onnx, b.artifact.engine, b.artifact.sidecar_path)}
     report["rtx_engines"] = {b.artifact.engine.name: {"onnx": b.onnx.name, "sidecar": b.artifact.sidecar_path.name}
                              for b in rtx_builds}
-    stale = remove_stale(out, written)
+    stale = remove_stale(out, written, previous)
     if stale:
         warnings.append(f"removed {len(stale)} file(s) of an earlier export into {out} that this export did not "
                         f"write: {', '.join(stale)}")

@@ -45,3 +45,19 @@ class EngineBuildError(AsfYoloError):
 
 class KernelUnavailableError(AsfYoloError):
     """A Triton kernel was requested explicitly but cannot run here."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) or SIGTERM, raised as a KeyboardInterrupt so that clean-up runs on the way out.
+
+    `signum` is the signal's number; the CLI exits with 128 + signum (130 for Ctrl-C, 143 for SIGTERM), the
+    shell's convention for a process stopped by a signal. `done` says what was finished before it came.
+    """
+
+    def __init__(self, signum: int = 2, done: str = "") -> None:
+        super().__init__(signum)
+        self.signum, self.done = signum, done
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum

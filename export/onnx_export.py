@@ -261,6 +261,18 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return simplified
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """True when `exc` or anything in its cause/context chain is a KeyboardInterrupt."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def check_model(model: onnx.ModelProto, what: str) -> None:
     """onnx.checker (full check, with shape inference) with an ExportError naming `what`."""
     try:
@@ -334,6 +346,8 @@ def export_onnx(
                 proto = _export_dynamo(m, dummy, opset, dynamic_batch, dynamic_size)
                 used = "dynamo"
             except Exception as exc:
+                if _interrupted(exc):  # the exporter wraps what it caught: a Ctrl-C must stop, not fall back
+                    raise KeyboardInterrupt from exc
                 if exporter == "dynamo":
                     raise ExportError(f"the dynamo ONNX exporter failed: {exc}",
                                       hint="try exporter='legacy'") from exc

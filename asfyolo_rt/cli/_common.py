@@ -112,12 +112,35 @@ def check_min(value: int | None, option: str, minimum: int = 1) -> None:
         raise ConfigError(f"{option} {value}: expected >= {minimum}")
 
 
+# The largest --img-size: an 8192 x 8192 network input is 0.75 GiB of float32 pixels per image before the
+# network's own activations (several times more); 99968 (a typo) would be 112 GiB. Larger images go in tiles.
+MAX_IMG_SIZE = 8192
+
+
 def check_img_size(value: int | None, option: str = "--img-size") -> None:
-    """ConfigError unless `value` is None or a positive multiple of 32 (the model's largest stride)."""
+    """ConfigError unless `value` is None or a multiple of 32 (the model's largest stride) in 32..MAX_IMG_SIZE."""
     from asfyolo_rt.errors import ConfigError
 
-    if value is not None and (value < 32 or value % 32):
-        raise ConfigError(f"{option} {value}: expected a positive multiple of 32 (e.g. 320 or 640)")
+    if value is not None and (value < 32 or value % 32 or value > MAX_IMG_SIZE):
+        raise ConfigError(f"{option} {value}: expected a multiple of 32 from 32 to {MAX_IMG_SIZE} (e.g. 320 or 640)",
+                          hint="larger images run at --scale native, in tiles of --img-size" if value > MAX_IMG_SIZE
+                          else None)
+
+
+def check_range(value: float | None, option: str, low: float, high: float, *, low_open: bool = False,
+                high_open: bool = False, what: str = "a value") -> None:
+    """ConfigError naming the option unless `value` is None or a number in the interval (NaN is refused)."""
+    import math
+
+    from asfyolo_rt.errors import ConfigError
+
+    if value is None:
+        return
+    above = value > low if low_open else value >= low
+    below = value < high if high_open else value <= high
+    if not (math.isfinite(value) and above and below):
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ConfigError(f"{option} {value}: expected {what} in {interval}")
 
 
 def check_device(device: str, option: str = "--device") -> None:
@@ -178,3 +201,51 @@ def precision_help() -> str:
     from asfyolo_rt.runtime.registry import entry, runtimes
 
     return "; ".join(f"{n}: {'/'.join(entry(n).precisions)}" for n in runtimes() if len(entry(n).precisions) > 1)
+
+
+class SignalGuard:
+    """Ctrl-C (SIGINT) and SIGTERM raise `Interrupted` (exit 130 / 143) in the main thread, except inside
+    `critical()`: there the signal waits until the block ends, so one image's outputs are written whole or
+    not at all. Outside the main thread (signals do not reach it) it does nothing."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._deferring = False
+        self._old: dict[int, Any] = {}
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        from asfyolo_rt.errors import Interrupted
+
+        if self.signum is None:
+            self.signum = signum
+        if not self._deferring:
+            raise Interrupted(signum)
+
+    def __enter__(self) -> SignalGuard:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._old = {s: signal.signal(s, self._handler) for s in (signal.SIGINT, signal.SIGTERM)
+                         if signal.getsignal(s) is not signal.SIG_IGN}  # a signal ignored (nohup, &) stays so
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import signal
+
+        for s, h in self._old.items():
+            signal.signal(s, h)
+        self._old = {}
+
+    @contextlib.contextmanager
+    def critical(self) -> Iterator[None]:
+        """A block a signal does not cut short; a signal that came during it is raised when it ends."""
+        from asfyolo_rt.errors import Interrupted
+
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
+        if self.signum is not None:
+            raise Interrupted(self.signum)

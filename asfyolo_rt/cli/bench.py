@@ -56,7 +56,7 @@ def _images(data: Path | None, n: int = 16) -> tuple[list, str]:
 
 @app.command()
 def bench(
-    models: Annotated[list[str] | None, typer.Argument(help="Checkpoints (.safetensors), ONNX files, engines. Default: the shipped DSB2018 model.")] = None,
+    models: Annotated[list[str] | None, typer.Argument(help="Checkpoints (.safetensors, official .pt), ONNX files, engines, or bundle folders (their model files, as parity). Default: the shipped DSB2018 model.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Benchmark an architecture with random weights: n, s, m, l or x.")] = None,
     backend: Annotated[str, typer.Option(help="Comma list: torch, onnxruntime, openvino, tensorrt (openvino also runs given .onnx files).")] = "torch,onnxruntime",
     precision: Annotated[str, typer.Option(help="Comma list. ONNX Runtime: fp32, fp16, int8 (TensorRT Q/DQ), int8-cpu (uint8 activations); OpenVINO: fp32, bf16 (CPUs with AVX512-BF16/AMX), int8 (NNCF).")] = "fp32",
@@ -73,7 +73,7 @@ def bench(
     device: Annotated[str, typer.Option(help="cpu or cuda (PyTorch).")] = "cpu",
     kernel_impl: Annotated[str, typer.Option("--kernel-impl", help="PyTorch CPAM on CUDA: torch (reference) or triton.")] = "torch",
     threads: Annotated[int | None, typer.Option(help="CPU threads (torch and ONNX Runtime).")] = None,
-    cache: Annotated[Path, typer.Option(help="Where ONNX files exported for the benchmark are kept.")] = Path("runs/bench/cache"),
+    cache: Annotated[Path | None, typer.Option(help="Where ONNX files exported for the benchmark are kept (default: $ASFYOLO_RT_CACHE/bench, else $XDG_CACHE_HOME or ~/.cache, /asfyolo-rt/bench).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print rows as JSON.")] = False,
     csv: Annotated[Path | None, typer.Option("--csv", help="Append rows to this CSV.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json-out", help="Append rows to this JSON list file.")] = None,
@@ -82,14 +82,22 @@ def bench(
 ) -> None:
     """Benchmark what an application sees: pre-processing, inference, NMS + mask assembly, end to end.
 
+    Per-input rows letterbox each image into one network input: for a native-scale model (the shipped ones)
+    one predict tile (640x640 unless --img-size), for a fit model its training size; whole frames through
+    predict's tiling and the model's scale: --frame N or --image PATH.
+
     Examples:
       asfyolo-rt bench
+      asfyolo-rt bench bundle/ --batch 1,4
       asfyolo-rt bench --model l --img-size 320 --precision fp32,int8,int8-cpu --csv bench/results/cpu.csv
       asfyolo-rt bench bundle/model.int8-cpu.onnx --batch 1,2,4 --cells 300 --json
       asfyolo-rt bench --frame 2048 --batch 4 --csv bench/results/cpu_frames.csv
       asfyolo-rt bench bundle/model.onnx --image camera.tif --batch 4
       asfyolo-rt bench --backend openvino --precision fp32,bf16,int8
     """
+    from asfyolo_rt.privacy import disable_telemetry
+
+    disable_telemetry()  # before anything imports ONNX Runtime or OpenVINO (environment() does)
     from asfyolo_rt.bench_machine import busy_before, load_average
 
     load_before = load_average()  # recorded; the verdict uses what other processes do right now:
@@ -132,6 +140,8 @@ def bench(
     env = environment()
     rows: list[Any] = []
     sources = _sources(models, model)
+    cache = cache if cache is not None else bench_cache_dir()
+    inputs: dict[str, str] = {}  # per source: what its rows' network input is
     machine = _peak(threads) if peak else None
     for label, src in sources:
         runs: list[tuple[str, Any]] = []
@@ -143,14 +153,13 @@ def bench(
                 runs.append((f"{label} [{b.name} {b.precision}]", b))
             size = img_size or (runs[0][1].input_shape[0] if runs and runs[0][1].input_shape else 640)
             gflops = file_gflops(src, size)
+            inputs[label] = f"{size}x{size}" + ("" if img_size else " (the file's input, else predict's 640 tile)")
         else:
             net, cfg = src if isinstance(src, tuple) else _load(src)
-            # whole frames run in tiles of --img-size (default 640), single images at the training size
-            from asfyolo_rt.runtime.stages import DEFAULT_TILE
-
-            size = img_size or (DEFAULT_TILE if whole is not None else cfg.img_size)
-            # exported files are cached per weights file content: new weights under the same name re-export
-            folder = cache / f"{label}-{size}-{_weights_key(src)}"
+            size, inputs[label] = _input_size(cfg, img_size, whole is not None)
+            # exported files are cached per weights file content and asfyolo-rt version: new weights under the
+            # same name, or a newer exporter, re-export
+            folder = cache / f"{label}-{size}-{_weights_key(src)}-{_version()}"
             if "torch" in backends:
                 runs.append((f"{label} [torch fp32 {device}]", TorchBackend(net, device=device, kernel_impl=kernel_impl,
                                                                            names=cfg.names)))
@@ -196,10 +205,12 @@ def bench(
     if plot:
         plot_rows([r.to_dict() for r in rows], str(plot))
     if as_json:
-        print_json({"images": images_desc, "peak": peak_dict(machine), "rows": [r.to_dict() for r in rows]})
+        print_json({"images": images_desc, "inputs": inputs, "peak": peak_dict(machine),
+                    "rows": [r.to_dict() for r in rows]})
         noise_warnings(rows)
         return
-    table = Table(title=f"{rows[0].device if rows else ''} - images: {images_desc}")
+    table = Table(title=f"{rows[0].device if rows else ''} - images: {images_desc}",
+                  caption="inputs: " + "; ".join(f"{escape(k)}: {v}" for k, v in inputs.items()))
     for col in ("model [backend precision]", "batch", "input", "cells/img", "pre ms", "infer ms", "post ms",
                 "p50 ms", "p90 ms", "p99 ms", "FPS", "infer FPS", "post %", *PERF_COLUMNS):
         table.add_column(col, justify="left" if col.startswith("model") else "right")
@@ -211,6 +222,41 @@ def bench(
     console.print(table)
     peak_line(machine)
     noise_warnings(rows)
+
+
+def bench_cache_dir() -> Path:
+    """Where bench keeps the ONNX files it exports: $ASFYOLO_RT_CACHE/bench, else the user's cache folder
+    ($XDG_CACHE_HOME, else ~/.cache)/asfyolo-rt/bench. Never the working directory; `--cache` overrides."""
+    import os
+
+    root = os.environ.get("ASFYOLO_RT_CACHE")
+    if root:
+        return Path(root) / "bench"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "asfyolo-rt" / "bench"
+
+
+def _input_size(cfg: Any, img_size: int | None, whole: bool) -> tuple[int, str]:
+    """The network input of a checkpoint's rows, and what it stands for: predict's tile for a native-scale model
+    (and for whole frames), the training size for a fit model; --img-size when given."""
+    from asfyolo_rt.runtime.stages import DEFAULT_TILE
+
+    if img_size:
+        return img_size, f"{img_size}x{img_size} (--img-size)"
+    if whole:
+        return DEFAULT_TILE, f"{DEFAULT_TILE}x{DEFAULT_TILE} tiles at the model's scale, as predict"
+    if cfg.train_scale == "native":
+        scale = f" x{cfg.model_scale:g}" if cfg.model_scale else ""
+        return DEFAULT_TILE, (f"{DEFAULT_TILE}x{DEFAULT_TILE}: one predict tile (native-scale model: predict scales "
+                              f"images{scale} and cuts {DEFAULT_TILE} tiles; here each image is letterboxed into one "
+                              "tile; whole frames: --frame N)")
+    return cfg.img_size, f"{cfg.img_size}x{cfg.img_size}: the training size (fit model, as predict --scale fit)"
+
+
+def _version() -> str:
+    from asfyolo_rt import __version__
+
+    return __version__
 
 
 def _frame_image(frame: int | None, image: Path | None, data: Path | None) -> tuple[Any, str]:
@@ -269,7 +315,12 @@ def _sources(models: list[str] | None, arch: str | None) -> list[tuple[str, Any]
         net = build_model(arch, 1).eval()
         out.append((f"asfyolo-{arch}-random", (net, config_of(net, img_size=640))))
     for m in models or []:
-        p = resolve_weights(m)
+        if Path(m).is_dir():  # a bundle: its model files, as parity and build take it
+            from asfyolo_rt.cli.parity import discover
+
+            out += [(f"{Path(m).name}/{f.name}", f) for f in discover([Path(m)])[0]]
+            continue
+        p = resolve_weights(m, option="MODELS")
         out.append((p.stem, p))
     if not out:
         p = resolve_weights(None)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any
@@ -10,6 +12,7 @@ from typing import Annotated, Any
 import typer
 
 from asfyolo_rt.cli.main import app
+from asfyolo_rt.errors import Interrupted
 
 
 @contextlib.contextmanager
@@ -67,6 +70,7 @@ def export(
     label_map: Annotated[bool, typer.Option("--label-map", help="End-to-end: also output the instance label map.")] = False,
     eval_images: Annotated[int, typer.Option("--eval-images", help="Val images for accuracy per precision "
                                               "(with --data).")] = 50,
+    force: Annotated[bool, typer.Option("--force", help="Export into a --out folder that is not a bundle and holds other files (they are left alone and not listed).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print bundle.json and the export report as JSON.")] = False,
     rtx: Annotated[bool | None, typer.Option("--rtx/--no-rtx", help="Build TensorRT-RTX engines into the bundle "
                                              "(default: when TensorRT-RTX is installed); listed in bundle.json.")] = None,
@@ -89,6 +93,7 @@ def export(
       asfyolo-rt export --int8 --calib-method max --img-size 320 --dynamic --end2end --out bundle320
       asfyolo-rt export --bioimageio asfyolo-bioimageio   (then: bioimageio test asfyolo-bioimageio/rdf.yaml)
     """
+    _check_options(conf, iou, max_det, topk, calib_images, eval_images, img_size)
     if bioimageio is not None:
         if conf is None:  # the package draws its own label image: with predict's threshold for these weights
             from asfyolo_rt.runtime.info import read_model_info
@@ -114,12 +119,16 @@ def export(
         int8_exclude=tuple(int8_exclude or ()), int8_include=tuple(int8_include or ()),
         int8_sensitivity=int8_sensitivity, end2end=end2end,
         e2e=End2EndConfig(conf_threshold=conf, iou_threshold=iou, max_det=max_det, topk=topk, label_map=label_map),
-        eval_images=eval_images, rtx=rtx,
+        eval_images=eval_images, rtx=rtx, allow_foreign=force,
     )
     from asfyolo_rt.export.bundle_files import json_safe
 
-    with _stages() as progress:
-        result = export_bundle(opts, progress=progress)
+    started = time.time()
+    try:
+        with _stages() as progress:
+            result = export_bundle(opts, progress=progress)
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM (asfyolo_rt.cli.main): say what is there
+        raise _interrupted(exc, _export_done(out, started)) from None
     rtx_builds = result.rtx_builds
     from rich.markup import escape
 
@@ -169,6 +178,47 @@ def export(
         console.print(f"  {result.out / b.artifact.engine.name} (TensorRT-RTX {side.tensorrt_version}) from "
                       f"{b.onnx.name}" + (f", convolutions {convs}" if convs else ""))
     _summary(console, result, data)
+
+
+def _check_options(conf: float | None, iou: float | None, max_det: int | None, topk: int, calib_images: int | None,
+                   eval_images: int, img_size: int | None) -> None:
+    """Every option value checked before anything is read or written, in the option's own name (the library's
+    End2EndConfig speaks of conf_threshold, iou_threshold)."""
+    from asfyolo_rt.cli._common import check_img_size, check_min, check_range
+    from asfyolo_rt.errors import ConfigError
+    from asfyolo_rt.export.end2end import LEGACY_DEFAULT_TOPK, TRT_TOPK_LIMIT
+
+    check_img_size(img_size)
+    check_range(conf, "--conf", 0.0, 1.0, high_open=True, what="a score threshold")
+    check_range(iou, "--iou", 0.0, 1.0, what="an IoU threshold")
+    if topk != LEGACY_DEFAULT_TOPK and not 1 <= topk <= TRT_TOPK_LIMIT:
+        raise ConfigError(f"--topk {topk}: TensorRT's TopK takes 1..{TRT_TOPK_LIMIT}",
+                          hint=f"pass --topk {TRT_TOPK_LIMIT} or less")
+    check_min(max_det, "--max-det")
+    if max_det is not None and max_det > min(topk, TRT_TOPK_LIMIT):
+        raise ConfigError(f"--max-det {max_det}: expected at most --topk ({min(topk, TRT_TOPK_LIMIT)})")
+    check_min(calib_images, "--calib-images")
+    check_min(eval_images, "--eval-images", 0)
+
+
+def _interrupted(exc: KeyboardInterrupt, done: str) -> Interrupted:
+    """The Interrupted to leave with (exit 130 / 143): what the library said was stopped, then `done`."""
+    inner = exc.done if isinstance(exc, Interrupted) else ""
+    return Interrupted(exc.signum if isinstance(exc, Interrupted) else signal.SIGINT,
+                       "; ".join(t for t in (inner, done) if t))
+
+
+def _export_done(out: Path, started: float) -> str:
+    """What an interrupted export left in `out`: the files it wrote (modified since `started`)."""
+    try:
+        new = sorted(f.name for f in out.iterdir() if not f.name.startswith(".") and f.stat().st_mtime >= started - 1)
+    except OSError:
+        new = []
+    if not new:
+        return f"nothing written to {out}"
+    complete = "bundle.json" in new
+    return (f"wrote {', '.join(new)} to {out}" + ("" if complete else
+            " (no bundle.json: not a complete bundle; run the export again)"))
 
 
 # Exported file per precision key of the export report (`report["parity"]`, `report["accuracy"]`).
@@ -275,9 +325,12 @@ def build(
 
     archs = tuple(a.strip() for a in arch.split(",") if a.strip()) if arch else ()
     cfg = BuildConfig(precision=precision, workspace_gib=workspace, dla_core=dla_core, runtime=runtime, archs=archs)
-    with progress_bar(f"building {precision}{' end-to-end' if end2end else ''} engine") as progress:
-        res = build_from_bundle(bundle, cfg, end2end=end2end, manifest=kernels, bundle_timing_cache=True,
-                                progress=progress)
+    try:
+        with progress_bar(f"building {precision}{' end-to-end' if end2end else ''} engine") as progress:
+            res = build_from_bundle(bundle, cfg, end2end=end2end, manifest=kernels, bundle_timing_cache=True,
+                                    progress=progress)
+    except KeyboardInterrupt as exc:
+        raise _interrupted(exc, f"no {precision} engine built from {bundle}") from None
     stderr.print(res.runtime_note)
     for path in res.written:
         stderr.print(f"wrote {path.name} (Cluster-NMS end-to-end model for TensorRT-RTX)")

@@ -9,8 +9,12 @@ lives in `_SafeGroup.invoke`, so it also applies under `typer.testing.CliRunner`
 
 from __future__ import annotations
 
+import errno
 import logging
+import re
+import signal
 import sys
+import traceback
 from typing import Any
 
 import typer
@@ -18,14 +22,50 @@ import typer.core
 from rich.console import Console
 from rich.markup import escape
 
-from asfyolo_rt.errors import AsfYoloError
+from asfyolo_rt.errors import AsfYoloError, Interrupted
 
 err_console = Console(stderr=True)
 _state = {"debug": False}
 
+# errno -> (verb, hint) for the file-system faults a user meets: what to do about each.
+_WRITE_FAULTS = {
+    errno.EROFS: "the folder is on a read-only file system: write the results elsewhere (--out)",
+    errno.ENOSPC: "the disk is full: free some space, or write the results elsewhere (--out)",
+    errno.EDQUOT: "the disk quota is used up: free some space, or write the results elsewhere (--out)",
+    errno.EFBIG: "the file system does not take a file this large: write the results elsewhere (--out)",
+    errno.EACCES: "no permission: choose a folder you can write (--out), or fix its permissions",
+    errno.EPERM: "no permission: choose a folder you can write (--out), or fix its permissions",
+    errno.ENOTDIR: "a part of the path is a file, not a folder: choose another path",
+    errno.EISDIR: "a folder stands where a file should go: choose another path",
+}
+
+
+def fault_message(exc: BaseException) -> tuple[str, str | None] | None:
+    """(one-line message, hint) for an ordinary fault that is not the project's own error: an OSError
+    naming its path and reason, MemoryError, OpenCV's and PyTorch's out-of-memory; None for anything else
+    (a bug: its traceback is wanted)."""
+    if isinstance(exc, MemoryError):
+        return "out of memory (MemoryError)", "use a smaller --img-size, --batch or --max-pixels"
+    name, text = type(exc).__name__, " ".join(str(exc).split())
+    if name == "error" and type(exc).__module__.startswith("cv2") and re.search(
+            r"Insufficient memory|Failed to allocate", text):
+        m = re.search(r"Failed to allocate (\d+) bytes", text)
+        size = f" {int(m.group(1)) / 2**30:.1f} GiB" if m else ""
+        return (f"out of memory: OpenCV could not allocate{size}",
+                "use a smaller --img-size, --batch or --max-pixels")
+    if name == "OutOfMemoryError":  # torch.OutOfMemoryError (CUDA), without importing torch here
+        return f"out of GPU memory: {text[:200]}", "use a smaller --batch or --img-size, or --device cpu"
+    if isinstance(exc, OSError) and exc.errno is not None:
+        reason = (exc.strerror or errno.errorcode.get(exc.errno, str(exc.errno))).lower()
+        what = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        verb = "cannot write" if exc.errno in (errno.EROFS, errno.ENOSPC, errno.EDQUOT, errno.EFBIG) else "cannot access"
+        return (f"{verb} {what}: {reason}" if what else f"{verb} a file: {reason}"), _WRITE_FAULTS.get(exc.errno)
+    return None
+
 
 class _SafeGroup(typer.core.TyperGroup):
-    """Turns AsfYoloError into one red line (+ hint) and exit code 1, unless --debug."""
+    """Turns AsfYoloError, file-system faults and out-of-memory into one red line (+ hint) and exit code 1,
+    Ctrl-C / SIGTERM into one line and exit code 130 / 143; --debug keeps the traceback."""
 
     def invoke(self, ctx: Any) -> Any:
         try:
@@ -33,11 +73,29 @@ class _SafeGroup(typer.core.TyperGroup):
         except AsfYoloError as exc:
             if _state["debug"]:
                 raise
-            err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-            if exc.hint:
-                err_console.print(f"[dim]hint:[/] {escape(str(exc.hint))}", highlight=False, soft_wrap=True)
-            err_console.print("[dim](run with --debug for the traceback)[/]")
+            _one_line(str(exc), exc.hint)
             ctx.exit(1)
+        except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Interrupted, see main())
+            if _state["debug"]:
+                traceback.print_exc()
+            signum = exc.signum if isinstance(exc, Interrupted) else signal.SIGINT
+            done = exc.done if isinstance(exc, Interrupted) else ""
+            what = "interrupted" if signum == signal.SIGINT else f"stopped by {signal.Signals(signum).name}"
+            err_console.print(f"{what}{': ' + done if done else ''}", highlight=False, markup=False, soft_wrap=True)
+            ctx.exit(128 + signum)
+        except Exception as exc:  # OSError, MemoryError, cv2.error: see fault_message
+            told = fault_message(exc)
+            if told is None or _state["debug"]:
+                raise
+            _one_line(*told)
+            ctx.exit(1)
+
+
+def _one_line(message: str, hint: str | None) -> None:
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if hint:
+        err_console.print(f"[dim]hint:[/] {escape(str(hint))}", highlight=False, soft_wrap=True)
+    err_console.print("[dim](run with --debug for the traceback)[/]")
 
 
 app = typer.Typer(
@@ -67,8 +125,15 @@ def sub_app(name: str, help: str) -> typer.Typer:
     return group
 
 
+def _terminate(signum: int, _frame: Any) -> None:
+    raise Interrupted(signum)
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console-script entry point."""
+    """Console-script entry point. SIGTERM is raised as `Interrupted` (a KeyboardInterrupt), like Ctrl-C, so
+    that partial outputs are removed on the way out; the exit code is then 143."""
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
     app(args=argv, prog_name="asfyolo-rt")
 
 

@@ -11,7 +11,9 @@ from rich.table import Table
 from asfyolo_rt.cli._common import (
     backend_help,
     check_device,
+    check_img_size,
     check_min,
+    check_range,
     load_labelled_split,
     precision_help,
     print_json,
@@ -36,7 +38,7 @@ def val(
     batch: Annotated[int, typer.Option(help="Images (fit) or tiles (tiled) per backend call; static exported models use their own.")] = 16,
     conf: Annotated[float, typer.Option(help="Confidence threshold (official training-time validation: 0.001).")] = 0.001,
     iou: Annotated[float, typer.Option(help="NMS IoU threshold (official: 0.6).")] = 0.6,
-    max_det: Annotated[int, typer.Option("--max-det", help="Detections kept per image.")] = 300,
+    max_det: Annotated[int, typer.Option("--max-det", help="Detections kept per image (fit) or per tile (tiled: an image of many tiles can keep more).")] = 300,
     soft_nms: Annotated[bool, typer.Option("--soft-nms", help="Gaussian soft-NMS as the paper describes (sigma 0.5, floor 0.25).")] = False,
     coco: Annotated[bool, typer.Option("--coco/--no-coco", help="COCO AP cross-check on full-resolution masks.")] = True,
     dsb: Annotated[bool, typer.Option("--dsb/--no-dsb", help="DSB2018 per-image score.")] = True,
@@ -71,8 +73,10 @@ def val(
         raise ConfigError(f"--batch {batch}: expected >= 1")
     if max_det < 1:
         raise ConfigError(f"--max-det {max_det}: expected >= 1")
-    if img_size is not None and (img_size < 32 or img_size % 32):
-        raise ConfigError(f"--img-size {img_size}: expected a positive multiple of 32 (e.g. 640)")
+    check_img_size(img_size)
+    check_range(conf, "--conf", 0.0, 1.0, high_open=True, what="a threshold")
+    check_range(iou, "--iou", 0.0, 1.0, low_open=True, what="a threshold")
+    check_min(tile_overlap, "--tile-overlap", 0)
     check_min(max_images, "--max-images")
     check_min(max_pixels, "--max-pixels")
     check_device(device)

@@ -27,7 +27,7 @@ class PhysicalSize:
 
 @dataclass(frozen=True)
 class StackLayout:
-    """How an image's pixels are laid out (a TIFF's series 0, an OME-Zarr image's level 0). axes/shape:
+    """How an image's pixels are laid out (a TIFF's series, an OME-Zarr image's level 0). axes/shape:
     tifffile-style axes (size-1 axes dropped, "YX" last); plane_axes/plane_shape: the axes a label output
     keeps besides YX (no C, no S)."""
 
@@ -40,6 +40,8 @@ class StackLayout:
     channel: int | None  # picked channel (C axis, or the colour samples of an RGB image)
     rgb: bool  # planes are colour images (C or S of 3/4 samples, no channel picked)
     size: PhysicalSize = field(default_factory=PhysicalSize)
+    series: int = 0  # which image of the file (a TIFF series: pages of one size, an OME Image); 0 for most files
+    channel_names: tuple[str, ...] = ()  # the C axis's channel names where the file records them (OME)
 
     @property
     def count(self) -> int:
@@ -51,7 +53,7 @@ class StackLayout:
 
 
 def layout_of(path: Path, kind: str, axes: str, shape: tuple[int, ...], size: PhysicalSize,
-              channel: int | None) -> StackLayout:
+              channel: int | None, *, series: int = 0, channel_names: tuple[str, ...] = ()) -> StackLayout:
     """The layout of pixels with tifffile-style `axes` (upper case, YX or YXS last) and `shape`."""
     original = axes
     kept = [(a, n) for a, n in zip(axes, shape) if n != 1 or a in "YX"]
@@ -69,4 +71,16 @@ def layout_of(path: Path, kind: str, axes: str, shape: tuple[int, ...], size: Ph
                           hint="pass --channel N (0-based) to pick the nuclear channel")
     plane = [(a, n) for a, n in zip(axes, shape) if a not in "YXSC"]
     return StackLayout(path, kind, axes, shape, "".join(a for a, _ in plane), tuple(n for _, n in plane),
-                       channel if n_colour > 1 else None, bool(colour) and channel is None, size)
+                       channel if n_colour > 1 else None, bool(colour) and channel is None, size, series,
+                       channel_names if colour == "C" and len(channel_names) == n_colour else ())
+
+
+def blend_note(layout: StackLayout) -> str | None:
+    """A note for a C axis of 3/4 channels read as one RGB(A) image without a picked channel, else None: it
+    names the channels and how to pick one (the nuclear stain is usually one channel, not a colour blend)."""
+    if not layout.rgb or "C" not in layout.axes:
+        return None
+    n = layout.shape[layout.axes.index("C")]
+    names = ", ".join(f"{i}: {c}" for i, c in enumerate(layout.channel_names)) if layout.channel_names else ""
+    return (f"{layout.path.name}: its {n} channels{f' ({names})' if names else ''} are blended as one RGB image; "
+            f"pass --channel N (0-based) to segment one of them, e.g. the nuclear stain")

@@ -9,6 +9,10 @@ Channels: a C axis of 3 or 4 samples without `channel` is RGB(A), as `read_image
 any other C axis needs `channel` (0-based: the nuclear stain) and is refused without it. `channel`
 also picks one colour of an RGB image.
 
+Several images in one file (tifffile series: a multi-page file's pages grouped by size, the Images of an
+OME-TIFF): `stack_layouts` gives one layout per series and prediction segments each at its own size as an
+input of its own (`<name>_s<k>`, asfyolo_rt.infer.sources); `stack_layout` describes series 0 only.
+
 Physical sizes (micrometres; x, y and z spacing) are read from OME `PhysicalSize{X,Y,Z}` or the ImageJ
 resolution tags and `spacing`, and written back into the label TIFF in the input's flavour (OME-TIFF
 stays OME-TIFF, ImageJ stays ImageJ; a plain file gets resolution tags in centimetres).
@@ -16,6 +20,7 @@ stays OME-TIFF, ImageJ stays ImageJ; a plain file gets resolution tags in centim
 
 from __future__ import annotations
 
+import html
 import io
 import math
 import re
@@ -58,9 +63,11 @@ def input_stem(path: Path) -> str:
     return name[:-4] if name.lower().endswith(".ome") else name
 
 
-def label_file_name(layout: StackLayout) -> str:
-    """`<stem>.ome.tif` for OME-TIFF inputs (the labels are OME-TIFF too), else `<stem>.tif`."""
-    return f"{input_stem(layout.path)}{'.ome' if layout.kind in ('ome', 'ome-zarr') else ''}.tif"
+def label_file_name(layout: StackLayout, stem: str | None = None) -> str:
+    """`<stem>.ome.tif` for OME-TIFF inputs (the labels are OME-TIFF too), else `<stem>.tif`; stem: the
+    input's output name (default: `input_stem` of its path)."""
+    stem = input_stem(layout.path) if stem is None else stem
+    return f"{stem}{'.ome' if layout.kind in ('ome', 'ome-zarr') else ''}.tif"
 
 
 def _tiff_kind(tif: object) -> str:
@@ -111,19 +118,51 @@ def _sane(um: float) -> float | None:
     return float(um) if math.isfinite(um) and 1e-4 < um < 1e4 else None
 
 
+def ome_channel_names(xml: str, series: int = 0) -> tuple[str, ...]:
+    """The `Name` of every Channel of the series-th OME Image ("" where one has none; () where none has)."""
+    blocks = re.findall(r"<(?:\w+:)?Pixels\b.*?</(?:\w+:)?Pixels>", xml, re.S)
+    if series >= len(blocks):
+        return ()
+    names = []
+    for attrs in re.findall(r"<(?:\w+:)?Channel\b([^>]*)>", blocks[series]):
+        m = re.search(r'\bName="([^"]*)"', attrs)
+        names.append(html.unescape(m.group(1)).strip() if m else "")
+    return tuple(names) if any(names) else ()
+
+
 def stack_layout(path: str | Path, channel: int | None = None) -> StackLayout:
-    """The layout of a TIFF file (header only: no pixels are decoded). Raises DataError / ConfigError."""
+    """The layout of a TIFF file's first series (header only: no pixels are decoded). Raises DataError /
+    ConfigError. See `stack_layouts` for files holding several images."""
+    return _layouts(Path(path), channel, every=False)[0]
+
+
+def stack_layouts(path: str | Path, channel: int | None = None) -> list[StackLayout]:
+    """One layout per image of a TIFF file (tifffile series: a multi-page file's pages grouped by size and
+    dtype, an OME-TIFF's Images), header only. Most files hold one. Every series' plane is checked against
+    the pixel limit (asfyolo_rt.data.header). Raises DataError / ConfigError."""
+    from asfyolo_rt.data.header import check_pixels
+
+    layouts = _layouts(Path(path), channel, every=True)
+    for lay in layouts:
+        check_pixels(lay.path, (lay.shape[lay.axes.index("Y")], lay.shape[lay.axes.index("X")]))
+    return layouts
+
+
+def _layouts(path: Path, channel: int | None, *, every: bool) -> list[StackLayout]:
     import tifffile
 
-    path = Path(path)
     try:
         with tifffile.TiffFile(path) as tif:
-            series = tif.series[0]
-            axes, shape = series.axes, tuple(int(n) for n in series.shape)
+            found = [(s.axes, tuple(int(n) for n in s.shape)) for s in (tif.series if every else tif.series[:1])]
             kind, size = _tiff_kind(tif), physical_size(tif)
+            xml = tif.ome_metadata if kind == "ome" else None
     except Exception as exc:  # tifffile raises many types (ValueError, TiffFileError, struct.error)
         raise DataError(f"{path}: unreadable or corrupt TIFF ({exc})", hint="re-copy or re-export it") from exc
-    return layout_of(path, kind, axes, shape, size, channel)
+    if not found:
+        raise DataError(f"{path}: the TIFF holds no image", hint="re-copy or re-export it")
+    return [layout_of(path, kind, axes, shape, size, channel, series=k,
+                      channel_names=ome_channel_names(xml, k) if xml else ())
+            for k, (axes, shape) in enumerate(found)]
 
 
 def iter_planes(layout: StackLayout) -> Iterator[tuple[StackPlane, np.ndarray]]:
@@ -144,14 +183,14 @@ def iter_planes(layout: StackLayout) -> Iterator[tuple[StackPlane, np.ndarray]]:
 
 
 def read_pixels(layout: StackLayout) -> np.ndarray:
-    """All pixels of the file as stored (series 0 of a TIFF, level 0 of an OME-Zarr image)."""
+    """All pixels of the image as stored (the layout's series of a TIFF, level 0 of an OME-Zarr image)."""
     if layout.kind == "ome-zarr":
         return read_ome_zarr(layout.path)[0]
     import tifffile
 
     try:
         with tifffile.TiffFile(layout.path) as tif:
-            return tif.series[0].asarray()
+            return tif.series[layout.series].asarray()
     except Exception as exc:
         raise DataError(f"{layout.path}: unreadable or corrupt TIFF ({exc})", hint="re-copy or re-export it") from exc
 

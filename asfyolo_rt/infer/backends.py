@@ -58,6 +58,9 @@ class TorchBackend(PlainBackend):
 
 def ort_session(path: Path, *, providers: list[str] | None = None, threads: int | None = None) -> Any:
     """An ONNX Runtime InferenceSession for `path` (full graph optimisation; CUDA first where installed)."""
+    from asfyolo_rt.privacy import disable_telemetry
+
+    disable_telemetry()  # before the import: ONNX Runtime reads its switch when the library loads
     import onnxruntime as ort
 
     if not path.is_file():

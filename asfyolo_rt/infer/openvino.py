@@ -65,6 +65,10 @@ def has_int8_dot(flags: frozenset[str] | None = None) -> bool:
 
 
 def import_openvino() -> Any:
+    """The `openvino` module, with its usage telemetry off (asfyolo_rt.privacy); ConfigError when missing."""
+    from asfyolo_rt.privacy import disable_telemetry
+
+    disable_telemetry()
     try:
         import openvino as ov
     except ImportError as exc:

@@ -12,6 +12,21 @@ Stacks (multi-plane TIFF, asfyolo_rt.data.stacks) arrive plane by plane; their l
 and written as one label TIFF per input in the input's layout (T/Z axes, ImageJ/OME metadata, physical
 pixel size) once the last plane arrived; cell ids run on across the planes of a stack (unique per file).
 
+Output names: every input has one name (asfyolo_rt.infer.sources.unique_names), used for its label
+image (`labels/<name>.tif`), overlay (`overlays/<name>.png`), the `image` column of cells.csv and
+summary.csv, the `name` of its COCO image (`file_name` stays the input's path) and its
+`<name>.geojson`, `<name>.rois.zip` and `<name>.ome.zarr`; video frames and stack planes add their suffix
+(`<name>_000120`, `<name>_z004`) in overlays/ and in summary.csv. The rule, over all inputs of the run:
+- the file name without its suffixes (`cells.ome.tif` -> `cells`) when no other input has it
+  (compared case-insensitively: the outputs may land on a case-insensitive disk);
+- inputs sharing it in different folders: their path below the deepest folder they share, joined with
+  `__` (`x/img.png`, `y/img.png` -> `x__img`, `y__img`);
+- inputs sharing it in one folder: the extension added, dots as `_` (`a.png`, `a.tif` -> `a_png`, `a_tif`;
+  both where both apply: `x/a.png`, `x/a.tif`, `y/a.png` -> `x__a_png`, `x__a_tif`, `y__a`);
+- a name still taken gets `_2`, `_3`, ... in input order.
+Names depend only on the run's inputs and their order: the same command names every output the same. A
+TIFF holding several images of different sizes gives each as an input of its own, `<name>_s<k>`.
+
 Areas, centroids and diameters are measured on the label image (what a user measuring in Fiji sees),
 so a cell partly covered by a higher-scoring neighbour reports its visible part.
 """
@@ -51,6 +66,11 @@ from asfyolo_rt.infer.predict import ImageResult
 CELL_FIELDS = ["image", "plane", "t", "z", "id", "class", "score", "x1", "y1", "x2", "y2", "area_px", "centroid_x",
                "centroid_y", "equivalent_diameter_px"]
 SUMMARY_FIELDS = ["image", "width", "height", "cells", "mean_area_px", "median_area_px", "covered_fraction"]
+
+
+def _input_name(result: ImageResult) -> str:
+    """The output name of the input (or TIFF series) a result's frame is part of."""
+    return result.frame.input_name or input_stem(result.frame.source)
 
 
 def label_image(result: ImageResult) -> np.ndarray:
@@ -173,8 +193,8 @@ class PredictionWriter:
         self.names = names
         self.overlays, self.labels, self.coco = overlays, labels, coco
         self.geojson, self.imagej_rois, self.ome_zarr = geojson, imagej_rois, ome_zarr
-        self._stacks: dict[Path, StackAssembler] = {}
-        self._outlines: dict[Path, list[CellOutline]] = {}
+        self._stacks: dict[str, StackAssembler] = {}  # by input name (a file, or one series of a TIFF)
+        self._outlines: dict[str, list[CellOutline]] = {}
         self.cells_path = self.out / "cells.csv"
         self.summary_path = self.out / "summary.csv"
         self._cells = open(self.cells_path, "w", newline="")
@@ -188,29 +208,30 @@ class PredictionWriter:
 
     def write(self, result: ImageResult) -> dict[str, Any]:
         name, plane, src = result.frame.name, result.frame.plane, result.frame.source
+        base = _input_name(result)
         if self.overlays:
             write_image(self.out / "overlays" / f"{name}.png", overlay(result))
         rows = cell_rows(result)
         offset = 0
         if plane is not None:
-            if self.labels == "png":
+            if self.labels == "png" and plane.count > 1:
                 raise ConfigError(f"{src}: --labels png cannot hold a stack of {plane.count} planes",
                                   hint="use --labels tif (one label TIFF per stack)")
-            asm = self._stacks.get(src)
+            asm = self._stacks.get(base)
             if asm is None:
-                asm = self._stacks[src] = StackAssembler(plane.layout, *result.label_map.shape)
+                asm = self._stacks[base] = StackAssembler(plane.layout, *result.label_map.shape)
             offset = asm.add(plane, result.label_map, len(result))
             for r in rows:
-                r.update(image=input_stem(src), id=r["id"] + offset, plane=plane.index, t=plane.coords.get("T", ""),
+                r.update(image=base, id=r["id"] + offset, plane=plane.index, t=plane.coords.get("T", ""),
                          z=plane.coords.get("Z", ""))
         elif self.labels:
             write_label_image(result, self.out / "labels" / f"{name}.{self.labels}")
         if self.geojson or self.imagej_rois:
             windows = getattr(result.masks, "windows", None)
-            self._outlines.setdefault(src, []).extend(cell_outlines(
+            self._outlines.setdefault(base, []).extend(cell_outlines(
                 result.label_map, windows.cpu().numpy() if windows is not None else None, result.classes,
                 result.scores, self.names, id_offset=offset, plane=plane))
-        if plane is None or self._stacks[src].complete:
+        if plane is None or self._stacks[base].complete:
             self._finish_input(result)
         self._cw.writerows(rows)
         summary = summary_row(result, rows)
@@ -224,16 +245,19 @@ class PredictionWriter:
     def _finish_input(self, result: ImageResult) -> None:
         """The last plane of an input arrived: write its stack label TIFF and per-input exports."""
         frame = result.frame
-        src, stem = frame.source, (input_stem(frame.source) if frame.plane is not None else frame.name)
-        asm = self._stacks.pop(src, None)
+        src, stem = frame.source, (_input_name(result) if frame.plane is not None else frame.name)
+        asm = self._stacks.pop(stem, None)
         if asm is not None:
             lay = asm.layout
             labels, label_axes = asm.labels(), lay.plane_axes + "YX"
-            if self.labels:
-                write_label_tiff(self.out / "labels" / label_file_name(lay), labels, label_axes, lay.kind, lay.size)
+            if self.labels == "png":  # one plane (a series of a multi-image TIFF): checked in write()
+                write_image(self.out / "labels" / f"{stem}.png", labels.reshape(labels.shape[-2:]))
+            elif self.labels:
+                write_label_tiff(self.out / "labels" / label_file_name(lay, stem), labels, label_axes, lay.kind,
+                                 lay.size)
         else:
             labels, label_axes = label_image(result), "YX"
-        outlines = self._outlines.pop(src, [])
+        outlines = self._outlines.pop(_input_name(result), [])
         if self.geojson:
             write_geojson(self.out / f"{stem}.geojson", outlines)
         if self.imagej_rois and outlines:
@@ -253,7 +277,8 @@ class PredictionWriter:
     def _add_coco(self, result: ImageResult) -> None:
         h, w = result.label_map.shape
         image_id = len(self._images) + 1
-        self._images.append({"id": image_id, "file_name": str(result.frame.source), "height": h, "width": w,
+        self._images.append({"id": image_id, "file_name": str(result.frame.source), "name": result.frame.name,
+                             "height": h, "width": w,
                              **({"frame": result.frame.frame_index} if result.frame.frame_index is not None else {})})
         packed = result.masks
         for i in range(len(result)):

@@ -9,6 +9,10 @@ read with a restricted unpickler that never imports the pickled classes: every g
 tensor-rebuild functions becomes an inert stub that records its pickled state, from which the
 layer-indexed state dict (`model.0.conv.weight` ... `model.26.proto.cv3.bn.num_batches_tracked`)
 is collected and mapped onto our module names (`official_key_map`).
+
+Official checkpoints are zip archives (torch.save): their entries' sizes and compression ratios are
+checked from the zip's central directory before anything is decompressed (`asfyolo_rt.archive`, which
+states the limits), so a decompression bomb is refused in bounded memory.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any
 
 import torch
 
+from asfyolo_rt.archive import check_zip_sizes
 from asfyolo_rt.atomic import atomic_write_bytes
 from asfyolo_rt.errors import CheckpointError
 from asfyolo_rt.model.asfyolo import ASFYOLO, build_model
@@ -302,15 +307,18 @@ def _collect_state_dict(stub: Any, prefix: str = "") -> dict[str, torch.Tensor]:
     return out
 
 
-def read_official(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def read_official(path: str | Path, *, max_unzipped_bytes: int | None = None
+                  ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Layer-indexed state dict and attributes (nc, names, stride) of an official `.pt` checkpoint.
 
     Every failure is a CheckpointError naming the file, including pathological pickles (modules nested
-    thousands deep: RecursionError)."""
+    thousands deep: RecursionError) and zip bombs (`asfyolo_rt.archive.check_zip_sizes`, before any decompression;
+    `max_unzipped_bytes` raises its limits for a genuine file)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"official checkpoint {path} does not exist")
     hint = "only official ASF-YOLO / YOLOv5-seg training checkpoints (best.pt, last.pt) can be imported"
+    check_zip_sizes(path, max_unzipped_bytes)
     try:
         ckpt = torch.load(path, map_location="cpu", pickle_module=_RestrictedPickleModule, weights_only=False)
         return _official_contents(path, ckpt)
@@ -352,13 +360,14 @@ def _official_contents(path: Path, ckpt: Any) -> tuple[dict[str, torch.Tensor], 
     return state, meta
 
 
-def import_official(path: str | Path, variant: str = "l") -> tuple[ASFYOLO, ModelConfig]:
+def import_official(path: str | Path, variant: str = "l", *, max_unzipped_bytes: int | None = None
+                    ) -> tuple[ASFYOLO, ModelConfig]:
     """Build our model from an official ASF-YOLO checkpoint (layers 0-26 of asf-yolo.yaml).
 
     Raises CheckpointError listing missing/unexpected keys when the file is not an ASF-YOLO
-    checkpoint of this size (e.g. stock YOLOv5l-seg, whose layer 24 is the head).
+    checkpoint of this size (e.g. stock YOLOv5l-seg, whose layer 24 is the head); zip limits: read_official.
     """
-    state, meta = read_official(path)
+    state, meta = read_official(path, max_unzipped_bytes=max_unzipped_bytes)
     mapped: dict[str, torch.Tensor] = {}
     unknown = []
     for k, v in state.items():

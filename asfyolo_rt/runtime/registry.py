@@ -115,8 +115,13 @@ class BackendSpec:
                           ".xml (OpenVINO) or .engine/.plan")
 
     def open(self) -> Backend:
-        """The backend (in this process)."""
-        return entry(self.resolved_runtime()).open(self)
+        """The backend (in this process); a model file of an export that did not finish (a folder with export
+        records but no bundle.json, `asfyolo_rt.infer.bundle_check`) is opened with one warning per folder."""
+        runtime = self.resolved_runtime()
+        from asfyolo_rt.infer.bundle_check import warn_if_unfinished
+
+        warn_if_unfinished(self.file)
+        return entry(runtime).open(self)
 
 
 def _hint_for(suffix: str) -> str:

@@ -156,7 +156,10 @@ def _set_rng_state(state: dict[str, Any]) -> None:
 
 
 def load_state(path: Path) -> dict[str, Any]:
-    """A run's last.pt (code-free load)."""
+    """A run's last.pt (code-free load; its zip's declared sizes checked before anything is inflated)."""
+    from asfyolo_rt.archive import check_zip_sizes
+
+    check_zip_sizes(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:

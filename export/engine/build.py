@@ -20,9 +20,12 @@ per-layer precision summary of `export.engine.buildlog` (DETAILED profiling verb
 
 from __future__ import annotations
 
+import contextlib
 import shlex
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -49,7 +52,7 @@ from asfyolo_rt.export.engine.onnx_facts import (
     read_onnx_facts,
 )
 
-from asfyolo_rt.errors import ConfigError, EngineBuildError
+from asfyolo_rt.errors import ConfigError, EngineBuildError, Interrupted
 from asfyolo_rt.infer.sidecar import (
     PRECISIONS,
     EngineSidecar,
@@ -192,6 +195,77 @@ def _configure(api: TensorRTApi, builder: trt.Builder, network: trt.INetworkDefi
     return config
 
 
+class BuildCancel:
+    """Ctrl-C / SIGTERM during a build. TensorRT calls back into Python (its logger, the progress monitor)
+    while it builds, and an exception raised there is swallowed ("Exception caught in log():
+    KeyboardInterrupt") and the build goes on; so while it builds, the signal handler only records the
+    signal and the progress monitor (`progress_monitor`) tells TensorRT to stop at its next step."""
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+
+    def handler(self, signum: int, _frame: Any) -> None:
+        if self.signum is None:
+            self.signum = signum
+
+    @contextlib.contextmanager
+    def signals(self) -> Iterator[BuildCancel]:
+        """SIGINT and SIGTERM recorded instead of raised for the duration (main thread only: signals reach
+        no other thread, so there it records nothing)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        old = {s: signal.signal(s, self.handler) for s in (signal.SIGINT, signal.SIGTERM)
+               if signal.getsignal(s) is not signal.SIG_IGN}  # a signal ignored (nohup, &) stays so
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def progress_monitor(api: TensorRTApi, cancel: BuildCancel) -> Any | None:
+    """An `IProgressMonitor` of `api`'s flavour whose `step_complete` returns False (stop the build) once
+    `cancel` holds a signal; None where the flavour has none (TensorRT < 10: the build then stops when it
+    ends, and its plan is dropped)."""
+    base = getattr(api.module, "IProgressMonitor", None)
+    if base is None:
+        return None
+
+    class _Monitor(base):  # type: ignore[misc, valid-type]  # a class of the runtime-selected module
+        def __init__(self) -> None:
+            super().__init__()
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: int) -> None:
+            pass
+
+        def step_complete(self, phase_name: str, step: int) -> bool:
+            return cancel.signum is None
+
+        def phase_finish(self, phase_name: str) -> None:
+            pass
+
+    return _Monitor()
+
+
+def _build_plan(api: TensorRTApi, builder: trt.Builder, network: trt.INetworkDefinition,
+                config: trt.IBuilderConfig, onnx_path: Path, engine_path: Path) -> Any:
+    """builder.build_serialized_network, stopped promptly by Ctrl-C / SIGTERM (BuildCancel): Interrupted
+    then, with nothing written."""
+    cancel = BuildCancel()
+    monitor = progress_monitor(api, cancel)
+    if monitor is not None and hasattr(config, "progress_monitor"):
+        config.progress_monitor = monitor
+    with cancel.signals():
+        plan = builder.build_serialized_network(network, config)
+    if monitor is not None and hasattr(config, "progress_monitor"):
+        config.progress_monitor = None
+    if cancel.signum is not None:
+        raise Interrupted(cancel.signum, f"the engine build from {onnx_path.name} was stopped; {engine_path} "
+                                         "was not written")
+    return plan
+
+
 def _inspector_layers(api: TensorRTApi, logger: trt.ILogger, plan: bytes) -> list[LayerInfo]:
     """Standard TensorRT on its GPU: the engine inspector's JSON ([] if the engine cannot be inspected)."""
     try:
@@ -283,7 +357,7 @@ def build_engine(
     if progress:
         progress(2, steps)
     t_build = time.perf_counter()
-    plan = builder.build_serialized_network(network, config)
+    plan = _build_plan(api, builder, network, config, onnx_path, engine_path)
     if plan is None:
         why = f": {record.errors[-1]}" if record.errors else " (see its log above)"
         raise EngineBuildError(f"{api.display} failed to build an engine from {onnx_path.name}{why}",

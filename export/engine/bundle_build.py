@@ -13,7 +13,11 @@ core in their name (`.dla0.engine`).
 
 A folder with a `bundle.json` is checked first (`export.bundle_files.verify_bundle_file`): the ONNX file to
 build (for the TensorRT-RTX end-to-end model: the files it is made from) must be listed there with its
-sha256 and come from the bundle's weights, so an engine is never built from a file of another model.
+sha256 and come from the bundle's weights, so an engine is never built from a file of another model. A
+folder with export records but no `bundle.json` is an export that did not finish
+(`asfyolo_rt.infer.bundle_check`) and is refused. The build holds the folder's lock
+(`export.bundle_files.bundle_lock`): it is refused while an export writes the folder, and an export into the
+folder is refused while a build runs.
 """
 
 from __future__ import annotations
@@ -88,9 +92,22 @@ def build_from_bundle(bundle: Path, cfg: BuildConfig, *, end2end: bool = False, 
     bundle_timing_cache: read and update `timing.cache` in the bundle where the runtime takes one (standard
     TensorRT; TensorRT-RTX's AOT builder would need a GPU with one).
     """
+    from asfyolo_rt.export.bundle_files import bundle_lock, refuse_unfinished
+
     bundle = Path(bundle)
     if not bundle.exists():
         raise ConfigError(f"bundle {bundle} does not exist", hint="write one with `asfyolo-rt export --out DIR`")
+    folder = bundle if bundle.is_dir() else bundle.parent
+    with bundle_lock(folder, "build", "build an engine in"):
+        # (an export of this process building its TensorRT-RTX engines holds the lock and passes: bundle.json is
+        # written after them)
+        refuse_unfinished(bundle, f"build an engine from {bundle}")
+        return _build_locked(bundle, cfg, end2end=end2end, manifest=manifest,
+                             bundle_timing_cache=bundle_timing_cache, progress=progress)
+
+
+def _build_locked(bundle: Path, cfg: BuildConfig, *, end2end: bool, manifest: Path | None,
+                  bundle_timing_cache: bool, progress: Progress | None) -> BundleBuild:
     api = load_tensorrt(cfg.runtime, build_command(bundle, cfg.precision, cfg.dla_core, runtime=cfg.runtime,
                                                    end2end=end2end, archs=cfg.archs))
     if cfg.runtime == "auto":

@@ -56,3 +56,23 @@ def nuclei_batch() -> np.ndarray:
 
     imgs = [to_uint8_rgb(make_nuclei(s, (200, 256))[0]) for s in (1, 2)]
     return preprocess(imgs, IMG)[0].numpy()
+
+
+@pytest.fixture()
+def fast_export(onnx_static, monkeypatch):
+    """export_bundle(BundleOptions(out=..., weights=..., rtx=False, **kw)) with the FP32 ONNX export replaced by a
+    copy of `onnx_static` (160 px): the bundle logic without the exporter's time."""
+    import onnx
+    from asfyolo_rt.export import onnx_export
+
+    from asfyolo_rt.bundle import BundleOptions, export_bundle
+
+    def fake_export(model, path, config, *, extra_metadata=None, **kw):
+        m = onnx.load(str(onnx_static.path))
+        onnx_export.set_metadata(m, {**onnx_export.get_metadata(m), **(extra_metadata or {})})
+        onnx.save(m, str(path))
+        return onnx_export.OnnxArtifact(path=Path(path), sha256=onnx_export.file_sha256(path), precision="fp32",
+                                        input_shape=(1, 3, IMG, IMG), opset=18)
+
+    monkeypatch.setattr(onnx_export, "export_onnx", fake_export)
+    return lambda out, weights, rtx=False, **kw: export_bundle(BundleOptions(out=out, weights=weights, rtx=rtx, **kw))

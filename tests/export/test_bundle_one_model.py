@@ -32,21 +32,9 @@ def _strict(text: str) -> dict:
 
 
 @pytest.fixture()
-def quick_export(onnx_static, monkeypatch):
+def quick_export(fast_export):
     """export_bundle(out, weights) with the FP32 ONNX export replaced by a copy of `onnx_static` (160 px)."""
-    from asfyolo_rt.export import onnx_export
-
-    from asfyolo_rt.bundle import BundleOptions, export_bundle
-
-    def fake_export(model, path, config, *, extra_metadata=None, **kw):
-        m = onnx.load(str(onnx_static.path))
-        onnx_export.set_metadata(m, {**onnx_export.get_metadata(m), **(extra_metadata or {})})
-        onnx.save(m, str(path))
-        return onnx_export.OnnxArtifact(path=Path(path), sha256=onnx_export.file_sha256(path), precision="fp32",
-                                        input_shape=(1, 3, 160, 160), opset=18)
-
-    monkeypatch.setattr(onnx_export, "export_onnx", fake_export)
-    return lambda out, weights, rtx=False: export_bundle(BundleOptions(out=out, weights=weights, rtx=rtx))
+    return fast_export
 
 
 def test_export_into_an_old_bundle_seals_only_its_own_files(quick_export, n_ckpt, tmp_path):

@@ -17,29 +17,74 @@ def test_noisy_when_other_processes_were_busy_just_before() -> None:
     assert noise_verdict(None, 0.2, 2, steady) == (False, "")  # no /proc/stat: that check is skipped
 
 
-def test_busy_before_sees_another_process_and_not_this_ones_history() -> None:
-    """The 1-minute load average keeps this process's own earlier work; busy_before measures other processes
-    now: ~0 right after this process burned a core, ~1 while a child process spins."""
-    import subprocess
-    import sys
-    import time
+class _Recorded:
+    """Clocks that return recorded readings, one per call (wall, this process's CPU, the machine's busy CPU)."""
 
+    def __init__(self, *values: float | None) -> None:
+        self.values = list(values)
+
+    def __call__(self) -> float | None:
+        return self.values.pop(0)
+
+
+def _probe(wall: tuple[float, float], own_cpu: tuple[float, float], busy: tuple[float | None, float | None]):
+    from asfyolo_rt.bench_machine import LoadProbe
+
+    return LoadProbe(wall=_Recorded(*wall), own_cpu=_Recorded(*own_cpu), busy=_Recorded(*busy),
+                     load=lambda: 1.5)
+
+
+def test_busy_before_sees_another_process_and_not_this_ones_history() -> None:
+    """busy_before counts only other processes, only in its window: injected readings, no live load.
+
+    The 1-minute load average keeps this process's own earlier work (1.5 here); busy_before does not: a
+    process that burned 40 s of CPU before the window (own CPU clock at 40.0) and sleeps through it sees 0
+    other cores when the machine's busy counter did not move beyond its own 0.01 s; 1 core when it moved
+    by 1.01 s over the 1 s window; and this process's own CPU time in the window is never counted."""
     from asfyolo_rt.bench_machine import busy_before
 
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < 0.5:  # this process's own work: not "other processes"
+    slept: list[float] = []
+    # quiet machine after this process's own history: busy counter +0.01 s, all of it this process's
+    quiet = busy_before(1.0, sleep=slept.append, probe=_probe((10.0, 11.0), (40.0, 40.01), (500.0, 500.01)))
+    assert quiet == 0.0 and slept == [1.0]
+    # another process spinning one core during the window
+    busy = busy_before(1.0, sleep=slept.append, probe=_probe((10.0, 11.0), (40.0, 40.01), (500.0, 501.01)))
+    assert busy == pytest.approx(1.0)
+    # this process's own work inside the window (0.8 s of CPU) is not another process's
+    own = busy_before(0.5, sleep=slept.append, probe=_probe((0.0, 0.5), (3.0, 3.8), (100.0, 100.8)))
+    assert own == 0.0
+    # two other cores busy over 2 s, plus this process's 0.3 s
+    two = busy_before(2.0, sleep=slept.append, probe=_probe((0.0, 2.0), (1.0, 1.3), (50.0, 54.3)))
+    assert two == pytest.approx(2.0)
+    # no /proc/stat (not Linux): unknown, and the verdict skips that check
+    assert busy_before(1.0, sleep=slept.append, probe=_probe((0.0, 1.0), (0.0, 0.0), (None, None))) is None
+
+
+def test_load_probe_reports_wall_own_cpu_and_the_load_average() -> None:
+    probe = _probe((2.0, 4.5), (1.0, 3.0), (10.0, 15.0))
+    with probe:
         pass
-    quiet = busy_before(0.5)
-    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 5: pass"])
-    try:
-        time.sleep(0.3)
-        busy = busy_before(1.0)
-    finally:
-        child.kill()
-        child.wait()
-    if quiet is None or busy is None:
-        pytest.skip("no /proc/stat here")
-    assert busy - quiet > 0.5  # one spinning child = ~1 core more than before
+    s = probe.sample
+    assert (s.wall_s, s.cpu_s, s.load_during) == (2.5, 2.0, 1.5)
+    assert s.others_cores == pytest.approx((5.0 - 2.0) / 2.5)  # machine 5 s busy, 2 s of them this process
+
+
+def test_cores_used_by_others_never_negative_and_unknown_without_counters() -> None:
+    from asfyolo_rt.bench_machine import cores_used_by_others
+
+    assert cores_used_by_others(10.0, 10.0, 0.02, 1.0) == 0.0  # the two counters tick at different rates
+    assert cores_used_by_others(None, 10.0, 0.0, 1.0) is None
+    assert cores_used_by_others(11.0, 10.0, 0.0, 0.0) is None  # no time passed
+
+
+def test_busy_seconds_of_a_proc_stat_line() -> None:
+    """user nice system idle iowait irq softirq steal guest guest_nice, in clock ticks."""
+    from asfyolo_rt.bench_machine import busy_seconds_of
+
+    stat = "cpu  1000 50 300 9000 200 10 20 400 30 5\ncpu0 500 25 150 4500 100 5 10 200 15 2\n"
+    # busy = user + nice + system + irq + softirq = 1380 ticks; idle, iowait, steal and guest excluded
+    assert busy_seconds_of(stat, clk_tck=100) == pytest.approx(13.8)
+    assert busy_seconds_of("cpu 100 0 100 800\n", clk_tck=100) == pytest.approx(2.0)  # old kernels: 4 fields
 
 
 def test_noisy_when_other_processes_load_the_cpus_during_the_run() -> None:
