@@ -174,7 +174,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("data-check-missing", ["data", "check", "{missing}"], "missing.png"),
     ("weights-pack-missing", ["weights", "pack", "{missing}", "--out", "{out}/p.safetensors"], "missing.png"),
     # more of the same kind: every numeric option and name checked before any work
-    ("predict-empty-folder", ["predict", "{empty}", "--out", "{out}/q"], "holds no images"),
+    ("predict-empty-folder", ["predict", "{empty}", "--out", "{out}/q"], "has no images"),
     ("predict-conf-1.5", ["predict", "{small}", "--conf", "1.5", "--out", "{out}/r"], "--conf 1.5"),
     ("predict-video-stride-0", ["predict", "{small}", "--video-stride", "0", "--out", "{out}/s"], "--video-stride 0"),
     ("val-unknown-split", ["val", "--data", "{ds}", "--split", "nope"], "'nope'"),

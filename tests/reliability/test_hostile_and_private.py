@@ -43,8 +43,10 @@ def _run_read_official(path: Path, extra_env: dict[str, str] | None = None) -> d
         "    read_official(sys.argv[1])\n"
         "except CheckpointError as exc:\n"
         "    err, hint = str(exc), exc.hint\n"
-        "print(json.dumps({'error': err, 'hint': hint,\n"
-        "                  'peak_mib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))\n"
+        # VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec (a big pytest process)
+        "hwm = [ln for ln in open('/proc/self/status') if ln.startswith('VmHWM:')]\n"
+        "peak = int(hwm[0].split()[1]) / 1024 if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024\n"
+        "print(json.dumps({'error': err, 'hint': hint, 'peak_mib': peak}))\n"
     )
     env = {**os.environ, **(extra_env or {})}
     r = subprocess.run([PY, "-c", code, str(path)], capture_output=True, text=True, env=env, timeout=300)
