@@ -16,8 +16,10 @@ What they do by default (measured with ``HOME`` pointing at an empty folder):
   their own no-op stubs, so :func:`disable_telemetry` marks the module as not importable in this process
   (``sys.modules["openvino_telemetry"] = None``, Python's documented way to block an import).
 
-:func:`disable_telemetry` is called before every import of these libraries in the project
-(``asfyolo_rt.infer.backends.ort_session``, ``asfyolo_rt.infer.openvino.import_openvino``, ``bench``).
+:func:`disable_telemetry` runs when ``asfyolo_rt`` is imported (so before any of these libraries is, in any
+module of the project), and again before each import site (``asfyolo_rt.infer.backends.ort_session``,
+``asfyolo_rt.infer.openvino.import_openvino``, ``bench``). Importing ``asfyolo_rt`` into another program
+therefore switches both off for that whole process.
 The environment variable is inherited by every process the project starts; a child that imports OpenVINO
 goes through ``import_openvino`` again. The calls are cheap and import nothing heavy.
 """
