@@ -114,36 +114,60 @@ def overlay(result: ImageResult, alpha: float = 0.4) -> np.ndarray:
     return img
 
 
-def cell_rows(result: ImageResult) -> list[dict[str, Any]]:
-    """One dict per detected cell (fields CELL_FIELDS), measured on the label image.
+CELL_DTYPE = np.dtype([
+    ("id", np.int32), ("class", np.int32), ("score", np.float32),
+    ("x1", np.float32), ("y1", np.float32), ("x2", np.float32), ("y2", np.float32),
+    ("area_px", np.int64), ("centroid_x", np.float64), ("centroid_y", np.float64),
+    ("equivalent_diameter_px", np.float64),
+])
 
-    Each cell is measured inside its own mask window (a label only occurs there), so the cost is the sum of
-    the cells' box areas, not cells x frame: an 8192 x 8192 frame costs no frame-sized temporaries.
+
+def cell_table(labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
+               windows: np.ndarray | None) -> np.ndarray:
+    """The `CELL_DTYPE` table of cells 1..n of a label image, measured on the label image (a cell partly covered
+    by a higher-scoring one reports its visible part; NaN centroid where none is visible).
+
+    Each cell is measured inside its own mask window (a label only occurs there; None: the whole map), so the
+    cost is the sum of the cells' box areas, not cells x frame: an 8192 x 8192 frame costs no frame-sized
+    temporaries.
     """
-    n = len(result)
-    if n == 0:
-        return []
-    lm = result.label_map
+    n = len(scores)
+    t = np.zeros(n, CELL_DTYPE)
+    t["id"] = np.arange(1, n + 1)
+    t["class"], t["score"] = classes, scores
+    for k, name in enumerate(("x1", "y1", "x2", "y2")):
+        t[name] = boxes[:, k] if n else []
+    for i in range(n):
+        x0, y0, w, h = (int(v) for v in windows[i]) if windows is not None else (0, 0, labels.shape[1],
+                                                                                  labels.shape[0])
+        ys, xs = np.nonzero(labels[y0:y0 + h, x0:x0 + w] == i + 1)
+        a = ys.size
+        t["area_px"][i] = a
+        t["centroid_x"][i] = xs.mean() + x0 + 0.5 if a else math.nan
+        t["centroid_y"][i] = ys.mean() + y0 + 0.5 if a else math.nan
+    t["equivalent_diameter_px"] = 2 * np.sqrt(t["area_px"] / math.pi)
+    return t
+
+
+def result_table(result: ImageResult) -> np.ndarray:
+    """`cell_table` of a prediction result."""
     windows = getattr(result.masks, "windows", None)
     win = windows.cpu().numpy().astype(np.int64) if windows is not None else None
-    rows = []
-    for i in range(n):
-        if win is not None:
-            x0, y0, ww, hh = (int(v) for v in win[i])
-        else:
-            x0, y0, hh, ww = 0, 0, lm.shape[0], lm.shape[1]
-        ys, xs = np.nonzero(lm[y0:y0 + hh, x0:x0 + ww] == i + 1)
-        a = int(ys.size)
-        rows.append({
-            "image": result.frame.name, "id": i + 1, "class": int(result.classes[i]),
-            "score": round(float(result.scores[i]), 5),
-            **{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), result.boxes[i])},
-            "area_px": a,
-            "centroid_x": round(float(xs.mean() + x0 + 0.5), 2) if a else "",
-            "centroid_y": round(float(ys.mean() + y0 + 0.5), 2) if a else "",
-            "equivalent_diameter_px": round(2 * math.sqrt(a / math.pi), 3),
-        })
-    return rows
+    return cell_table(result.label_map, result.boxes, result.scores, result.classes, win)
+
+
+def cell_rows(result: ImageResult, table: np.ndarray | None = None) -> list[dict[str, Any]]:
+    """One dict per detected cell (fields CELL_FIELDS): `result_table` (or `table`, its result) as cells.csv rows."""
+    t = result_table(result) if table is None else table
+    return [{
+        "image": result.frame.name, "id": i + 1, "class": int(result.classes[i]),
+        "score": round(float(result.scores[i]), 5),
+        **{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), result.boxes[i])},
+        "area_px": int(t["area_px"][i]),
+        "centroid_x": round(float(t["centroid_x"][i]), 2) if t["area_px"][i] else "",
+        "centroid_y": round(float(t["centroid_y"][i]), 2) if t["area_px"][i] else "",
+        "equivalent_diameter_px": round(float(t["equivalent_diameter_px"][i]), 3),
+    } for i in range(len(result))]
 
 
 def summary_row(result: ImageResult, rows: list[dict[str, Any]]) -> dict[str, Any]:

@@ -19,7 +19,6 @@ from typing import Any
 import numpy as np
 
 from asfyolo_rt.errors import ConfigError, DataError
-from asfyolo_rt.napari.measure import equivalent_diameter
 from asfyolo_rt.runtime.segmenter import Segmenter
 
 
@@ -120,8 +119,7 @@ def iter_segment(data: Any, rgb: bool, seg: Segmenter) -> Iterator[tuple[int, in
         cols["area_px"].append(t["area_px"].astype(np.int64))
         cols["centroid_y"].append(t["centroid_y"].round(2))
         cols["centroid_x"].append(t["centroid_x"].round(2))
-        area = t["area_px"]
-        cols["equivalent_diameter_px"].append(equivalent_diameter(area).round(3))
+        cols["equivalent_diameter_px"].append(t["equivalent_diameter_px"].round(3))
         boxes.append(cells.boxes.astype(np.float64).reshape(-1, 4))
         counts.append(n)
         next_id += n

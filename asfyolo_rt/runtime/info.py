@@ -205,15 +205,6 @@ class ModelInfo:
         if bad:
             raise ConfigError(f"{source}: invalid model info: {', '.join(bad)}")
 
-    def with_overrides(self, **changes: Any) -> ModelInfo:
-        """A copy with some fields changed (None values are ignored), validated."""
-        changes = {k: v for k, v in changes.items() if v is not None}
-        out = replace(self, **changes)
-        if ("max_object_px" in changes or "object_px_p99" in changes) and "tile_overlap" not in changes:
-            out = replace(out, tile_overlap=overlap_for(out.overlap_object_px))
-        out.check("overrides")
-        return out
-
 
 # ------------------------------------------------------------------------------------------- readers
 def read_model_info(source: str | Path) -> ModelInfo:

@@ -36,7 +36,6 @@ from asfyolo_rt.runtime.stages import (
     Plan,
     PostConfig,
     Runner,
-    merge,
     paint,
     scale_image,
 )
@@ -160,14 +159,7 @@ class FramePipeline:
             for k, v in p.timing_ms.items():
                 res.timing_ms[k] = res.timing_ms.get(k, 0.0) + v
             return res
-        timing = dict(p.timing_ms)
-        parts = p.runner.parts(p.scaled, p.plan, timing)
-        t0 = time.perf_counter()
-        res = merge(parts, p.plan.orig_shape, self.post.iou, p.plan.grid > 1)
-        res.tiles = p.plan.grid
-        timing["postprocess"] = timing.get("postprocess", 0.0) + 1e3 * (time.perf_counter() - t0)
-        res.timing_ms = timing
-        return res
+        return p.runner.run_plan(p.scaled, p.plan, dict(p.timing_ms))
 
     def finish(self, frame: Frame, res: FrameResult) -> ImageResult:
         t0 = time.perf_counter()

@@ -228,10 +228,6 @@ def load_backend(
     if runtime == "openvino" and Path(str(source)).suffix.lower() not in (".onnx", ".xml"):
         raise ConfigError(f"--backend openvino runs ONNX files and OpenVINO IR (.xml), not {Path(str(source)).name}",
                           hint="pass --model BUNDLE/model.onnx or BUNDLE/model.int8-openvino.xml")
-    if runtime == "onnxruntime" and Path(str(source)).suffix.lower() == ".xml":
-        runtime = "openvino"  # an IR always runs on OpenVINO
-    if runtime == "onnxruntime" and Path(str(source)).suffix.lower() not in (".onnx",):
-        runtime = "auto"  # --backend onnxruntime (the CLI default) applies to ONNX files only
     spec = BackendSpec(str(source), runtime=runtime, precision=precision, device=device, threads=threads,
                        kernel_impl=kernel_impl, options=options)
     return spec.open()

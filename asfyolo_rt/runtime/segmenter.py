@@ -25,7 +25,6 @@ ONNX Runtime and OpenVINO release the GIL in their work), yielding results in in
 
 from __future__ import annotations
 
-import math
 import os
 import queue
 import threading
@@ -41,6 +40,7 @@ from asfyolo_rt.errors import ConfigError
 from asfyolo_rt.infer.predict import ImageResult
 from asfyolo_rt.infer.protocol import Backend
 from asfyolo_rt.infer.sources import Frame
+from asfyolo_rt.infer.writers import result_table
 from asfyolo_rt.runtime.info import ModelInfo, read_model_info
 from asfyolo_rt.runtime.pipeline import FramePipeline, PredictConfig
 from asfyolo_rt.runtime.registry import BackendSpec
@@ -50,23 +50,16 @@ if TYPE_CHECKING:
 
     from asfyolo_rt.kernels.mask_assembly import PackedMasks
 
-CELL_DTYPE = np.dtype([
-    ("id", np.int32), ("class", np.int32), ("score", np.float32),
-    ("x1", np.float32), ("y1", np.float32), ("x2", np.float32), ("y2", np.float32),
-    ("area_px", np.int64), ("centroid_x", np.float64), ("centroid_y", np.float64),
-    ("equivalent_diameter_px", np.float64),
-])
-
-
 @dataclass
 class Cells:
     """The cells of one frame.
 
     labels: (H, W) int32 label image (0 = background, k = cell k, on the frame's own pixel grid);
-    table: one row per cell (`CELL_DTYPE`: id, class, score, box x1 y1 x2 y2, area_px, centroid_x/y,
-    equivalent_diameter_px), measured on the label image like predict's cells.csv (NaN centroid for a cell
-    with no visible pixel); boxes/scores/classes: the detections behind the labels (label k = row k - 1);
-    masks: their box-local full-resolution masks; timing_ms: read / preprocess / inference / postprocess
+    table: one row per cell (`asfyolo_rt.infer.writers.CELL_DTYPE`: id, class, score, box x1 y1 x2 y2,
+    area_px, centroid_x/y, equivalent_diameter_px), measured on the label image like predict's cells.csv (NaN
+    centroid for a cell with no visible pixel); boxes/scores/classes: the detections behind the labels (label
+    k = row k - 1); masks: their box-local full-resolution masks; timing_ms: read / preprocess / inference /
+    postprocess
     (and queue, in `segment_many`); pixel_size_um: micrometres per pixel when known (areas in µm² then).
     """
 
@@ -113,31 +106,9 @@ class Cells:
         return out
 
 
-def cell_table(labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classes: np.ndarray,
-               windows: np.ndarray) -> np.ndarray:
-    """The `CELL_DTYPE` table of cells 1..n of a label image, each measured inside its mask window (cost:
-    the sum of box areas, not cells x frame)."""
-    n = len(scores)
-    t = np.zeros(n, CELL_DTYPE)
-    t["id"] = np.arange(1, n + 1)
-    t["class"], t["score"] = classes, scores
-    for k, name in enumerate(("x1", "y1", "x2", "y2")):
-        t[name] = boxes[:, k] if n else []
-    for i in range(n):
-        x0, y0, w, h = (int(v) for v in windows[i])
-        ys, xs = np.nonzero(labels[y0:y0 + h, x0:x0 + w] == i + 1)
-        a = ys.size
-        t["area_px"][i] = a
-        t["centroid_x"][i] = xs.mean() + x0 + 0.5 if a else math.nan
-        t["centroid_y"][i] = ys.mean() + y0 + 0.5 if a else math.nan
-    t["equivalent_diameter_px"] = 2 * np.sqrt(t["area_px"] / math.pi)
-    return t
-
-
 def cells_from_result(r: ImageResult, names: dict[int, str]) -> Cells:
     t0 = time.perf_counter()
-    windows = r.masks.windows.cpu().numpy().astype(np.int64)
-    table = cell_table(r.label_map, r.boxes, r.scores, r.classes, windows)
+    table = result_table(r)
     timing = dict(r.timing_ms)
     timing["postprocess"] = timing.get("postprocess", 0.0) + 1e3 * (time.perf_counter() - t0)
     return Cells(labels=r.label_map, table=table, boxes=r.boxes, scores=r.scores, classes=r.classes, masks=r.masks,
@@ -169,8 +140,13 @@ class Segmenter:
         self.spec = BackendSpec(str(path), runtime=backend or "auto", precision=precision, device=device,
                                 threads=threads, kernel_impl=kernel_impl)
         self.backend: Backend = self.spec.open()
+        self._configure(overrides)
+
+    def _configure(self, overrides: dict[str, Any]) -> None:
+        """The run's settings (the model's, then `overrides`) and the pipeline that applies them. A whole-image
+        ("fit") run of a dynamic model defaults to the model's training size, as predict's --scale fit does."""
         if overrides.get("scale") == "fit" and overrides.get("img_size") is None and self.backend.input_shape is None:
-            overrides["img_size"] = self.info.train_img_size or 640
+            overrides = {**overrides, "img_size": self.info.train_img_size or 640}
         self.config = PredictConfig.from_info(self.info, **overrides)
         self._pipe = FramePipeline(self.backend, self.config)
 
@@ -179,10 +155,7 @@ class Segmenter:
         recorded defaults, then `overrides` (None values ignored), as in the constructor."""
         other = object.__new__(Segmenter)
         other.info, other.spec, other.backend = self.info, self.spec, self.backend
-        if overrides.get("scale") == "fit" and overrides.get("img_size") is None and self.backend.input_shape is None:
-            overrides["img_size"] = self.info.train_img_size or 640
-        other.config = PredictConfig.from_info(self.info, **overrides)
-        other._pipe = FramePipeline(self.backend, other.config)
+        other._configure(overrides)
         return other
 
     def __repr__(self) -> str:

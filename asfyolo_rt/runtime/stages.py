@@ -444,18 +444,21 @@ class Runner:
                 out.append(fb if pick is None else assemble(protos[k], _subset(det, pick), rt, plan, self.post))
         return out, forward
 
+    def run_plan(self, scaled: np.ndarray, plan: Plan, timing: dict[str, float]) -> FrameResult:
+        """Stages 2b-6 for a planned, scaled image: its cells before painting; adds ms to `timing`."""
+        parts = self.parts(scaled, plan, timing)
+        t0 = time.perf_counter()
+        out = merge(parts, plan.orig_shape, self.post.iou, plan.grid > 1)
+        out.tiles = plan.grid
+        timing["postprocess"] = timing.get("postprocess", 0.0) + 1e3 * (time.perf_counter() - t0)
+        out.timing_ms = timing
+        return out
+
     def _native(self, image: np.ndarray) -> FrameResult:
         t0 = time.perf_counter()
         plan = self.plan(image.shape[:2])
         scaled = scale_image(image, plan)
-        timing = {"preprocess": 1e3 * (time.perf_counter() - t0)}
-        parts = self.parts(scaled, plan, timing)
-        t2 = time.perf_counter()
-        out = merge(parts, plan.orig_shape, self.post.iou, plan.grid > 1)
-        out.tiles = plan.grid
-        timing["postprocess"] = timing.get("postprocess", 0.0) + 1e3 * (time.perf_counter() - t2)
-        out.timing_ms = timing
-        return out
+        return self.run_plan(scaled, plan, {"preprocess": 1e3 * (time.perf_counter() - t0)})
 
     def __call__(self, image: np.ndarray) -> FrameResult:
         """Segment one (H, W, 3) uint8 RGB image."""
