@@ -141,14 +141,17 @@ class Peak:
     int8_gops: float | None
     isa: str
     n: int
+    bf16_gflops: float | None = None  # CPUs with native BF16 (avx512_bf16 / amx_bf16) only
 
 
-def fp32_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
-    """Best-of-`repeats` GFLOP/s of an n x n x n FP32 GEMM in torch (its current thread count)."""
+def fp32_peak_gflops(n: int = 1024, repeats: int = 5, dtype: str = "float32") -> float:
+    """Best-of-`repeats` GFLOP/s of an n x n x n GEMM in torch (its current thread count); dtype "bfloat16"
+    for the BF16 peak (oneDNN's AVX512-BF16/AMX kernels)."""
     import torch
 
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    c = torch.empty(n, n)
+    dt = getattr(torch, dtype)
+    a, b = torch.randn(n, n, dtype=dt), torch.randn(n, n, dtype=dt)
+    c = torch.empty(n, n, dtype=dt)
     torch.mm(a, b, out=c)  # warm-up: thread pool, caches
     best = float("inf")
     for _ in range(repeats):
@@ -195,9 +198,10 @@ def int8_peak_gops(n: int = 1024, repeats: int = 5, threads: int | None = None) 
 
 
 def measure_peak(threads: int | None = None, n: int = 1024) -> Peak:
-    from asfyolo_rt.infer.openvino import cpu_isa
+    from asfyolo_rt.infer.openvino import cpu_isa, has_bf16
 
-    return Peak(round(fp32_peak_gflops(n), 1), _round(int8_peak_gops(n, threads=threads)), cpu_isa(), n)
+    bf16 = round(fp32_peak_gflops(n, dtype="bfloat16"), 1) if has_bf16() else None
+    return Peak(round(fp32_peak_gflops(n), 1), _round(int8_peak_gops(n, threads=threads)), cpu_isa(), n, bf16)
 
 
 def _round(v: float | None) -> float | None:

@@ -126,6 +126,8 @@ def row_perf(ctx: PerfContext | None, precision: str, work_gflops: float | None,
     if ctx.peak is not None:
         if precision.startswith("int8") and ctx.peak.int8_gops:
             peak, kind = ctx.peak.int8_gops, "int8 gemm"
+        elif precision == "bf16" and getattr(ctx.peak, "bf16_gflops", None):
+            peak, kind = ctx.peak.bf16_gflops, "bf16 gemm"
         else:
             peak, kind = ctx.peak.fp32_gflops, "fp32 gemm"
     noisy, reason = noise_verdict(ctx.busy_before, probe.others_cores, cores(), times)

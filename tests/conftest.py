@@ -10,6 +10,9 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # shared helpers: `from testing_models import ...`
+# predict's default fast CPU path (asfyolo_rt.fastpath) exports and caches a model per weights: the suite runs
+# checkpoints in PyTorch unless a test turns it on (tests/runtime/test_fastpath.py, with its own cache folder)
+os.environ.setdefault("ASFYOLO_RT_FAST", "0")
 SHARED_DATASETS = Path(os.environ.get("ASFYOLO_DATASETS", REPO.parent / "shared" / "datasets"))
 
 

@@ -79,6 +79,8 @@ def bench(
     json_out: Annotated[Path | None, typer.Option("--json-out", help="Append rows to this JSON list file.")] = None,
     plot: Annotated[Path | None, typer.Option("--plot", help="Bar chart (PNG) of FPS and the latency split.")] = None,
     peak: Annotated[bool, typer.Option("--peak/--no-peak", help="Measure the machine's FP32/INT8 GEMM peak (a few seconds) for the %-of-peak column.")] = True,
+    levers: Annotated[bool, typer.Option("--levers", help="Whole-frame mode: one row per throughput lever, each added to the row above (overlap, pipelining, OpenVINO, BF16, INT8 of a bundle given as MODELS, empty-tile skip), then predict's default path; frame F1 against the frame's nuclei.")] = False,
+    levers_val: Annotated[bool, typer.Option("--levers-val", help="With --levers: DSB2018 val tiled mask mAP50 of the first and the last row (about a minute each).")] = False,
 ) -> None:
     """Benchmark what an application sees: pre-processing, inference, NMS + mask assembly, end to end.
 
@@ -94,12 +96,19 @@ def bench(
       asfyolo-rt bench --frame 2048 --batch 4 --csv bench/results/cpu_frames.csv
       asfyolo-rt bench bundle/model.onnx --image camera.tif --batch 4
       asfyolo-rt bench --backend openvino --precision fp32,bf16,int8
+      asfyolo-rt bench bundle/ --frame 2048 --levers --levers-val --json-out bench/results/levers.json
     """
     from asfyolo_rt.privacy import disable_telemetry
 
     disable_telemetry()  # before anything imports ONNX Runtime or OpenVINO (environment() does)
     from asfyolo_rt.bench_machine import busy_before, load_average
 
+    if levers:
+        from asfyolo_rt.cli._bench_levers import levers_command
+
+        levers_command(models, frame, image, data, DEFAULT_DATA, iters=iters, warmup=warmup, val=levers_val,
+                       peak=peak, json_out=json_out, as_json=as_json)
+        return
     load_before = load_average()  # recorded; the verdict uses what other processes do right now:
     others_before = busy_before()  # one second before this command adds its own load
     import torch

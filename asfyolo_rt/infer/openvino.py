@@ -2,7 +2,8 @@
 
 `OpenVinoBackend(path, precision=...)` reads `model.onnx` directly (OpenVINO's ONNX frontend) or an IR
 (`model.int8-openvino.xml` + `.bin`, written by `asfyolo-rt export --int8`) and compiles it for the CPU
-plugin with an explicit `INFERENCE_PRECISION_HINT`:
+plugin in throughput mode (CPU streams, `parallel` infer requests used from as many threads; `mode=
+"latency"` puts every core on one request) with an explicit `INFERENCE_PRECISION_HINT`:
 
 - fp32: hint f32. OpenVINO otherwise picks bf16 by itself on CPUs with AVX512-BF16/AMX: never silently.
 - bf16: hint bf16, only where the CPU has native BF16 (`avx512_bf16` or `amx_bf16`); elsewhere a
@@ -16,6 +17,8 @@ and parity row says what ran. Input: (B, 3, H, W) float32 in [0, 1]; output: CPU
 
 from __future__ import annotations
 
+import queue
+import threading
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -27,6 +30,9 @@ from asfyolo_rt.errors import ConfigError, ExportError
 from asfyolo_rt.infer.protocol import PlainBackend, json_or
 
 PRECISIONS = ("fp32", "bf16", "int8")
+# throughput: CPU streams with one infer request each, several tiles at once (a frame's tiles, a stream of
+# images); latency: all cores on one request (one small image at a time)
+MODES = ("throughput", "latency")
 INSTALL_HINT = "pip install 'asfyolo-rt[openvino]' (openvino, nncf)"
 META_SECTION = "asfyolo_rt"  # IR rt_info section holding the ONNX metadata (names, nc, precision, ...)
 
@@ -117,7 +123,10 @@ class OpenVinoBackend(PlainBackend):
 
     name = "openvino"
 
-    def __init__(self, path: str | Path, *, precision: str | None = None, threads: int | None = None) -> None:
+    def __init__(self, path: str | Path, *, precision: str | None = None, threads: int | None = None,
+                 mode: str = "throughput") -> None:
+        if mode not in MODES:
+            raise ConfigError(f"OpenVINO mode {mode!r}: expected one of {', '.join(MODES)}")
         ov = import_openvino()
         self.path = Path(path)
         if not self.path.is_file():
@@ -154,7 +163,7 @@ class OpenVinoBackend(PlainBackend):
         self.nc = int(meta.get("nc", len(self.names)))
         config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
-            "PERFORMANCE_HINT": "LATENCY",
+            "PERFORMANCE_HINT": mode.upper(),
         }
         if threads:
             config["INFERENCE_NUM_THREADS"] = int(threads)
@@ -164,14 +173,28 @@ class OpenVinoBackend(PlainBackend):
             raise ExportError(f"OpenVINO cannot compile {self.path} for the CPU: {exc}") from None
         hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.hint = str(hint.get_type_name() if hasattr(hint, "get_type_name") else hint)  # what OpenVINO runs: f32/bf16
-        self._request = self.compiled.create_infer_request()
+        self.mode = mode
+        self.parallel = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._dispatch = threading.Lock()
+        for _ in range(self.parallel):
+            self._requests.put(self.compiled.create_infer_request())
         self._pred, self._protos = self.compiled.output("pred"), self.compiled.output("protos")
 
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One batch on a free infer request: `parallel` calls from as many threads run at once (the
+        runtime stages keep that many batches in flight)."""
         x = np.ascontiguousarray(images.detach().cpu().float().numpy())
-        out = self._request.infer({0: x})
-        # copies: the request's output buffers are reused by the next call
-        return torch.from_numpy(np.array(out[self._pred])), torch.from_numpy(np.array(out[self._protos]))
+        request = self._requests.get()
+        try:
+            with self._dispatch:  # one thread at a time hands its inputs over; the requests then run at once
+                request.start_async({0: x})
+            request.wait()
+            # copies: the request's output buffers are reused by its next call
+            return (torch.from_numpy(np.array(request.get_tensor(self._pred).data)),
+                    torch.from_numpy(np.array(request.get_tensor(self._protos).data)))
+        finally:
+            self._requests.put(request)
 
 
 def _has_fake_quantize(model: Any) -> bool:

@@ -62,6 +62,8 @@ class PredictConfig:
     min_visible: float = DEFAULT_MIN_VISIBLE  # drop a cell of which less than this stays visible in the label image
     soft_nms: bool = False
     kernel_impl: str = "auto"  # mask assembly: auto = Triton on CUDA, reference on CPU
+    pipeline: bool = True  # native: run the next tiles while the previous ones' masks are assembled
+    skip_empty: bool = True  # native: tiles with no content (stages.is_empty_tile) are not run
 
     @classmethod
     def from_info(cls, info: ModelInfo, **overrides: Any) -> PredictConfig:
@@ -128,7 +130,8 @@ class FramePipeline:
         key = round(scale, 6)
         if key not in self._runners:
             self._runners[key] = Runner(self.backend, replace(self.geo, model_scale=scale), self.post,
-                                        max_object_px=self.cfg.max_object_px)
+                                        max_object_px=self.cfg.max_object_px, pipeline=self.cfg.pipeline,
+                                        skip_empty=self.cfg.skip_empty)
         return self._runners[key]
 
     def frame_scale(self, frame: Frame) -> float:

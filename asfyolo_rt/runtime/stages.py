@@ -40,9 +40,12 @@ pixel x to network pixel ``x * model_scale - x0`` (the letterbox convention ``ne
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
@@ -86,7 +89,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["DEFAULT_CONF", "DEFAULT_OVERLAP", "DEFAULT_TILE", "PAD_VALUE", "SCALES", "FrameResult", "Geometry",
            "Part", "Plan", "PostConfig", "Runner", "Tile", "assemble", "detect", "mask_areas", "merge", "own",
-           "paint", "plan_image", "plan_tiles", "preprocess", "read_tile", "scale_image", "tile_size",
+           "paint", "is_empty_tile", "plan_image", "plan_tiles", "preprocess", "read_tile", "scale_image", "tile_size",
            "visible_pixels", "CUT_MARGIN", "cut_by_tile", "rescue_tile", "tile_starts"]
 
 
@@ -179,6 +182,32 @@ def read_tile(scaled: np.ndarray, tile: Tile) -> np.ndarray:
     out = np.full((tile.h, tile.w, 3), PAD_VALUE, np.uint8)
     out[: crop.shape[0], : crop.shape[1]] = crop
     return out
+
+
+EMPTY_CONTRAST = 16  # grey levels (of 255) from the tile's median below which a pixel is background
+EMPTY_MIN_AREA = 48  # network px of foreground below which a tile holds no cell (the smallest are ~80)
+EMPTY_STEP = 4  # pixels looked at: one of 4 x 4
+EMPTY_SIGMAS = 5  # noise sigmas from the median that make a pixel foreground
+
+
+def is_empty_tile(scaled: np.ndarray, tile: Tile) -> bool:
+    """Stage 2c: True when the tile's pixels hold nothing a cell could be: fewer than `EMPTY_MIN_AREA`
+    network px differ from the tile's median grey by more than max(`EMPTY_CONTRAST`, `EMPTY_SIGMAS` sigma of its noise)
+    (sigma from the median absolute deviation; one pixel of each 4 x 4). Local to the tile (never the
+    frame's statistics), so a tile is skipped or run the same in a frame, a block or a window; the padding
+    beyond the image is not looked at."""
+    crop = scaled[tile.y0 : tile.y0 + tile.h : EMPTY_STEP, tile.x0 : tile.x0 + tile.w : EMPTY_STEP]
+    if crop.size == 0:
+        return True
+    grey = np.ascontiguousarray(crop).max(axis=2) if crop.ndim == 3 else crop  # the brightest channel: any stain
+    hist = np.bincount(grey.ravel(), minlength=256)
+    cdf = np.cumsum(hist)
+    med = int(np.searchsorted(cdf, (cdf[-1] + 1) // 2))
+    dev = np.abs(np.arange(256) - med)
+    dcdf = np.cumsum(np.bincount(dev, weights=hist, minlength=256))
+    mad = int(np.searchsorted(dcdf, (dcdf[-1] + 1) // 2))
+    thresh = max(EMPTY_CONTRAST, EMPTY_SIGMAS * 1.4826 * mad)
+    return float(hist[dev > thresh].sum()) * EMPTY_STEP**2 < EMPTY_MIN_AREA
 
 
 def preprocess(images: Sequence[np.ndarray]) -> torch.Tensor:
@@ -327,8 +356,11 @@ class Runner:
     """Runs images of any size through one backend with one geometry: the stages composed for a whole
     image (see the module docstring)."""
 
-    def __init__(self, backend: Backend, geo: Geometry, post: PostConfig, *, max_object_px: float | None = None):
+    def __init__(self, backend: Backend, geo: Geometry, post: PostConfig, *, max_object_px: float | None = None,
+                 pipeline: bool = True, skip_empty: bool = False):
         self.backend, self.geo, self.post = backend, geo, post
+        self.pipeline, self.skip_empty = pipeline, skip_empty
+        self.skipped = 0  # tiles of the last `parts` call not run (skip_empty)
         if backend.max_batch is not None and geo.batch > backend.max_batch:
             raise ConfigError(f"--batch {geo.batch} is larger than the model's fixed batch {backend.max_batch}",
                               hint=f"use --batch {backend.max_batch} or export with a larger batch")
@@ -382,19 +414,22 @@ class Runner:
 
     # --------------------------------------------------------------------------------------- native
     def parts(self, scaled: np.ndarray, plan: Plan, timing: dict[str, float] | None = None) -> list[Part]:
-        """Stages 2b-5 for the tiles of `plan`, `batch` tiles per backend call; adds ms to `timing`."""
+        """Stages 2b-5 for the tiles of `plan`, `batch` tiles per backend call; adds ms to `timing`.
+
+        Pipelined (`pipeline=True`): worker threads read, pre-process and run the next batches (as many at
+        once as the backend runs, `Backend.parallel`) while this thread assembles the masks of the previous
+        one; results are taken in tile order, so the cells are the same as run one batch after another.
+        Timing is then busy time per stage (their sum exceeds the wall time by what overlapped). Tiles
+        with no content (`is_empty_tile`) are not run when `skip_empty`."""
         out: list[Part] = []
         cuts: list[tuple[Tile, Detections]] = []  # owned detections that touch an inner edge of their tile
         fallback: list[Part] = []  # the same, as their tile saw them
+        tiles = [tl for tl in plan.tiles if not (self.skip_empty and is_empty_tile(scaled, tl))]
+        self.skipped = len(plan.tiles) - len(tiles)
+        groups = [tiles[start : start + self.batch] for start in range(0, len(tiles), self.batch)]
         t_pre = t_inf = t_post = 0.0
-        tiles = plan.tiles
-        for start in range(0, len(tiles), self.batch):
+        for group, (dets, protos, pre_s, forward_s, nms_s) in zip(groups, self._batches(scaled, groups)):
             t0 = time.perf_counter()
-            group = tiles[start : start + self.batch]
-            x = preprocess([read_tile(scaled, tl) for tl in group])
-            t1 = time.perf_counter()
-            dets, protos, forward_s = detect(self.backend, x, self.post)
-            t2 = t1 + forward_s  # NMS counts as post-processing
             for k, (tl, det) in enumerate(zip(group, dets)):
                 if len(det) == 0:
                     continue
@@ -408,7 +443,8 @@ class Runner:
                     fallback += [assemble(protos[k], cuts[-1][1], tl, plan, self.post)]
                 if len(mine):
                     out.append(assemble(protos[k], mine, tl, plan, self.post))
-            t_pre, t_inf, t_post = t_pre + (t1 - t0), t_inf + (t2 - t1), t_post + (time.perf_counter() - t2)
+            t_pre, t_inf = t_pre + pre_s, t_inf + forward_s
+            t_post += nms_s + time.perf_counter() - t0
         if cuts:
             t0 = time.perf_counter()
             rescued, forward_s = self._rescue(scaled, plan, cuts, fallback)
@@ -419,6 +455,40 @@ class Runner:
             for stage, v in (("preprocess", t_pre), ("inference", t_inf), ("postprocess", t_post)):
                 timing[stage] = timing.get(stage, 0.0) + 1e3 * v
         return out
+
+    def _batch(self, scaled: np.ndarray, group: Sequence[Tile]) -> tuple[list[Detections], torch.Tensor, float,
+                                                                        float, float]:
+        """Stages 2b-4 for one batch of tiles: (detections, prototypes, pre-process s, forward s, NMS s)."""
+        t0 = time.perf_counter()
+        x = preprocess([read_tile(scaled, tl) for tl in group])
+        t1 = time.perf_counter()
+        dets, protos, forward_s = detect(self.backend, x, self.post)
+        return dets, protos, t1 - t0, forward_s, time.perf_counter() - t1 - forward_s
+
+    def _batches(self, scaled: np.ndarray, groups: Sequence[Sequence[Tile]]) -> Iterator[
+            tuple[list[Detections], torch.Tensor, float, float, float]]:
+        """`_batch` of each group, in order: on this thread, or pipelined on worker threads that keep the
+        backend's `parallel` batches in flight and one more ready."""
+        depth = max(1, int(getattr(self.backend, "parallel", 1)))
+        if not self.pipeline or len(groups) < 2:
+            for g in groups:
+                yield self._batch(scaled, g)
+            return
+        with ThreadPoolExecutor(max_workers=depth, thread_name_prefix="asfyolo-tiles") as pool:
+            pending: deque[Future[tuple[list[Detections], torch.Tensor, float, float, float]]] = deque()
+            todo = iter(groups)
+            try:
+                for g in itertools.islice(todo, depth + 1):
+                    pending.append(pool.submit(self._batch, scaled, g))
+                while pending:
+                    done = pending.popleft().result()
+                    nxt = next(todo, None)
+                    if nxt is not None:
+                        pending.append(pool.submit(self._batch, scaled, nxt))
+                    yield done
+            finally:  # an error or an abandoned generator: nothing queued runs on
+                for f in pending:
+                    f.cancel()
 
     def _rescue(self, scaled: np.ndarray, plan: Plan, cuts: list[tuple[Tile, Detections]],
                 fallback: list[Part]) -> tuple[list[Part], float]:

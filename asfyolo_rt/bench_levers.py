@@ -1,0 +1,201 @@
+"""`asfyolo-rt bench --frame N --levers`: what each throughput lever buys on a whole frame, one after another,
+and all together as predict's default path; accuracy measured for the first and the last.
+
+Rows, each adding one lever to the row above (same frame, same process, one run; all on the ONNX export of
+the same weights that predict's fast path makes, `asfyolo_rt.fastpath`):
+
+1. today's fastest path before these levers: ONNX Runtime FP32, tile overlap larger than the largest
+   training cell (`overlap_for(max_object_px)`), one batch after another;
+2. the overlap from the 99th percentile of the training cells (cells cut by a tile edge are rescued);
+3. pipelined tiles (the next batch runs while the previous one's masks are assembled);
+4. OpenVINO FP32 in throughput mode (parallel infer requests);
+5. OpenVINO BF16 (CPUs with native BF16 only);
+6. instead of 5: OpenVINO INT8 (the NNCF IR of a bundle given as MODELS; CPUs with VNNI/AMX only);
+7. empty tiles skipped, on the path this machine chose for predict (`fastpath.fast_choice`): predict's
+   default, every lever.
+
+Every row records frame ms (p50/p90), the speed-up over row 1, GFLOP/s of the model's work per second of
+frame and the percentage of the measured GEMM peak of its precision, and the frame's instance F1 against
+its ground truth (DSB2018 val nuclei packed into the frame). With `val=True`, DSB2018 val tiled mask
+mAP50 of rows 1 and 8.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Lever:
+    name: str
+    runtime: str
+    precision: str
+    model: str
+    overlap: int
+    pipeline: bool
+    skip_empty: bool
+
+
+@dataclass
+class LeverRow:
+    lever: str
+    runtime: str
+    precision: str
+    overlap: int
+    pipeline: bool
+    skip_empty: bool
+    tiles: int
+    tiles_run: int
+    cells: int
+    frame_p50_ms: float
+    frame_p90_ms: float
+    speedup: float  # row 1's p50 / this p50
+    mpix_per_s: float
+    gflops_per_frame: float | None
+    gflop_per_s: float | None  # model work per second of frame wall time
+    peak_gflop_per_s: float | None
+    peak_kind: str
+    pct_of_peak: float | None
+    frame_f1: float | None
+    val_mask_map50: float | None = None
+    val_box_map50: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def plan_levers(weights: str | Path, bundle: Path | None = None,
+                log: Callable[[str], None] | None = None) -> list[Lever]:
+    """The rows (module docstring) this machine can run for `weights`."""
+    from asfyolo_rt.fastpath import fast_choice
+    from asfyolo_rt.infer.openvino import has_bf16, has_int8_dot
+    from asfyolo_rt.runtime.info import overlap_for, read_model_info
+
+    choice = fast_choice(weights, log=log)
+    info = read_model_info(weights)
+    old, new = overlap_for(info.max_object_px), overlap_for(info.overlap_object_px)
+    onnx = choice.model
+    rows = [
+        Lever(f"before: ONNX Runtime FP32, overlap {old}, one batch at a time", "onnxruntime", "fp32", onnx, old,
+              False, False),
+        Lever(f"+ overlap {new} (99th percentile cell, cut cells rescued)", "onnxruntime", "fp32", onnx, new,
+              False, False),
+        Lever("+ pipelined tiles", "onnxruntime", "fp32", onnx, new, True, False),
+        Lever("+ OpenVINO FP32, throughput mode", "openvino", "fp32", onnx, new, True, False),
+    ]
+    if has_bf16():
+        rows.append(Lever("+ OpenVINO BF16", "openvino", "bf16", onnx, new, True, False))
+    ir = bundle / "model.int8-openvino.xml" if bundle is not None else None
+    if ir is not None and ir.is_file() and has_int8_dot():
+        rows.append(Lever("(instead of the row above) OpenVINO INT8 of the bundle", "openvino", "int8", str(ir), new,
+                          True, False))
+    rows.append(Lever(f"+ empty tiles skipped = predict's default ({choice.label}, the fast path)", choice.runtime,
+                      choice.precision, onnx, new, True, True))
+    return rows
+
+
+def run_levers(levers: list[Lever], image: np.ndarray, truth: np.ndarray | None, *, iters: int = 5,
+               warmup: int = 1, peak: Any = None, val_split: Any = None,
+               progress: Callable[[str], None] | None = None) -> list[LeverRow]:
+    """Time every lever on `image` (H, W, 3 uint8), F1 against `truth` (a label map), val on `val_split`."""
+    from asfyolo_rt.infer.sources import Frame
+    from asfyolo_rt.onnx_flops import onnx_gflops
+    from asfyolo_rt.runtime.info import read_model_info
+    from asfyolo_rt.runtime.pipeline import FramePipeline, PredictConfig
+    from asfyolo_rt.runtime.registry import BackendSpec
+
+    rows: list[LeverRow] = []
+    gflops_tile = {}
+    for i, lv in enumerate(levers):
+        if progress:
+            progress(f"lever {i + 1}/{len(levers)}: {lv.name}")
+        info = read_model_info(lv.model)
+        backend = BackendSpec(lv.model, runtime=lv.runtime,
+                              precision="fp32" if lv.precision == "int8" else lv.precision).open()
+        cfg = PredictConfig.from_info(info, tile_overlap=lv.overlap, pipeline=lv.pipeline, skip_empty=lv.skip_empty)
+        pipe = FramePipeline(backend, cfg)
+        frame = Frame("frame", Path("frame"), image)
+        times: list[float] = []
+        labels = None
+        runner = pipe.runner(cfg.model_scale)
+        res = None
+        for k in range(warmup + iters):
+            t0 = time.perf_counter()
+            res = pipe(frame)
+            dt = time.perf_counter() - t0
+            if k >= warmup:
+                times.append(dt)
+            labels = res.label_map
+        assert res is not None and labels is not None
+        tiles = res.tiles
+        run = tiles - runner.skipped
+        if lv.model not in gflops_tile:
+            shape = backend.input_shape or (640, 640)
+            gflops_tile[lv.model] = _gflops(onnx_gflops, lv.model, shape)
+        g = gflops_tile[lv.model]
+        p50, p90 = float(np.percentile(times, 50)), float(np.percentile(times, 90))
+        work = g * run if g else None
+        achieved = work / p50 if work else None
+        pk, kind = _peak_for(peak, lv.precision)
+        f1 = _f1(truth, labels) if truth is not None else None
+        h, w = image.shape[:2]
+        rows.append(LeverRow(
+            lever=lv.name, runtime=lv.runtime, precision=lv.precision, overlap=lv.overlap, pipeline=lv.pipeline,
+            skip_empty=lv.skip_empty, tiles=tiles, tiles_run=run, cells=int(labels.max()),
+            frame_p50_ms=round(1e3 * p50, 1), frame_p90_ms=round(1e3 * p90, 1),
+            speedup=round(rows[0].frame_p50_ms / (1e3 * p50), 2) if rows else 1.0,
+            mpix_per_s=round(h * w / 1e6 / p50, 3), gflops_per_frame=round(work, 1) if work else None,
+            gflop_per_s=round(achieved, 1) if achieved else None, peak_gflop_per_s=pk, peak_kind=kind,
+            pct_of_peak=round(100 * achieved / pk, 1) if achieved and pk else None,
+            frame_f1=round(f1, 4) if f1 is not None else None))
+        if val_split is not None and i in (0, len(levers) - 1):
+            if progress:
+                progress(f"  DSB2018 val, tiled protocol: {lv.name}")
+            box, mask = _val(backend, val_split, info, lv.overlap)
+            rows[-1].val_box_map50, rows[-1].val_mask_map50 = round(box, 4), round(mask, 4)
+    return rows
+
+
+def _gflops(fn: Callable[..., Any], model: str, shape: tuple[int, int]) -> float | None:
+    if not model.endswith(".onnx"):  # an IR: the work is its ONNX twin's (same graph, quantized)
+        twin = Path(model).with_name("model.onnx")
+        if not twin.is_file():
+            return None
+        model = str(twin)
+    try:
+        return float(fn(model, shape).gflops)
+    except Exception:
+        return None
+
+
+def _peak_for(peak: Any, precision: str) -> tuple[float | None, str]:
+    if peak is None:
+        return None, ""
+    if precision.startswith("int8") and peak.int8_gops:
+        return peak.int8_gops, "int8 gemm"
+    if precision == "bf16" and getattr(peak, "bf16_gflops", None):
+        return peak.bf16_gflops, "bf16 gemm"
+    return peak.fp32_gflops, "fp32 gemm"
+
+
+def _f1(truth: np.ndarray, labels: np.ndarray) -> float:
+    from asfyolo_rt.eval.dsb import instance_f1
+
+    return instance_f1(truth, labels).f1
+
+
+def _val(backend: Any, split: Any, info: Any, overlap: int) -> tuple[float, float]:
+    """DSB2018 val, tiled protocol (predict's geometry), box and mask mAP50."""
+    from asfyolo_rt.eval.results import ValConfig
+    from asfyolo_rt.eval.validate import validate
+
+    cfg = ValConfig(protocol="tiled", model_scale=info.model_scale, tile_overlap=overlap,
+                    max_object_px=info.overlap_object_px, img_size=640)
+    m = validate(backend, split, cfg).metrics
+    return float(m.box_map50), float(m.mask_map50)

@@ -1,0 +1,254 @@
+"""The fastest CPU path for a checkpoint, made once per weights and machine and cached (`predict`'s default).
+
+A checkpoint run by PyTorch on a CPU is the slowest way this project has to segment a frame. When
+`asfyolo-rt predict` is given a checkpoint (or nothing: the shipped model) on the CPU without
+``--backend``, it runs instead the fastest exported path this machine offers, made the first time:
+
+1. the weights are exported to a static FP32 ONNX file at predict's tile (`FAST_TILE`);
+2. each candidate runtime this machine has is checked against PyTorch on a synthetic nuclei frame
+   (label-map instance F1 >= `PARITY_GATE`, equal cell counts within 2 %) and timed on the same frame
+   through the whole pipeline (tiling, pipelined inference, stitching): OpenVINO BF16 where the CPU has
+   native BF16 (``avx512_bf16``/``amx_bf16``), OpenVINO FP32, ONNX Runtime FP32;
+3. the fastest that passes is recorded in ``choice.json`` beside the ONNX file.
+
+The cache key is the weights' SHA-256, this asfyolo-rt version, the CPU's matrix ISA and the OpenVINO and
+ONNX Runtime versions: other weights, another machine or an upgrade make a new entry; a second run reads
+it in milliseconds. Folder: ``$ASFYOLO_RT_CACHE/fast``, else ``$XDG_CACHE_HOME`` (or ``~/.cache``)
+``/asfyolo-rt/fast``. ``ASFYOLO_RT_FAST=0`` (or ``--backend torch``) runs the checkpoint itself. INT8 needs
+calibration images, so it is not made here: a bundle's ``model.int8-openvino.xml`` (``asfyolo-rt export
+--int8``) is the INT8 path.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from asfyolo_rt.atomic import atomic_target, atomic_write_bytes, file_sha256
+from asfyolo_rt.errors import ConfigError
+
+FAST_ENV = "ASFYOLO_RT_FAST"
+FAST_TILE = 640
+PARITY_GATE = 0.98  # label-map instance F1 vs PyTorch on the check frame
+CHOICE_FORMAT = 1
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    runtime: str  # registry runtime
+    precision: str
+
+    @property
+    def label(self) -> str:
+        return f"{'OpenVINO' if self.runtime == 'openvino' else 'ONNX Runtime'} {self.precision.upper()}"
+
+
+@dataclass
+class FastChoice:
+    """What `fast_choice` made and measured (``choice.json``)."""
+
+    model: str  # the exported ONNX file
+    runtime: str
+    precision: str
+    tile: int
+    key: str
+    weights: str
+    weights_sha256: str
+    isa: str
+    measured: list[dict[str, Any]] = field(default_factory=list)  # every candidate: ms per frame, F1, counts
+    made_s: float = 0.0
+    format: int = CHOICE_FORMAT
+
+    @property
+    def label(self) -> str:
+        return Candidate(self.runtime, self.precision).label
+
+    def describe(self) -> str:
+        """One line for predict: which path, how much faster than the others, where it is cached."""
+        rows = {(m["runtime"], m["precision"]): m for m in self.measured}
+        me = rows.get((self.runtime, self.precision), {})
+        others = [f"{Candidate(m['runtime'], m['precision']).label} {m['ms']:.0f} ms"
+                  for m in self.measured if m is not me and m.get("ms") is not None]
+        vs = f"; {', '.join(others)}" if others else ""
+        return (f"fast CPU path: {self.label} of {Path(self.weights).name} ({self.isa}; check frame "
+                f"{me.get('ms', float('nan')):.0f} ms{vs}; F1 vs PyTorch {me.get('f1', float('nan')):.3f}), cached in "
+                f"{Path(self.model).parent} -- --backend torch runs the checkpoint itself")
+
+
+def enabled() -> bool:
+    return os.environ.get(FAST_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
+
+
+def applies(path: Path, *, backend: str | None, device: str, precision: str, scale: str) -> bool:
+    """Whether predict takes the fast path: a checkpoint, on the CPU, no runtime or precision asked for,
+    native-scale tiles (a static tile), and not switched off by ``ASFYOLO_RT_FAST=0``."""
+    return (enabled() and backend is None and device == "cpu" and precision == "fp32" and scale == "native"
+            and path.suffix.lower() in CHECKPOINT_SUFFIXES)
+
+
+def cache_root() -> Path:
+    root = os.environ.get("ASFYOLO_RT_CACHE")
+    if root:
+        return Path(root) / "fast"
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "asfyolo-rt" / "fast"
+
+
+def candidates() -> list[Candidate]:
+    """The runtimes this machine has, fastest first where known (every one is measured anyway)."""
+    from asfyolo_rt.infer.openvino import has_bf16
+
+    out: list[Candidate] = []
+    try:
+        import openvino  # noqa: F401
+
+        if has_bf16():
+            out.append(Candidate("openvino", "bf16"))
+        out.append(Candidate("openvino", "fp32"))
+    except ImportError:
+        pass
+    try:
+        import onnxruntime  # noqa: F401
+
+        out.append(Candidate("onnxruntime", "fp32"))
+    except ImportError:
+        pass
+    return out
+
+
+def cache_key(weights: Path, sha: str) -> str:
+    from asfyolo_rt import __version__
+    from asfyolo_rt.env import _version
+    from asfyolo_rt.infer.openvino import cpu_isa
+
+    parts = [sha[:16], f"v{__version__}", cpu_isa(), f"ov{(_version('openvino') or '-').split('-')[0]}",
+             f"ort{_version('onnxruntime') or '-'}", f"t{FAST_TILE}"]
+    return "-".join(p.replace("/", "_").replace(" ", "") for p in parts)
+
+
+def check_frame() -> np.ndarray:
+    """The parity and timing frame: 480 x 480 uint16 synthetic nuclei (4 tiles at the shipped model's scale)."""
+    from asfyolo_rt.data.synth import make_nuclei
+
+    img, _ = make_nuclei(7, shape=(480, 480), n_cells=(90, 90), bit_depth=16)
+    return np.asarray(img)
+
+
+def fast_choice(weights: str | Path, *, log: Callable[[str], None] | None = None) -> FastChoice:
+    """The cached fast path of `weights` (a checkpoint), made now if this machine has none (module docstring).
+
+    ConfigError when no candidate passes the parity gate (predict then says to use --backend torch)."""
+    from asfyolo_rt.weights_registry import resolve_weights
+
+    path = resolve_weights(str(weights), option="--weights")
+    sha = file_sha256(path)
+    folder = cache_root() / cache_key(path, sha)
+    choice_file = folder / "choice.json"
+    got = _read_choice(choice_file)
+    if got is not None:
+        return got
+    from asfyolo_rt.export.bundle_files import bundle_lock
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with bundle_lock(folder, "predict", "make the fast path in"):
+        got = _read_choice(choice_file)  # made by another process while this one waited
+        if got is not None:
+            return got
+        choice = _make(path, sha, folder, log or (lambda s: None))
+        atomic_write_bytes(choice_file, (json.dumps(asdict(choice), indent=2) + "\n").encode())
+        return choice
+
+
+def _read_choice(path: Path) -> FastChoice | None:
+    """A complete, readable choice whose model file exists; None otherwise (remade)."""
+    try:
+        d = json.loads(path.read_text())
+        choice = FastChoice(**d)
+    except (OSError, ValueError, TypeError):
+        return None
+    if choice.format != CHOICE_FORMAT or not Path(choice.model).is_file():
+        return None
+    return choice
+
+
+def _make(path: Path, sha: str, folder: Path, log: Callable[[str], None]) -> FastChoice:
+    from dataclasses import replace
+
+    from asfyolo_rt.export.onnx_export import export_onnx, load_weights
+    from asfyolo_rt.infer.openvino import cpu_isa
+
+    t0 = time.perf_counter()
+    log(f"making the fast CPU path of {path.name} once for this machine ({cpu_isa()}): ONNX export, "
+        "parity and speed of each runtime (about a minute)")
+    model, cfg = load_weights(path)
+    onnx_path = folder / "model.onnx"
+    with atomic_target(onnx_path) as tmp:
+        export_onnx(model, tmp, replace(cfg, img_size=FAST_TILE), img_size=FAST_TILE,
+                    extra_metadata={"weights_sha256": sha})
+    frame = check_frame()
+    ref = _segment(str(path), None, "fp32", frame)
+    measured: list[dict[str, Any]] = []
+    for cand in candidates():
+        row: dict[str, Any] = {"runtime": cand.runtime, "precision": cand.precision}
+        try:
+            labels, ms = _timed(str(onnx_path), cand, frame)
+        except ConfigError as exc:
+            row["error"] = str(exc)
+            measured.append(row)
+            continue
+        f1, n, n_ref = _f1(ref, labels)
+        row.update(ms=round(ms, 1), f1=round(f1, 4), cells=n, cells_torch=n_ref,
+                   passed=bool(f1 >= PARITY_GATE and abs(n - n_ref) <= max(1, 0.02 * n_ref)))
+        measured.append(row)
+        log(f"  {cand.label}: {ms:.0f} ms per check frame, F1 vs PyTorch {f1:.3f}"
+            + ("" if row["passed"] else " (fails the parity gate)"))
+    ok = [m for m in measured if m.get("passed")]
+    if not ok:
+        raise ConfigError(f"no exported runtime of {path.name} matches PyTorch on this machine "
+                          f"({'; '.join(_why(m) for m in measured) or 'no OpenVINO or ONNX Runtime installed'})",
+                          hint="run it with --backend torch")
+    best = min(ok, key=lambda m: m["ms"])
+    return FastChoice(model=str(onnx_path), runtime=best["runtime"], precision=best["precision"], tile=FAST_TILE,
+                      key=folder.name, weights=str(path), weights_sha256=sha, isa=cpu_isa(), measured=measured,
+                      made_s=round(time.perf_counter() - t0, 1))
+
+
+def _why(m: dict[str, Any]) -> str:
+    label = Candidate(m["runtime"], m["precision"]).label
+    return f"{label}: {m['error']}" if "error" in m else f"{label}: F1 {m.get('f1')}"
+
+
+def _segment(model: str, runtime: str | None, precision: str, frame: np.ndarray) -> np.ndarray:
+    from asfyolo_rt.runtime.segmenter import Segmenter
+
+    return Segmenter(model, backend=runtime, precision=precision).segment(frame).labels
+
+
+def _timed(model: str, cand: Candidate, frame: np.ndarray, repeats: int = 3) -> tuple[np.ndarray, float]:
+    """The candidate's label map of `frame` and its best of `repeats` wall times (ms), after a warm-up."""
+    from asfyolo_rt.runtime.segmenter import Segmenter
+
+    seg = Segmenter(model, backend=cand.runtime, precision=cand.precision)
+    labels = seg.segment(frame).labels
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        seg.segment(frame)
+        best = min(best, time.perf_counter() - t)
+    return labels, 1e3 * best
+
+
+def _f1(ref: np.ndarray, got: np.ndarray, threshold: float = 0.5) -> tuple[float, int, int]:
+    """Label-map instance F1 (pairs with mask IoU > threshold) and the two cell counts."""
+    from asfyolo_rt.eval.dsb import instance_f1
+
+    r = instance_f1(ref, got, threshold)
+    return r.f1, int(r.tp + r.fp), int(r.tp + r.fn)
