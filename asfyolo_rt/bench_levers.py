@@ -10,6 +10,7 @@ the same weights that predict's fast path makes, `asfyolo_rt.fastpath`):
 3. pipelined tiles (the next batch runs while the previous one's masks are assembled);
 4. OpenVINO FP32 in throughput mode (parallel infer requests);
 5. OpenVINO BF16 (CPUs with native BF16 only);
+   instead of 5: the same with 1024 x 1024 tiles (a static export at that size);
 6. instead of 5: OpenVINO INT8 (the NNCF IR of a bundle given as MODELS; CPUs with VNNI/AMX only);
 7. empty tiles skipped, on the path this machine chose for predict (`fastpath.fast_choice`): predict's
    default, every lever.
@@ -70,10 +71,10 @@ class LeverRow:
         return asdict(self)
 
 
-def plan_levers(weights: str | Path, bundle: Path | None = None,
+def plan_levers(weights: str | Path, bundle: Path | None = None, tile: int | None = 1024,
                 log: Callable[[str], None] | None = None) -> list[Lever]:
-    """The rows (module docstring) this machine can run for `weights`."""
-    from asfyolo_rt.fastpath import fast_choice
+    """The rows (module docstring) this machine can run for `weights`; `tile`: a larger tile side to compare."""
+    from asfyolo_rt.fastpath import fast_choice, tile_model
     from asfyolo_rt.infer.openvino import has_bf16, has_int8_dot
     from asfyolo_rt.runtime.info import overlap_for, read_model_info
 
@@ -91,6 +92,10 @@ def plan_levers(weights: str | Path, bundle: Path | None = None,
     ]
     if has_bf16():
         rows.append(Lever("+ OpenVINO BF16", "openvino", "bf16", onnx, new, True, False))
+    if tile:  # the same path with larger tiles: fewer tiles, less of the frame run twice, the same work per pixel
+        big = str(tile_model(weights, tile))
+        rows.append(Lever(f"(instead of the row above) {tile} tiles", rows[-1].runtime, rows[-1].precision, big, new,
+                          True, False))
     ir = bundle / "model.int8-openvino.xml" if bundle is not None else None
     if ir is not None and ir.is_file() and has_int8_dot():
         rows.append(Lever("(instead of the row above) OpenVINO INT8 of the bundle", "openvino", "int8", str(ir), new,

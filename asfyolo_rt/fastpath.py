@@ -167,6 +167,25 @@ def fast_choice(weights: str | Path, *, log: Callable[[str], None] | None = None
         return choice
 
 
+def tile_model(weights: str | Path, tile: int) -> Path:
+    """The weights exported at another static tile side (bench's tile-size rows), cached beside the fast path's
+    model as ``model.t<tile>.onnx``."""
+    from dataclasses import replace
+
+    from asfyolo_rt.export.onnx_export import export_onnx, load_weights
+    from asfyolo_rt.weights_registry import resolve_weights
+
+    path = resolve_weights(str(weights), option="--weights")
+    folder = Path(fast_choice(path).model).parent
+    out = folder / f"model.t{tile}.onnx"
+    if not out.is_file():
+        model, cfg = load_weights(path)
+        with atomic_target(out) as tmp:
+            export_onnx(model, tmp, replace(cfg, img_size=tile), img_size=tile,
+                        extra_metadata={"weights_sha256": file_sha256(path)})
+    return out
+
+
 def _read_choice(path: Path) -> FastChoice | None:
     """A complete, readable choice whose model file exists; None otherwise (remade)."""
     try:

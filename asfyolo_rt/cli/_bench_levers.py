@@ -43,9 +43,13 @@ def levers_command(models: list[str] | None, frame: int | None, image: Path | No
         split = load_split(src, "val", on_problem="warn")
     rows = run_levers(levers, img, truth, iters=iters, warmup=warmup, peak=machine, val_split=split,
                       progress=lambda s: stderr.print(s, highlight=False, markup=False))
+    from asfyolo_rt.atomic import file_sha256
+    from asfyolo_rt.weights_registry import resolve_weights
+
     flags = cpu_flags()
     doc: dict[str, Any] = {
         "frame": desc, "weights": weights, "bundle": str(bundle) if bundle else None,
+        "weights_sha256": file_sha256(resolve_weights(weights, option="--weights")),
         "cpu": cpu_name(), "isa": cpu_isa(), "cpu_flags": sorted(f for f in flags if f.startswith(("avx", "amx"))),
         "peak": machine.__dict__ if machine else None, "env": {k: environment().get(k) for k in
                                                                ("onnxruntime", "openvino", "torch", "git_sha")},

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -192,21 +193,27 @@ EMPTY_SIGMAS = 5  # noise sigmas from the median that make a pixel foreground
 
 def is_empty_tile(scaled: np.ndarray, tile: Tile) -> bool:
     """Stage 2c: True when the tile's pixels hold nothing a cell could be: fewer than `EMPTY_MIN_AREA`
-    network px differ from the tile's median grey by more than max(`EMPTY_CONTRAST`, `EMPTY_SIGMAS` sigma of its noise)
-    (sigma from the median absolute deviation; one pixel of each 4 x 4). Local to the tile (never the
-    frame's statistics), so a tile is skipped or run the same in a frame, a block or a window; the padding
-    beyond the image is not looked at."""
+    network px differ from the tile's median grey by more than max(`EMPTY_CONTRAST`, `EMPTY_SIGMAS` sigma of
+    its pixel noise). Sigma comes from the differences of neighbouring looked-at pixels (median absolute
+    difference), so cells covering most of a tile do not pass for noise; one pixel of each 4 x 4 is looked
+    at, in the brightest channel (any stain counts). Local to the tile (never the frame's statistics), so a
+    tile is skipped or run the same in a frame, a block or a window; the padding beyond the image is not
+    looked at."""
     crop = scaled[tile.y0 : tile.y0 + tile.h : EMPTY_STEP, tile.x0 : tile.x0 + tile.w : EMPTY_STEP]
     if crop.size == 0:
         return True
-    grey = np.ascontiguousarray(crop).max(axis=2) if crop.ndim == 3 else crop  # the brightest channel: any stain
+    grey = np.ascontiguousarray(crop).max(axis=2) if crop.ndim == 3 else np.ascontiguousarray(crop)
     hist = np.bincount(grey.ravel(), minlength=256)
     cdf = np.cumsum(hist)
     med = int(np.searchsorted(cdf, (cdf[-1] + 1) // 2))
+    if grey.shape[1] > 1:
+        diff = np.abs(np.diff(grey.astype(np.int16), axis=1)).ravel()
+        dh = np.cumsum(np.bincount(diff, minlength=256))
+        sigma = int(np.searchsorted(dh, (dh[-1] + 1) // 2)) / (0.6745 * math.sqrt(2))
+    else:
+        sigma = 0.0
+    thresh = max(EMPTY_CONTRAST, EMPTY_SIGMAS * sigma)
     dev = np.abs(np.arange(256) - med)
-    dcdf = np.cumsum(np.bincount(dev, weights=hist, minlength=256))
-    mad = int(np.searchsorted(dcdf, (dcdf[-1] + 1) // 2))
-    thresh = max(EMPTY_CONTRAST, EMPTY_SIGMAS * 1.4826 * mad)
     return float(hist[dev > thresh].sum()) * EMPTY_STEP**2 < EMPTY_MIN_AREA
 
 

@@ -88,6 +88,12 @@ def test_empty_tile_is_background_only():
     dark[(yy - 50) ** 2 + (xx - 50) ** 2 <= 36] = 120
     assert not is_empty_tile(dark, _tile())
     assert is_empty_tile(np.full((320, 320, 3), 200, np.uint8), _tile())
+    crowded = np.zeros((320, 320, 3), np.uint8)  # dim cells of many intensities covering most of the tile
+    levels = iter(rng.integers(10, 60, 400))  # (DSB2018 f29fd9c52e04): the spread of its pixels is the cells',
+    for cy in range(10, 320, 22):  # not noise, so a spread-based noise estimate would call it empty
+        for cx in range(10, 320, 22):
+            crowded[(yy - cy) ** 2 + (xx - cx) ** 2 <= 100] = next(levels)
+    assert (crowded[..., 0] > 0).mean() > 0.5 and not is_empty_tile(crowded, _tile())
 
 
 def test_sparse_frame_skips_tiles_and_keeps_every_cell(shipped_onnx, nuclei_frame):
@@ -175,3 +181,20 @@ def test_fast_path_applies_to_checkpoints_on_the_cpu_only(monkeypatch):
         assert not fastpath.applies(Path("w.safetensors"), **{**ok, k: v})
     monkeypatch.setenv("ASFYOLO_RT_FAST", "0")
     assert not fastpath.applies(Path("w.safetensors"), **ok)
+
+
+def test_openvino_precision_follows_the_cpu(tmp_path):
+    from asfyolo_rt.infer.openvino import pick_precision
+
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"")
+    bf16 = frozenset({"avx2", "avx512f", "avx512_vnni", "avx512_bf16"})
+    vnni = frozenset({"avx2", "avx512f", "avx512_vnni"})
+    avx2 = frozenset({"avx2"})
+    assert pick_precision(onnx, bf16)[:2] == (onnx, "bf16")
+    assert pick_precision(onnx, vnni)[:2] == (onnx, "fp32")  # no INT8 IR beside it
+    ir = tmp_path / "model.int8-openvino.xml"
+    ir.write_bytes(b"")
+    assert pick_precision(onnx, vnni)[:2] == (ir, "int8")
+    path, prec, why = pick_precision(onnx, avx2)
+    assert (path, prec) == (onnx, "fp32") and "avx2" in why
