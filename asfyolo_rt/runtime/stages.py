@@ -189,29 +189,40 @@ EMPTY_CONTRAST = 16  # grey levels (of 255) from the tile's median below which a
 EMPTY_MIN_AREA = 48  # network px of foreground below which a tile holds no cell (the smallest are ~80)
 EMPTY_STEP = 4  # pixels looked at: one of 4 x 4
 EMPTY_SIGMAS = 5  # noise sigmas from the median that make a pixel foreground
+EMPTY_MAX_SIGMA = 8.0  # grey levels of pixel noise above which a tile is texture (tissue), never empty
 
 
 def is_empty_tile(scaled: np.ndarray, tile: Tile) -> bool:
-    """Stage 2c: True when the tile's pixels hold nothing a cell could be: fewer than `EMPTY_MIN_AREA`
-    network px differ from the tile's median grey by more than max(`EMPTY_CONTRAST`, `EMPTY_SIGMAS` sigma of
-    its pixel noise). Sigma comes from the differences of neighbouring looked-at pixels (median absolute
-    difference), so cells covering most of a tile do not pass for noise; one pixel of each 4 x 4 is looked
-    at, in the brightest channel (any stain counts). Local to the tile (never the frame's statistics), so a
-    tile is skipped or run the same in a frame, a block or a window; the padding beyond the image is not
-    looked at."""
+    """Stage 2c: True when the tile's pixels hold nothing a cell could be: its pixel noise is low (sigma <=
+    `EMPTY_MAX_SIGMA` grey levels: glass or dark background, not textured tissue) and fewer than
+    `EMPTY_MIN_AREA` network px differ from the tile's median by more than max(`EMPTY_CONTRAST`,
+    `EMPTY_SIGMAS` sigma). Sigma comes from the differences of neighbouring looked-at pixels (median absolute
+    difference), so cells covering most of a tile do not pass for noise. One pixel of each 4 x 4 is looked
+    at, in the brightest channel (a fluorescent stain brightens one) and in the darkest (a brightfield stain
+    darkens one); both must be empty. Local to the tile (never the frame's statistics), so a tile is skipped
+    or run the same in a frame, a block or a window; the padding beyond the image is not looked at."""
     crop = scaled[tile.y0 : tile.y0 + tile.h : EMPTY_STEP, tile.x0 : tile.x0 + tile.w : EMPTY_STEP]
     if crop.size == 0:
         return True
-    grey = np.ascontiguousarray(crop).max(axis=2) if crop.ndim == 3 else np.ascontiguousarray(crop)
+    crop = np.ascontiguousarray(crop)
+    if crop.ndim == 2:
+        return _empty_plane(crop)
+    hi, lo = crop.max(axis=2), crop.min(axis=2)
+    return _empty_plane(hi) and (np.array_equal(hi, lo) or _empty_plane(lo))
+
+
+def _empty_plane(grey: np.ndarray) -> bool:
+    """`is_empty_tile`'s test on one (h, w) uint8 plane."""
     hist = np.bincount(grey.ravel(), minlength=256)
     cdf = np.cumsum(hist)
     med = int(np.searchsorted(cdf, (cdf[-1] + 1) // 2))
+    sigma = 0.0
     if grey.shape[1] > 1:
         diff = np.abs(np.diff(grey.astype(np.int16), axis=1)).ravel()
         dh = np.cumsum(np.bincount(diff, minlength=256))
         sigma = int(np.searchsorted(dh, (dh[-1] + 1) // 2)) / (0.6745 * math.sqrt(2))
-    else:
-        sigma = 0.0
+    if sigma > EMPTY_MAX_SIGMA:
+        return False
     thresh = max(EMPTY_CONTRAST, EMPTY_SIGMAS * sigma)
     dev = np.abs(np.arange(256) - med)
     return float(hist[dev > thresh].sum()) * EMPTY_STEP**2 < EMPTY_MIN_AREA

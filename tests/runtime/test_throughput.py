@@ -94,6 +94,12 @@ def test_empty_tile_is_background_only():
         for cx in range(10, 320, 22):
             crowded[(yy - cy) ** 2 + (xx - cx) ** 2 <= 100] = next(levels)
     assert (crowded[..., 0] > 0).mean() > 0.5 and not is_empty_tile(crowded, _tile())
+    tissue = np.clip(rng.normal(170, 30, (320, 320, 3)), 0, 255).astype(np.uint8)  # textured H&E-like stroma
+    assert not is_empty_tile(tissue, _tile())
+    he = np.full((320, 320, 3), 235, np.uint8)  # pale pink field with purple nuclei: dark in red and green only
+    for cy, cx in ((60, 60), (200, 150), (250, 260)):
+        he[(yy - cy) ** 2 + (xx - cx) ** 2 <= 64] = (120, 80, 235)
+    assert not is_empty_tile(he, _tile())
 
 
 def test_sparse_frame_skips_tiles_and_keeps_every_cell(shipped_onnx, nuclei_frame):
