@@ -4,10 +4,10 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-v7
+STAMP := $(VENV)/.installed-v8
 PYTEST_ARGS ?=
 
-.PHONY: venv test test-all demo docs lint typecheck clean
+.PHONY: venv test test-all demo docs lint typecheck clean cpp
 
 venv: $(STAMP)
 
@@ -16,16 +16,24 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml setup.py
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,quant,rtx,openvino,bioimageio,napari,examples,docs]'
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev,quant,rtx,openvino,bioimageio,napari,examples,docs,large]'
 	command -v Xvfb >/dev/null || { test "$$(id -u)" = 0 && apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq xvfb >/dev/null; } \
 		|| echo "note: no Xvfb (apt-get install xvfb): the napari viewer tests will be skipped"
 	touch $(STAMP)
 
-test: $(STAMP) docs
+test: $(STAMP) docs cpp
 	$(PY) -m pytest -m 'not slow' $(PYTEST_ARGS)
 
 test-all: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The C runtime (cpp/, docs/c-runtime.md) against the OpenVINO wheel's C++ package; its ctest tests run inside
+# pytest (tests/cpp). Ninja, Release, into build/cpp.
+CPP_BUILD ?= build/cpp
+cpp: $(STAMP)
+	cmake -S cpp -B $(CPP_BUILD) -G Ninja -DCMAKE_BUILD_TYPE=Release \
+		-DOpenVINO_DIR="$$($(PY) -c "import openvino, pathlib; print(pathlib.Path(openvino.__file__).parent / 'cmake')")" >/dev/null
+	cmake --build $(CPP_BUILD)
 
 # The shipped DSB2018 model -> FP32 / FP16 / INT8 (TensorRT Q/DQ) / INT8 (CPU) ONNX, calibrated on the
 # DSB2018 train split and evaluated against PyTorch on its val split (synthetic cells without the data).

@@ -13,7 +13,9 @@ the same weights that predict's fast path makes, `asfyolo_rt.fastpath`):
    instead of 5: the same with 1024 x 1024 tiles (a static export at that size);
 6. instead of 5: OpenVINO INT8 (the NNCF IR of a bundle given as MODELS; CPUs with VNNI/AMX only);
 7. empty tiles skipped, on the path this machine chose for predict (`fastpath.fast_choice`): predict's
-   default, every lever.
+   default, every lever;
+8. the C runtime (`cpp/`, through `asfyolo_rt.native`) on the same ONNX file, FP32 and predict's precision,
+   where its library is built (`make cpp`): the same frame, the same run.
 
 Every row records frame ms (p50/p90), the speed-up over row 1, GFLOP/s of the model's work per second of
 frame and the percentage of the measured GEMM peak of its precision, and the frame's instance F1 against
@@ -30,6 +32,19 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+NATIVE = "native-openvino"  # a Lever.runtime: the C runtime through asfyolo_rt.native
+
+
+def native_available() -> bool:
+    """Whether the C runtime's library is built (`make cpp`) and loads."""
+    try:
+        from asfyolo_rt.native import load_library
+
+        load_library()
+    except Exception:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -56,6 +71,7 @@ class LeverRow:
     cells: int
     frame_p50_ms: float
     frame_p90_ms: float
+    frame_p99_ms: float
     speedup: float  # row 1's p50 / this p50
     mpix_per_s: float
     gflops_per_frame: float | None
@@ -64,6 +80,7 @@ class LeverRow:
     peak_kind: str
     pct_of_peak: float | None
     frame_f1: float | None
+    post_ms: float = 0.0  # post-processing of the frame (NMS, ownership, masks, merge, paint): busy ms, median
     val_mask_map50: float | None = None
     val_box_map50: float | None = None
 
@@ -94,14 +111,18 @@ def plan_levers(weights: str | Path, bundle: Path | None = None, tile: int | Non
         rows.append(Lever("+ OpenVINO BF16", "openvino", "bf16", onnx, new, True, False))
     if tile:  # the same path with larger tiles: fewer tiles, less of the frame run twice, the same work per pixel
         big = str(tile_model(weights, tile))
-        rows.append(Lever(f"(instead of the row above) {tile} tiles", rows[-1].runtime, rows[-1].precision, big, new,
+        rows.append(Lever(f"(instead of 640) {tile} x {tile} tiles", rows[-1].runtime, rows[-1].precision, big, new,
                           True, False))
     ir = bundle / "model.int8-openvino.xml" if bundle is not None else None
     if ir is not None and ir.is_file() and has_int8_dot():
-        rows.append(Lever("(instead of the row above) OpenVINO INT8 of the bundle", "openvino", "int8", str(ir), new,
+        rows.append(Lever("(instead of BF16) OpenVINO INT8 of the bundle", "openvino", "int8", str(ir), new,
                           True, False))
     rows.append(Lever(f"+ empty tiles skipped = predict's default ({choice.label}, the fast path)", choice.runtime,
                       choice.precision, onnx, new, True, True))
+    if native_available():  # the C runtime (cpp/, libasfyolo) on the same file: its OpenVINO backend
+        for prec in ("fp32", choice.precision) if choice.precision != "fp32" else ("fp32",):
+            rows.append(Lever(f"C runtime (libasfyolo), OpenVINO {prec.upper()}, same model.onnx", NATIVE, prec, onnx,
+                              new, True, False))
     return rows
 
 
@@ -121,30 +142,33 @@ def run_levers(levers: list[Lever], image: np.ndarray, truth: np.ndarray | None,
         if progress:
             progress(f"lever {i + 1}/{len(levers)}: {lv.name}")
         info = read_model_info(lv.model)
-        backend = BackendSpec(lv.model, runtime=lv.runtime,
-                              precision="fp32" if lv.precision == "int8" else lv.precision).open()
-        cfg = PredictConfig.from_info(info, tile_overlap=lv.overlap, pipeline=lv.pipeline, skip_empty=lv.skip_empty)
-        pipe = FramePipeline(backend, cfg)
-        frame = Frame("frame", Path("frame"), image)
         times: list[float] = []
-        labels = None
-        runner = pipe.runner(cfg.model_scale)
-        res = None
-        for k in range(warmup + iters):
-            t0 = time.perf_counter()
-            res = pipe(frame)
-            dt = time.perf_counter() - t0
-            if k >= warmup:
-                times.append(dt)
-            labels = res.label_map
-        assert res is not None and labels is not None
-        tiles = res.tiles
-        run = tiles - runner.skipped
-        if lv.model not in gflops_tile:
+        posts: list[float] = []
+        if lv.runtime == NATIVE:
+            labels, tiles, run, shape = _native_times(lv, image, warmup, iters, times, posts)
+        else:
+            backend = BackendSpec(lv.model, runtime=lv.runtime,
+                                  precision="fp32" if lv.precision == "int8" else lv.precision).open()
+            cfg = PredictConfig.from_info(info, tile_overlap=lv.overlap, pipeline=lv.pipeline,
+                                          skip_empty=lv.skip_empty)
+            pipe = FramePipeline(backend, cfg)
+            frame = Frame("frame", Path("frame"), image)
+            runner = pipe.runner(cfg.model_scale)
+            res = None
+            for k in range(warmup + iters):
+                t0 = time.perf_counter()
+                res = pipe(frame)
+                dt = time.perf_counter() - t0
+                if k >= warmup:
+                    times.append(dt)
+                    posts.append(res.timing_ms.get("postprocess", 0.0))
+            assert res is not None
+            labels, tiles, run = res.label_map, res.tiles, res.tiles - runner.skipped
             shape = backend.input_shape or (640, 640)
+        if lv.model not in gflops_tile:
             gflops_tile[lv.model] = _gflops(onnx_gflops, lv.model, shape)
         g = gflops_tile[lv.model]
-        p50, p90 = float(np.percentile(times, 50)), float(np.percentile(times, 90))
+        p50, p90, p99 = (float(np.percentile(times, q)) for q in (50, 90, 99))
         work = g * run if g else None
         achieved = work / p50 if work else None
         pk, kind = _peak_for(peak, lv.precision)
@@ -153,18 +177,43 @@ def run_levers(levers: list[Lever], image: np.ndarray, truth: np.ndarray | None,
         rows.append(LeverRow(
             lever=lv.name, runtime=lv.runtime, precision=lv.precision, overlap=lv.overlap, pipeline=lv.pipeline,
             skip_empty=lv.skip_empty, tiles=tiles, tiles_run=run, cells=int(labels.max()),
-            frame_p50_ms=round(1e3 * p50, 1), frame_p90_ms=round(1e3 * p90, 1),
+            frame_p50_ms=round(1e3 * p50, 1), frame_p90_ms=round(1e3 * p90, 1), frame_p99_ms=round(1e3 * p99, 1),
             speedup=round(rows[0].frame_p50_ms / (1e3 * p50), 2) if rows else 1.0,
             mpix_per_s=round(h * w / 1e6 / p50, 3), gflops_per_frame=round(work, 1) if work else None,
             gflop_per_s=round(achieved, 1) if achieved else None, peak_gflop_per_s=pk, peak_kind=kind,
             pct_of_peak=round(100 * achieved / pk, 1) if achieved and pk else None,
-            frame_f1=round(f1, 4) if f1 is not None else None))
-        if val_split is not None and i in (0, len(levers) - 1):
+            frame_f1=round(f1, 4) if f1 is not None else None, post_ms=round(float(np.median(posts)), 1)))
+        if val_split is not None and lv.runtime != NATIVE and (i == 0 or lv.skip_empty):
             if progress:
                 progress(f"  DSB2018 val, tiled protocol: {lv.name}")
             box, mask = _val(backend, val_split, info, lv.overlap)
             rows[-1].val_box_map50, rows[-1].val_mask_map50 = round(box, 4), round(mask, 4)
     return rows
+
+
+def _native_times(lv: Lever, image: np.ndarray, warmup: int, iters: int, times: list[float],
+                  posts: list[float]) -> tuple[np.ndarray, int, int, tuple[int, int]]:
+    """Time the C runtime on `image` (appends to times/posts); (labels, tiles, tiles run, tile shape)."""
+    import json
+
+    from asfyolo_rt.native import NativeSegmenter
+
+    with NativeSegmenter(lv.model, backend="openvino", precision=lv.precision, tile_overlap=lv.overlap) as seg:
+        labels = None
+        timing: dict[str, float] = {}
+        for k in range(warmup + iters):
+            t0 = time.perf_counter()
+            labels, _, timing = seg.segment(image)
+            dt = time.perf_counter() - t0
+            if k >= warmup:
+                times.append(dt)
+                posts.append(float(timing.get("postprocess", 0.0)))
+        info = json.loads(seg.info or "{}")
+    assert labels is not None
+    tiles = int(timing.get("tiles", 0) or info.get("tiles", 0) or 0)
+    tile = info.get("input") or [640, 640]
+    shape = (int(tile[0]), int(tile[1])) if isinstance(tile, list) else (int(tile), int(tile))
+    return labels.astype(np.int32), tiles, tiles, shape
 
 
 def _gflops(fn: Callable[..., Any], model: str, shape: tuple[int, int]) -> float | None:

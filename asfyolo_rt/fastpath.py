@@ -87,10 +87,10 @@ def enabled() -> bool:
     return os.environ.get(FAST_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def applies(path: Path, *, backend: str | None, device: str, precision: str, scale: str) -> bool:
-    """Whether predict takes the fast path: a checkpoint, on the CPU, no runtime or precision asked for,
+def applies(path: Path, *, backend: str | None, device: str, precision: str | None, scale: str) -> bool:
+    """Whether predict takes the fast path: a checkpoint, on the CPU, no runtime or precision asked for (None),
     native-scale tiles (a static tile), and not switched off by ``ASFYOLO_RT_FAST=0``."""
-    return (enabled() and backend is None and device == "cpu" and precision == "fp32" and scale == "native"
+    return (enabled() and backend is None and device == "cpu" and precision is None and scale == "native"
             and path.suffix.lower() in CHECKPOINT_SUFFIXES)
 
 

@@ -234,3 +234,37 @@ def frame(
     else:
         typer.echo(f"wrote {out} ({size}x{size} {fr.image.dtype}, {len(fr.sources)} images, {len(fr.polygons)} "
                    f"instances) and {labels}")
+
+
+@grp.command("mosaic")
+def mosaic(
+    data: Annotated[Path, typer.Argument(help="Dataset folder or data YAML whose images are tiled (DSB2018).")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="OME-Zarr folder to write (e.g. big.ome.zarr): the uint16 image with a pyramid, and its ground truth as labels/ground_truth.")],
+    size: Annotated[int, typer.Option(min=64, max=1_000_000, help="Side of the square mosaic in pixels (20000 and 40000 are the large-image checks).")] = 40_000,
+    split: Annotated[str, typer.Option(help="Split whose images are tiled.")] = "val",
+    tile: Annotated[int, typer.Option(min=64, help="Side of each image crop in the mosaic.")] = 256,
+    chunk: Annotated[int, typer.Option(min=64, help="Zarr chunk side (the image and labels are written one chunk at a time).")] = 1024,
+    seed: Annotated[int, typer.Option(help="Seed of the crop choice and the camera noise.")] = 0,
+    pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Micrometres per pixel to record (default: none, as DSB2018 records none).")] = None,
+    all_images: Annotated[bool, typer.Option("--all-images", help="Use every image, not only fluorescence-looking ones.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Write a SIZE x SIZE 16-bit OME-Zarr mosaic of a split's nuclei with ground truth, chunk by chunk (never
+    whole in memory): the input of the large-image checks (`asfyolo-rt predict big.ome.zarr`).
+
+    Example: asfyolo-rt data mosaic ../shared/datasets/DSB2018 --size 40000 --out big.ome.zarr
+    """
+    from asfyolo_rt.data.dataset import load_split
+    from asfyolo_rt.data.mosaic import write_mosaic
+
+    sp = load_split(data, split, on_problem="warn")
+    with progress_bar("mosaic chunks") as cb:
+        m = write_mosaic(sp, out, (size, size), tile=tile, chunk=chunk, seed=seed, fluorescence_only=not all_images,
+                         pixel_size_um=pixel_size, progress=cb)
+    info = {"mosaic": str(m.path), "size": size, "crops": m.tiles, "nuclei_visible": m.nuclei, "dtype": "uint16",
+            "labels": str(m.path / "labels" / "ground_truth")}
+    if as_json:
+        typer.echo(json.dumps(info, indent=2))
+    else:
+        typer.echo(f"wrote {m.path} ({size}x{size} uint16, {m.tiles} crops, {m.nuclei} nuclei) with its ground truth "
+                   "in labels/ground_truth")

@@ -185,23 +185,37 @@ def to_uint8_rgb(
     elif a.dtype.kind not in "uif":
         raise DataError(f"image array of dtype {a.dtype}; expected an integer, float or bool dtype")
     else:
-        if method == "percentile":
-            finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a
-            if finite.size == 0:
-                lo, hi = 0.0, 1.0
-            else:
-                lo, hi = (float(v) for v in np.percentile(finite, [low, high]))
-        elif a.dtype.kind == "f":
-            lo, hi = 0.0, 1.0
-        else:
-            info = np.iinfo(a.dtype)
-            lo, hi = float(info.min), float(info.max)
-        scaled = (a.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo)) if hi > lo else (
-            np.zeros(a.shape, np.float32))
-        out = np.clip(np.nan_to_num(scaled, nan=0.0) + 0.5, 0, 255).astype(np.uint8)
+        out = scale_to_uint8(a, *intensity_range(a, method=method, low=low, high=high))
     if out.ndim == 2:
         out = np.repeat(out[:, :, None], 3, axis=2)
     return np.ascontiguousarray(out)
+
+
+def intensity_range(a: np.ndarray, *, method: ScaleMethod = "percentile", low: float = 0.1,
+                    high: float = 99.9) -> tuple[float, float]:
+    """(lo, hi): the intensities `to_uint8_rgb` maps to 0 and 255 for a non-uint8 integer or float array (see
+    there). Split out so that an image read by window (`asfyolo_rt.large`) is scaled with the whole image's
+    range: the same lo, hi from a histogram reduce give the same pixels as `to_uint8_rgb` of the whole."""
+    if method == "percentile":
+        finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a
+        if finite.size == 0:
+            return 0.0, 1.0
+        lo, hi = (float(v) for v in np.percentile(finite, [low, high]))
+        return lo, hi
+    if a.dtype.kind == "f":
+        return 0.0, 1.0
+    info = np.iinfo(a.dtype)
+    return float(info.min), float(info.max)
+
+
+def scale_to_uint8(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """a (any shape, integer or float) linearly from lo..hi to 0..255, rounded and clipped; NaN -> 0; all 0
+    when hi <= lo. Elementwise: a window of an image gives the same pixels as the whole image."""
+    if hi > lo:
+        scaled = (a.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
+    else:
+        scaled = np.zeros(a.shape, np.float32)
+    return np.clip(np.nan_to_num(scaled, nan=0.0) + 0.5, 0, 255).astype(np.uint8)
 
 
 def read_image(

@@ -9,6 +9,7 @@ where the axes' unit is a length. `--ome-zarr` then writes the labels into this 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,12 @@ def is_ome_zarr(path: Path) -> bool:
 
 def read_ome_zarr(path: Path) -> tuple[np.ndarray, str, PhysicalSize]:
     """(level-0 pixels, upper-case axes e.g. "CZYX", physical size). Raises DataError naming the folder."""
+    data, axes, size = _open_level0(path)
+    return np.asarray(data), axes, size
+
+
+def _open_level0(path: Path) -> tuple[Any, str, PhysicalSize]:
+    """(level 0 as a lazy array: shape and dtype known, no pixel read yet, axes, physical size)."""
     try:
         from ome_zarr.io import parse_url
         from ome_zarr.reader import Multiscales, Reader
@@ -39,7 +46,7 @@ def read_ome_zarr(path: Path) -> tuple[np.ndarray, str, PhysicalSize]:
                         hint="pass the image group itself, e.g. plate.zarr/A/1/0") from None
     axes_meta = node.metadata.get("axes") or []
     names = [a["name"] if isinstance(a, dict) else str(a) for a in axes_meta]
-    data = np.asarray(node.data[0])
+    data = node.data[0]
     if len(names) != data.ndim or not all(n in "tczyx" for n in names):
         raise DataError(f"{path}: OME-Zarr axes {names} for data of shape {data.shape}; expected t, c, z, y, x")
     scale = {}
@@ -57,5 +64,6 @@ def read_ome_zarr(path: Path) -> tuple[np.ndarray, str, PhysicalSize]:
 
 
 def zarr_layout(path: Path, channel: int | None = None) -> StackLayout:
-    data, axes, size = read_ome_zarr(path)
+    """The layout of an OME-Zarr image from its metadata: no pixel is read (`read_pixels` reads them once)."""
+    data, axes, size = _open_level0(path)
     return layout_of(path, "ome-zarr", axes, tuple(int(n) for n in data.shape), size, channel)

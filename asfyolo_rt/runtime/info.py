@@ -62,7 +62,7 @@ class ModelInfo:
         >>> from asfyolo_rt.runtime import read_model_info
         >>> info = read_model_info("dsb2018")
         >>> info.names, info.model_scale, info.tile_overlap, info.default_conf
-        ({0: 'cell'}, 1.5, 208, 0.45)
+        ({0: 'cell'}, 1.5, 112, 0.45)
     """
 
     names: dict[int, str] = field(default_factory=lambda: {0: "cell"})

@@ -201,7 +201,8 @@ def is_empty_tile(scaled: np.ndarray, tile: Tile) -> bool:
     at, in the brightest channel (a fluorescent stain brightens one) and in the darkest (a brightfield stain
     darkens one); both must be empty. Local to the tile (never the frame's statistics), so a tile is skipped
     or run the same in a frame, a block or a window; the padding beyond the image is not looked at."""
-    crop = scaled[tile.y0 : tile.y0 + tile.h : EMPTY_STEP, tile.x0 : tile.x0 + tile.w : EMPTY_STEP]
+    # plain slicing, then the grid: `scaled` may be a window onto a larger image that slices only (asfyolo_rt.large)
+    crop = np.asarray(scaled[tile.y0 : tile.y0 + tile.h, tile.x0 : tile.x0 + tile.w])[::EMPTY_STEP, ::EMPTY_STEP]
     if crop.size == 0:
         return True
     crop = np.ascontiguousarray(crop)

@@ -113,16 +113,17 @@ def frames_page() -> str:
     env = doc.get("env", {})
     rows = []
     for r in doc["rows"]:
-        ref = not r.get("options")
+        ref = r.get("options", "") in ("", "--backend torch") and "PyTorch" in r["model"]
         rows.append([md_text(r["input"]), md_text(r["model"]), f"{r['f1']:.3f}", f"{r['precision']:.3f}",
                      f"{r['recall']:.3f}", f"{r['cells']} / {r['gt_instances']}",
                      "—" if ref else f"{r['f1_vs_pytorch']:.3f}", f"{r['wall_s']:.1f} s", f"{r['peak_rss_mib']} MiB"])
     machine = f"{env.get('cpu', '?')} CPUs, Python {env.get('python', '?')}; CPU model and flags {NOT_RECORDED}"
     out = [generated("bench/results/frame_f1.json and docs/results/data/memory.json"), "# Whole frames", "",
-           "Default `asfyolo-rt predict` (no option but the input and the model: native scale, tiles) on a "
-           "camera-sized frame made of DSB2018 val images and on single large val images, scored by instance F1 at "
-           "mask IoU 0.5 against the annotation. \"F1 vs PyTorch\" compares an exported model's label image with "
-           "the PyTorch one.", "",
+           "`asfyolo-rt predict` on a camera-sized frame made of DSB2018 val images and on single large val images, "
+           "scored by instance F1 at mask IoU 0.5 against the annotation: with no option but the input (native "
+           "scale, tiles, and the fast CPU path predict makes once per weights and machine, named in the model "
+           "column), with `--backend torch` (the checkpoint in PyTorch, the reference) and with exported files. "
+           "\"F1 vs PyTorch\" compares a label image with the PyTorch one.", "",
            reproduce("python bench/frame_f1.py --data ../shared/datasets/DSB2018 --bundle BUNDLE --json-out "
                      "bench/results/frame_f1.json (BUNDLE = asfyolo-rt export --fp16 --int8 --calib-images 100 "
                      "--eval-images 20 --data ../shared/datasets/DSB2018)",
@@ -184,6 +185,36 @@ def _newest_sha(rows: list[dict[str, str]]) -> str:
     return max(rows, key=lambda r: r["timestamp"])["git_sha"]
 
 
+def levers_section() -> list[str]:
+    """The throughput levers on a whole frame, one run (bench/results/levers.json, `bench --frame --levers`)."""
+    doc = json.loads((RESULTS / "levers.json").read_text())
+    rows = []
+    for r in doc["rows"]:
+        pct = "" if r["pct_of_peak"] is None else f"{r['pct_of_peak']:.0f} % ({r['peak_kind']})"
+        rows.append([md_text(r["lever"]), f"{r['tiles_run']} / {r['tiles']}", str(r["cells"]),
+                     f"{r['frame_p50_ms']:.0f}", f"{r.get('frame_p99_ms', r['frame_p90_ms']):.0f}", f"{r['speedup']:.2f}×", f"{r['mpix_per_s']:.2f}",
+                     "" if r["gflop_per_s"] is None else f"{r['gflop_per_s']:.0f}", pct,
+                     f"{100 * r.get('post_ms', 0.0) / r['frame_p50_ms']:.0f} %",
+                     "" if r["frame_f1"] is None else f"{r['frame_f1']:.3f}",
+                     "" if r["val_mask_map50"] is None else f"{r['val_mask_map50']:.4f}"])
+    peak = doc.get("peak") or {}
+    machine = (f"{doc['cpu']}, {doc['isa']} ({', '.join(doc.get('cpu_flags', []))}); GEMM peak measured in the run: "
+               f"FP32 {peak.get('fp32_gflops')} GFLOP/s, BF16 {peak.get('bf16_gflops')}, INT8 {peak.get('int8_gops')} GOP/s")
+    return ["## Throughput levers on a whole frame", "",
+            reproduce("asfyolo-rt bench BUNDLE --frame 2048 --levers --levers-val --data ../shared/datasets/DSB2018 "
+                      "--json-out bench/results/levers.json", f"`{doc['env'].get('git_sha')}`",
+                      f"`{doc['weights_sha256'][:16]}…`", machine, doc["timestamp"][:10]), "",
+            f"{md_text(doc['frame'])}; {doc['iters']} timed runs per row after a warm-up (p50). Each row adds one lever "
+            "to the row above, on the ONNX export of the shipped weights (the one predict's fast path makes); "
+            "\"instead of\" rows replace one lever of the row above. GFLOP/s: the model's work per frame (tiles run × GFLOPs "
+            "per tile) over the frame's wall time. Post-processing: its busy time (NMS, ownership, masks, merge, "
+            "paint) as a share of the frame's wall time (pipelined rows overlap it with inference). F1: the label image against the frame's annotated nuclei; val: "
+            "DSB2018 val, tiled protocol (predict's geometry).", "",
+            *table(["lever", "tiles run", "cells", "frame p50 ms", "p99 ms", "speed-up", "MP/s", "GFLOP/s",
+                    "% of peak", "post-processing", "frame F1", "val mask mAP50"], rows,
+                   ["l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"])]
+
+
 def speed_page() -> str:
     ct = _cpu_table_module()
     rows, _ = _split_run(read_csv("cpu_v2.csv"))
@@ -195,7 +226,7 @@ def speed_page() -> str:
            "mask assembly at the original resolution. GPU numbers (PyTorch CUDA, Triton kernels, TensorRT) are not "
            "measured yet: no GPU was available to this project. `noisy` marks rows whose repeats disagree or that "
            "shared the CPU with other processes; `% peak` is relative to the GEMM peak `bench` measured itself.",
-           "", "## Fastest path per input", "",
+           "", *levers_section(), "", "## Fastest path per input", "",
            "Generated from the two tables below: the lowest p50 latency (per input) or the highest megapixels/s "
            "(whole frames), against ONNX Runtime FP32 of the same model and input.", ""]
     fast = _fastest(rows, lambda r: f"{r['label'].split(' [')[0]}, {r['img_size']}", "latency_p50_ms", higher=False)

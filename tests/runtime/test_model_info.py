@@ -21,7 +21,8 @@ def test_shipped_model_info_carries_its_training_geometry():
     info = read_model_info("dsb2018")
     assert info.format == "checkpoint" and info.train_scale == "native"
     assert info.model_scale == 1.5 and info.max_object_px == 207.0
-    assert info.tile_overlap == 208 == overlap_for(207.0)  # a multiple of 16 above the largest training nucleus
+    assert info.object_px_p99 == 108.0  # the 99th percentile of the training nuclei (the largest: 207)
+    assert info.tile_overlap == 112 == overlap_for(108.0)  # a multiple of 16 above it; cut cells are rescued
     assert info.default_conf == 0.45 and info.conf == 0.45  # tuned on the train split (weights tune-conf)
     assert info.input_shape is None and info.batch is None  # PyTorch takes any multiple of 32
     bcc = read_model_info("bcc")
@@ -129,4 +130,4 @@ def test_pack_records_the_size_distribution_and_the_overlap_follows_it(cli, data
     assert (info.max_object_px, info.object_px_p99) == (207.0, 108.0)
     assert info.overlap_object_px == 108.0 and info.tile_overlap == 112 == overlap_for(108.0)
     _validate(json.loads(info.to_json()))
-    assert read_model_info("dsb2018").tile_overlap == 208  # the shipped file records no percentile yet
+    assert read_model_info("dsb2018").tile_overlap == 112  # the shipped file was packed this way

@@ -180,10 +180,11 @@ def test_fast_path_applies_to_checkpoints_on_the_cpu_only(monkeypatch):
     from asfyolo_rt import fastpath
 
     monkeypatch.setenv("ASFYOLO_RT_FAST", "1")
-    ok = dict(backend=None, device="cpu", precision="fp32", scale="native")
+    ok = dict(backend=None, device="cpu", precision=None, scale="native")
     assert fastpath.applies(Path("w.safetensors"), **ok)
     assert not fastpath.applies(Path("m.onnx"), **ok)
-    for k, v in (("backend", "torch"), ("device", "cuda"), ("precision", "fp16"), ("scale", "fit")):
+    for k, v in (("backend", "torch"), ("device", "cuda"), ("precision", "fp32"), ("precision", "fp16"),
+                 ("scale", "fit")):
         assert not fastpath.applies(Path("w.safetensors"), **{**ok, k: v})
     monkeypatch.setenv("ASFYOLO_RT_FAST", "0")
     assert not fastpath.applies(Path("w.safetensors"), **ok)
@@ -204,3 +205,16 @@ def test_openvino_precision_follows_the_cpu(tmp_path):
     assert pick_precision(onnx, vnni)[:2] == (ir, "int8")
     path, prec, why = pick_precision(onnx, avx2)
     assert (path, prec) == (onnx, "fp32") and "avx2" in why
+
+
+def test_predict_openvino_without_precision_says_what_it_picked(cli, shipped_onnx, nuclei_frame, tmp_path):
+    pytest.importorskip("openvino")
+    from asfyolo_rt.infer.openvino import pick_precision
+
+    p = tmp_path / "frame.tif"
+    tifffile.imwrite(p, nuclei_frame)
+    r = cli("predict", str(p), "--model", str(shipped_onnx), "--backend", "openvino", "--out", str(tmp_path / "o"),
+            "--no-overlays", "--no-coco")
+    assert r.exit_code == 0, r.stderr
+    _, prec, why = pick_precision(shipped_onnx)
+    assert f"OpenVINO {prec.upper()} of model.onnx: {why}" in " ".join(r.stderr.split())
