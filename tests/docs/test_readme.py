@@ -172,6 +172,7 @@ def test_readme_results_table_follows_its_files(tmp_path: Path, monkeypatch: pyt
     doc = json.loads((REPO / "bench" / "results" / "frame_f1.json").read_text())
     doc["rows"][0]["f1"] = 0.1234
     (results / "frame_f1.json").write_text(json.dumps(doc))
+    (results / "levers.json").write_text((REPO / "bench" / "results" / "levers.json").read_text())
     monkeypatch.setattr(gen, "RESULTS", results)
     assert gen.readme_stale(readme)  # a result file edited, the README not regenerated
     # the pages have their own tests (test_docs.py): here only the README counts
