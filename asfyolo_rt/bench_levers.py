@@ -130,6 +130,7 @@ def run_levers(levers: list[Lever], image: np.ndarray, truth: np.ndarray | None,
                warmup: int = 1, peak: Any = None, val_split: Any = None,
                progress: Callable[[str], None] | None = None) -> list[LeverRow]:
     """Time every lever on `image` (H, W, 3 uint8), F1 against `truth` (a label map), val on `val_split`."""
+    from asfyolo_rt.benchmark import peak_for
     from asfyolo_rt.infer.sources import Frame
     from asfyolo_rt.onnx_flops import onnx_gflops
     from asfyolo_rt.runtime.info import read_model_info
@@ -171,7 +172,7 @@ def run_levers(levers: list[Lever], image: np.ndarray, truth: np.ndarray | None,
         p50, p90, p99 = (float(np.percentile(times, q)) for q in (50, 90, 99))
         work = g * run if g else None
         achieved = work / p50 if work else None
-        pk, kind = _peak_for(peak, lv.precision)
+        pk, kind = peak_for(peak, lv.precision)
         f1 = _f1(truth, labels) if truth is not None else None
         h, w = image.shape[:2]
         rows.append(LeverRow(
@@ -226,16 +227,6 @@ def _gflops(fn: Callable[..., Any], model: str, shape: tuple[int, int]) -> float
         return float(fn(model, shape).gflops)
     except Exception:
         return None
-
-
-def _peak_for(peak: Any, precision: str) -> tuple[float | None, str]:
-    if peak is None:
-        return None, ""
-    if precision.startswith("int8") and peak.int8_gops:
-        return peak.int8_gops, "int8 gemm"
-    if precision == "bf16" and getattr(peak, "bf16_gflops", None):
-        return peak.bf16_gflops, "bf16 gemm"
-    return peak.fp32_gflops, "fp32 gemm"
 
 
 def _f1(truth: np.ndarray, labels: np.ndarray) -> float:

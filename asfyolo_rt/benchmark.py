@@ -114,6 +114,17 @@ def _flat(row: Any) -> dict[str, Any]:
     return {**d, **perf}
 
 
+def peak_for(peak: Any, precision: str) -> tuple[float | None, str]:
+    """The measured GEMM peak (`bench_machine.Peak`) a row of `precision` is compared with, and its name."""
+    if peak is None:
+        return None, ""
+    if precision.startswith("int8") and peak.int8_gops:
+        return peak.int8_gops, "int8 gemm"
+    if precision == "bf16" and getattr(peak, "bf16_gflops", None):
+        return peak.bf16_gflops, "bf16 gemm"
+    return peak.fp32_gflops, "fp32 gemm"
+
+
 def row_perf(ctx: PerfContext | None, precision: str, work_gflops: float | None, forward_s: float,
              probe: Any, times: Sequence[float]) -> RowPerf:
     """RowPerf of one row: `work_gflops` done in `forward_s` seconds of forward time; probe: a LoadSample."""
@@ -122,14 +133,7 @@ def row_perf(ctx: PerfContext | None, precision: str, work_gflops: float | None,
 
     ctx = ctx or PerfContext()
     achieved = work_gflops / forward_s if work_gflops and forward_s > 0 else None
-    peak, kind = None, ""
-    if ctx.peak is not None:
-        if precision.startswith("int8") and ctx.peak.int8_gops:
-            peak, kind = ctx.peak.int8_gops, "int8 gemm"
-        elif precision == "bf16" and getattr(ctx.peak, "bf16_gflops", None):
-            peak, kind = ctx.peak.bf16_gflops, "bf16 gemm"
-        else:
-            peak, kind = ctx.peak.fp32_gflops, "fp32 gemm"
+    peak, kind = peak_for(ctx.peak, precision)
     noisy, reason = noise_verdict(ctx.busy_before, probe.others_cores, cores(), times)
     return RowPerf(
         isa=cpu_isa(), gflops=None if ctx.gflops is None else round(ctx.gflops, 3),

@@ -17,6 +17,18 @@ def _version(module: str) -> str | None:
     return str(getattr(mod, "__version__", "unknown"))
 
 
+def user_cache_dir(kind: str) -> Path:
+    """Where asfyolo-rt keeps what it makes once per machine (bench exports, the fast CPU path):
+    $ASFYOLO_RT_CACHE/<kind>, else ($XDG_CACHE_HOME, else ~/.cache)/asfyolo-rt/<kind>. Never the working directory."""
+    import os
+
+    root = os.environ.get("ASFYOLO_RT_CACHE")
+    if root:
+        return Path(root) / kind
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg) if xdg else Path.home() / ".cache") / "asfyolo-rt" / kind
+
+
 def git_sha(repo: Path | None = None) -> str | None:
     """The git commit of this checkout (None outside a git checkout)."""
     repo = repo or Path(__file__).resolve().parents[1]

@@ -95,11 +95,9 @@ def applies(path: Path, *, backend: str | None, device: str, precision: str | No
 
 
 def cache_root() -> Path:
-    root = os.environ.get("ASFYOLO_RT_CACHE")
-    if root:
-        return Path(root) / "fast"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "asfyolo-rt" / "fast"
+    from asfyolo_rt.env import user_cache_dir
+
+    return user_cache_dir("fast")
 
 
 def candidates() -> list[Candidate]:

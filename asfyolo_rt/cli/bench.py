@@ -234,15 +234,10 @@ def bench(
 
 
 def bench_cache_dir() -> Path:
-    """Where bench keeps the ONNX files it exports: $ASFYOLO_RT_CACHE/bench, else the user's cache folder
-    ($XDG_CACHE_HOME, else ~/.cache)/asfyolo-rt/bench. Never the working directory; `--cache` overrides."""
-    import os
+    """Where bench keeps the ONNX files it exports (`asfyolo_rt.env.user_cache_dir`); `--cache` overrides."""
+    from asfyolo_rt.env import user_cache_dir
 
-    root = os.environ.get("ASFYOLO_RT_CACHE")
-    if root:
-        return Path(root) / "bench"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "asfyolo-rt" / "bench"
+    return user_cache_dir("bench")
 
 
 def _input_size(cfg: Any, img_size: int | None, whole: bool) -> tuple[int, str]:
