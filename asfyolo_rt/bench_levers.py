@@ -12,15 +12,20 @@ the same weights that predict's fast path makes, `asfyolo_rt.fastpath`):
 5. OpenVINO BF16 (CPUs with native BF16 only);
    instead of 5: the same with 1024 x 1024 tiles (a static export at that size);
 6. instead of 5: OpenVINO INT8 (the NNCF IR of a bundle given as MODELS; CPUs with VNNI/AMX only);
-7. empty tiles skipped, on the path this machine chose for predict (`fastpath.fast_choice`): predict's
+7. empty tiles skipped, on the path this machine chose for predict (`fastpath.fast_choice`);
+8. the stages in NumPy (`asfyolo_rt.runtime.lean`: no PyTorch, its post-processing cheaper);
+9. each frame's own tile shape (`asfyolo_rt.runtime.tiles.fit_tile` on the dynamic-shape export): predict's
    default, every lever;
-8. the C runtime (`cpp/`, through `asfyolo_rt.native`) on the same ONNX file, FP32 and predict's precision,
-   where its library is built (`make cpp`): the same frame, the same run.
+10. the C runtime (`cpp/`, through `asfyolo_rt.native`) on the same ONNX file, FP32 and predict's precision,
+   where its library is built (`make cpp`), with its own tile choice (the same rule): the same frame, the
+   same run.
+
+Rows 1-8 run the static 640 x 640 export (`fastpath.tile_model(weights, 640)`), as predict did before row 9.
 
 Every row records frame ms (p50/p90), the speed-up over row 1, GFLOP/s of the model's work per second of
 frame and the percentage of the measured GEMM peak of its precision, and the frame's instance F1 against
 its ground truth (DSB2018 val nuclei packed into the frame). With `val=True`, DSB2018 val tiled mask
-mAP50 of rows 1 and 8.
+mAP50 (the protocol's 640 tiles) of row 1 and of predict's default runtime.
 """
 
 from __future__ import annotations
@@ -56,6 +61,8 @@ class Lever:
     overlap: int
     pipeline: bool
     skip_empty: bool
+    img_size: int | None = 640  # None: each frame's own tile (a dynamic-shape model)
+    lean: bool = False  # the NumPy stages (asfyolo_rt.runtime.lean) instead of the PyTorch ones
 
 
 @dataclass
@@ -66,6 +73,7 @@ class LeverRow:
     overlap: int
     pipeline: bool
     skip_empty: bool
+    tile: str
     tiles: int
     tiles_run: int
     cells: int
@@ -98,7 +106,8 @@ def plan_levers(weights: str | Path, bundle: Path | None = None, tile: int | Non
     choice = fast_choice(weights, log=log)
     info = read_model_info(weights)
     old, new = overlap_for(info.max_object_px), overlap_for(info.overlap_object_px)
-    onnx = choice.model
+    onnx = str(tile_model(weights, 640))  # rows before the per-frame tile: the static 640 export predict ran then
+    dynamic = choice.model  # the fast path's dynamic-shape export
     rows = [
         Lever(f"before: ONNX Runtime FP32, overlap {old}, one batch at a time", "onnxruntime", "fp32", onnx, old,
               False, False),
@@ -117,12 +126,16 @@ def plan_levers(weights: str | Path, bundle: Path | None = None, tile: int | Non
     if ir is not None and ir.is_file() and has_int8_dot():
         rows.append(Lever("(instead of BF16) OpenVINO INT8 of the bundle", "openvino", "int8", str(ir), new,
                           True, False))
-    rows.append(Lever(f"+ empty tiles skipped = predict's default ({choice.label}, the fast path)", choice.runtime,
+    rows.append(Lever(f"+ empty tiles skipped ({choice.label}, the fast path's runtime)", choice.runtime,
                       choice.precision, onnx, new, True, True))
+    rows.append(Lever("+ stages in NumPy (no PyTorch)", choice.runtime, choice.precision, onnx, new, True, True,
+                      lean=True))
+    rows.append(Lever("+ each frame's own tile (dynamic-shape export) = predict's default", choice.runtime,
+                      choice.precision, dynamic, new, True, True, img_size=None, lean=True))
     if native_available():  # the C runtime (cpp/, libasfyolo) on the same file: its OpenVINO backend
         for prec in ("fp32", choice.precision) if choice.precision != "fp32" else ("fp32",):
-            rows.append(Lever(f"C runtime (libasfyolo), OpenVINO {prec.upper()}, same model.onnx", NATIVE, prec, onnx,
-                              new, True, False))
+            rows.append(Lever(f"C runtime (libasfyolo), OpenVINO {prec.upper()}, same dynamic model.onnx", NATIVE, prec,
+                              dynamic, new, True, True, img_size=None))
     return rows
 
 
@@ -134,6 +147,7 @@ def run_levers(levers: list[Lever], image: np.ndarray, truth: np.ndarray | None,
     from asfyolo_rt.infer.sources import Frame
     from asfyolo_rt.onnx_flops import onnx_gflops
     from asfyolo_rt.runtime.info import read_model_info
+    from asfyolo_rt.runtime.lean import LeanPipeline
     from asfyolo_rt.runtime.pipeline import FramePipeline, PredictConfig
     from asfyolo_rt.runtime.registry import BackendSpec
 
@@ -151,10 +165,12 @@ def run_levers(levers: list[Lever], image: np.ndarray, truth: np.ndarray | None,
             backend = BackendSpec(lv.model, runtime=lv.runtime,
                                   precision="fp32" if lv.precision == "int8" else lv.precision).open()
             cfg = PredictConfig.from_info(info, tile_overlap=lv.overlap, pipeline=lv.pipeline,
-                                          skip_empty=lv.skip_empty)
-            pipe = FramePipeline(backend, cfg)
+                                          skip_empty=lv.skip_empty,
+                                          img_size=lv.img_size if backend.input_shape is None else None)
+            pipe = (LeanPipeline if lv.lean else FramePipeline)(backend, cfg)
             frame = Frame("frame", Path("frame"), image)
             runner = pipe.runner(cfg.model_scale)
+            first = runner.plan(image.shape[:2]).tiles[0]
             res = None
             for k in range(warmup + iters):
                 t0 = time.perf_counter()
@@ -165,10 +181,10 @@ def run_levers(levers: list[Lever], image: np.ndarray, truth: np.ndarray | None,
                     posts.append(res.timing_ms.get("postprocess", 0.0))
             assert res is not None
             labels, tiles, run = res.label_map, res.tiles, res.tiles - runner.skipped
-            shape = backend.input_shape or (640, 640)
-        if lv.model not in gflops_tile:
-            gflops_tile[lv.model] = _gflops(onnx_gflops, lv.model, shape)
-        g = gflops_tile[lv.model]
+            shape = (first.h, first.w)
+        if (lv.model, shape) not in gflops_tile:
+            gflops_tile[(lv.model, shape)] = _gflops(onnx_gflops, lv.model, shape)
+        g = gflops_tile[(lv.model, shape)]
         p50, p90, p99 = (float(np.percentile(times, q)) for q in (50, 90, 99))
         work = g * run if g else None
         achieved = work / p50 if work else None
@@ -177,14 +193,14 @@ def run_levers(levers: list[Lever], image: np.ndarray, truth: np.ndarray | None,
         h, w = image.shape[:2]
         rows.append(LeverRow(
             lever=lv.name, runtime=lv.runtime, precision=lv.precision, overlap=lv.overlap, pipeline=lv.pipeline,
-            skip_empty=lv.skip_empty, tiles=tiles, tiles_run=run, cells=int(labels.max()),
+            skip_empty=lv.skip_empty, tile=f"{shape[0]}x{shape[1]}", tiles=tiles, tiles_run=run, cells=int(labels.max()),
             frame_p50_ms=round(1e3 * p50, 1), frame_p90_ms=round(1e3 * p90, 1), frame_p99_ms=round(1e3 * p99, 1),
             speedup=round(rows[0].frame_p50_ms / (1e3 * p50), 2) if rows else 1.0,
             mpix_per_s=round(h * w / 1e6 / p50, 3), gflops_per_frame=round(work, 1) if work else None,
             gflop_per_s=round(achieved, 1) if achieved else None, peak_gflop_per_s=pk, peak_kind=kind,
             pct_of_peak=round(100 * achieved / pk, 1) if achieved and pk else None,
             frame_f1=round(f1, 4) if f1 is not None else None, post_ms=round(float(np.median(posts)), 1)))
-        if val_split is not None and lv.runtime != NATIVE and (i == 0 or lv.skip_empty):
+        if val_split is not None and lv.runtime != NATIVE and (i == 0 or lv.img_size is None):
             if progress:
                 progress(f"  DSB2018 val, tiled protocol: {lv.name}")
             box, mask = _val(backend, val_split, info, lv.overlap)
@@ -199,7 +215,8 @@ def _native_times(lv: Lever, image: np.ndarray, warmup: int, iters: int, times: 
 
     from asfyolo_rt.native import NativeSegmenter
 
-    with NativeSegmenter(lv.model, backend="openvino", precision=lv.precision, tile_overlap=lv.overlap) as seg:
+    with NativeSegmenter(lv.model, backend="openvino", precision=lv.precision, tile_overlap=lv.overlap,
+                         skip_empty=int(lv.skip_empty)) as seg:
         labels = None
         timing: dict[str, float] = {}
         for k in range(warmup + iters):
@@ -212,8 +229,17 @@ def _native_times(lv: Lever, image: np.ndarray, warmup: int, iters: int, times: 
         info = json.loads(seg.info or "{}")
     assert labels is not None
     tiles = int(timing.get("tiles", 0) or info.get("tiles", 0) or 0)
-    tile = info.get("input") or [640, 640]
-    shape = (int(tile[0]), int(tile[1])) if isinstance(tile, list) else (int(tile), int(tile))
+    tile = info.get("input")
+    if isinstance(tile, list) and len(tile) >= 2 and int(tile[-2]) > 0 and int(tile[-1]) > 0:
+        shape = (int(tile[-2]), int(tile[-1]))
+    else:  # a dynamic model: the C runtime plans each frame's own tile by the Python rule (tested equal)
+        from asfyolo_rt.runtime.info import read_model_info
+        from asfyolo_rt.runtime.tiles import plan_image
+
+        mi = read_model_info(lv.model)
+        first = plan_image(image.shape[:2], model_scale=mi.model_scale, tile_hw=None, overlap=lv.overlap,
+                           static=False).tiles[0]
+        shape = (first.h, first.w)
     return labels.astype(np.int32), tiles, tiles, shape
 
 

@@ -4,7 +4,9 @@ A checkpoint run by PyTorch on a CPU is the slowest way this project has to segm
 `asfyolo-rt predict` is given a checkpoint (or nothing: the shipped model) on the CPU without
 ``--backend``, it runs instead the fastest exported path this machine offers, made the first time:
 
-1. the weights are exported to a static FP32 ONNX file at predict's tile (`FAST_TILE`);
+1. the weights are exported to an FP32 ONNX file with dynamic H and W (traced at `FAST_TILE`), so that each
+   frame runs in its own tile shape (`asfyolo_rt.runtime.tiles.fit_tile`: the fewest network pixels;
+   OpenVINO compiles each shape once and caches it on disk);
 2. each candidate runtime this machine has is checked against PyTorch on a synthetic nuclei frame
    (label-map instance F1 >= `PARITY_GATE`, equal cell counts within 2 %) and timed on the same frame
    through the whole pipeline (tiling, pipelined inference, stitching): OpenVINO BF16 where the CPU has
@@ -26,6 +28,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -124,12 +127,23 @@ def candidates() -> list[Candidate]:
 
 def cache_key(weights: Path, sha: str) -> str:
     from asfyolo_rt import __version__
-    from asfyolo_rt.env import _version
     from asfyolo_rt.infer.openvino import cpu_isa
 
-    parts = [sha[:16], f"v{__version__}", cpu_isa(), f"ov{(_version('openvino') or '-').split('-')[0]}",
-             f"ort{_version('onnxruntime') or '-'}", f"t{FAST_TILE}"]
+    parts = [sha[:16], f"v{__version__}", cpu_isa(), f"ov{(_dist_version('openvino') or '-').split('-')[0]}",
+             f"ort{_dist_version('onnxruntime') or '-'}", "dyn"]
     return "-".join(p.replace("/", "_").replace(" ", "") for p in parts)
+
+
+@cache
+def _dist_version(name: str) -> str | None:
+    """An installed distribution's version from its metadata (importing OpenVINO or ONNX Runtime to ask costs
+    more than a cached prediction's start-up)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
 
 
 def check_frame() -> np.ndarray:
@@ -163,6 +177,14 @@ def fast_choice(weights: str | Path, *, log: Callable[[str], None] | None = None
         choice = _make(path, sha, folder, log or (lambda s: None))
         atomic_write_bytes(choice_file, (json.dumps(asdict(choice), indent=2) + "\n").encode())
         return choice
+
+
+def cached(weights: str | Path) -> FastChoice | None:
+    """The fast path of `weights` where this machine has made it already, else None (nothing is made)."""
+    from asfyolo_rt.weights_registry import resolve_weights
+
+    path = resolve_weights(str(weights), option="--weights")
+    return _read_choice(cache_root() / cache_key(path, file_sha256(path)) / "choice.json")
 
 
 def tile_model(weights: str | Path, tile: int) -> Path:
@@ -208,7 +230,7 @@ def _make(path: Path, sha: str, folder: Path, log: Callable[[str], None]) -> Fas
     model, cfg = load_weights(path)
     onnx_path = folder / "model.onnx"
     with atomic_target(onnx_path) as tmp:
-        export_onnx(model, tmp, replace(cfg, img_size=FAST_TILE), img_size=FAST_TILE,
+        export_onnx(model, tmp, replace(cfg, img_size=FAST_TILE), img_size=FAST_TILE, dynamic_size=True,
                     extra_metadata={"weights_sha256": sha})
     frame = check_frame()
     ref = _segment(str(path), None, "fp32", frame)

@@ -134,7 +134,8 @@ class NativeSegmenter:
 
     model_path: a bundle folder or model file; backend: "auto", "openvino", "tensorrt"; threads: worker
     threads (None: all cores); overrides: model_file, precision, device, requests, conf, iou, max_det,
-    min_visible, mask_threshold, tile_overlap, tile_size, batch.
+    min_visible, mask_threshold, tile_overlap, tile_size, batch. A dynamic-size model without tile_size gets each
+    frame's own tile (OpenVINO; `asfyolo_rt.runtime.tiles.fit_tile`), as `Segmenter` without img_size.
     """
 
     def __init__(self, model_path: str | Path, backend: str = "auto", threads: int | None = None,

@@ -17,7 +17,7 @@ What they do by default (measured with ``HOME`` pointing at an empty folder):
   (``sys.modules["openvino_telemetry"] = None``, Python's documented way to block an import).
 
 :func:`disable_telemetry` runs when ``asfyolo_rt`` is imported (so before any of these libraries is, in any
-module of the project), and again before each import site (``asfyolo_rt.infer.backends.ort_session``,
+module of the project), and again before each import site (``asfyolo_rt.infer.ort.ort_session``,
 ``asfyolo_rt.infer.openvino.import_openvino``, ``bench``). Importing ``asfyolo_rt`` into another program
 therefore switches both off for that whole process.
 The environment variable is inherited by every process the project starts; a child that imports OpenVINO

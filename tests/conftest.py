@@ -13,6 +13,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # shared helpers: `fro
 # predict's default fast CPU path (asfyolo_rt.fastpath) exports and caches a model per weights: the suite runs
 # checkpoints in PyTorch unless a test turns it on (tests/runtime/test_fastpath.py, with its own cache folder)
 os.environ.setdefault("ASFYOLO_RT_FAST", "0")
+os.environ.setdefault("ASFYOLO_RT_OV_CACHE", "0")  # compiled OpenVINO models of test files stay out of ~/.cache (tested apart)
 SHARED_DATASETS = Path(os.environ.get("ASFYOLO_DATASETS", REPO.parent / "shared" / "datasets"))
 
 

@@ -67,7 +67,7 @@ def levers_command(models: list[str] | None, frame: int | None, image: Path | No
               "val mask mAP50"):
         t.add_column(c, justify="left" if c == "lever" else "right")
     for r in rows:
-        t.add_row(r.lever, f"{r.tiles_run}/{r.tiles}", str(r.cells), f"{r.frame_p50_ms:.0f}", f"{r.speedup:.2f}",
+        t.add_row(r.lever, f"{r.tiles_run}/{r.tiles} of {r.tile}", str(r.cells), f"{r.frame_p50_ms:.0f}", f"{r.speedup:.2f}",
                   f"{r.mpix_per_s:.2f}", "" if r.gflop_per_s is None else f"{r.gflop_per_s:.0f}",
                   "" if r.pct_of_peak is None else f"{r.pct_of_peak:.0f} ({r.peak_kind})",
                   "" if r.frame_f1 is None else f"{r.frame_f1:.4f}",

@@ -78,9 +78,7 @@ def resolve_model_source(weights: str | None, model: str | None) -> tuple[Path, 
     path = resolve_weights(weights or model, option="--weights" if weights else "--model")
     img_size: int | None = None
     if path.suffix == ".safetensors":
-        from asfyolo_rt.model.weights import read_checkpoint
-
-        img_size = read_checkpoint(path)[1].img_size
+        img_size = checkpoint_img_size(path)
     elif path.suffix == ".onnx":
         meta = {p.key: p.value for p in read_onnx(path).metadata_props}
         if "img_size" in meta:
@@ -88,6 +86,24 @@ def resolve_model_source(weights: str | None, model: str | None) -> tuple[Path, 
                 v = json.loads(meta["img_size"])  # JSON [H, W] or an int
                 img_size = int(max(v) if isinstance(v, list) else v)
     return path, img_size
+
+
+def checkpoint_img_size(path: Path) -> int:
+    """The training image size recorded in a safetensors checkpoint, read from its JSON header alone (no tensor
+    is read, no PyTorch imported); a file whose header does not parse is read whole, which names its defect."""
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            (n,) = struct.unpack("<Q", f.read(8))
+            if not 0 < n <= 100 * 2**20:
+                raise ValueError(f"header of {n} bytes")
+            meta = json.loads(f.read(n))["__metadata__"]
+        return int(json.loads(meta["asfyolo_rt"]).get("img_size", 640))
+    except (OSError, ValueError, KeyError, TypeError, struct.error):
+        from asfyolo_rt.model.weights import read_checkpoint
+
+        return read_checkpoint(path)[1].img_size
 
 
 def read_onnx(path: Path) -> Any:
@@ -154,7 +170,10 @@ def check_device(device: str, option: str = "--device") -> None:
         return
     if m is None:
         raise ConfigError(f"{option} {device!r}: expected cpu, cuda or cuda:N")
-    import torch
+    try:
+        import torch
+    except ModuleNotFoundError:  # an install without PyTorch (exported models): their runtime checks the device
+        return
 
     if not torch.cuda.is_available():
         why = "this PyTorch build has no CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"

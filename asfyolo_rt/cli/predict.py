@@ -90,7 +90,7 @@ def predict(
     min_visible: Annotated[float, typer.Option("--min-visible", help="Drop a cell of which less than this fraction of its mask stays visible in the label image (covered by higher-scoring cells: a duplicate); 0 keeps all.")] = 0.5,
     max_det: Annotated[int, typer.Option("--max-det", help="Maximum cells per tile (--scale native: an image of many tiles can hold more) or per image (--scale fit); dense nuclei need hundreds.")] = 1000,
     scale: Annotated[str, typer.Option("--scale", help="native: the image at its own pixel scale (x the model's), cut into overlapping tiles; fit: the whole image resized to --img-size (the paper's protocol; cells shrink with the image).")] = "native",
-    img_size: Annotated[int | None, typer.Option("--img-size", help="native: tile side (default 640, or a static model's shape); fit: long side after resizing (default: the model's training size).")] = None,
+    img_size: Annotated[int | None, typer.Option("--img-size", help="native: tile side (default: a static model's shape; a dynamic one takes each image's own tile, the fewest network pixels, e.g. 864 x 864 for a 2048 x 2048 frame at scale 1.5); fit: long side after resizing (default: the model's training size).")] = None,
     tile_overlap: Annotated[int | None, typer.Option("--tile-overlap", help="native: pixels shared by neighbouring tiles (default: larger than the model's largest training cell).")] = None,
     batch: Annotated[int, typer.Option("--batch", help="Tiles per backend call (a static-batch model uses its own).")] = 1,
     pixel_size: Annotated[float | None, typer.Option("--pixel-size", help="Micrometres per pixel of the input images (overrides OME-TIFF/ImageJ metadata); with a model that records its training pixel size, images are rescaled to it.")] = None,
@@ -141,7 +141,7 @@ def predict(
     from asfyolo_rt.infer.sources import expand_sources, iter_frames
     from asfyolo_rt.infer.writers import PredictionWriter
     from asfyolo_rt.runtime.segmenter import Segmenter
-    from asfyolo_rt.runtime.stages import DEFAULT_TILE, SCALES
+    from asfyolo_rt.runtime.tiles import DEFAULT_TILE, SCALES
 
     if labels not in ("tif", "png", "none"):
         raise ConfigError(f"--labels must be tif, png or none, got {labels!r}")
@@ -157,10 +157,15 @@ def predict(
     path, _ = resolve_model_source(weights, model)
     settings: dict[str, Any] = dict(img_size=img_size, scale=scale, tile_overlap=tile_overlap, batch=batch, pixel_size_um=pixel_size,
                     min_visible=min_visible, conf=conf, iou=iou, max_det=max_det, soft_nms=soft_nms)
+    from asfyolo_rt import fastpath
     from asfyolo_rt.runtime.info import read_model_info
     from asfyolo_rt.runtime.pipeline import PredictConfig
 
-    PredictConfig.from_info(read_model_info(path), **settings)  # every option checked before any file is read
+    # every option checked before any file is read; against the fast path's ONNX where it is made (the same
+    # model info, read without loading the checkpoint's tensors or PyTorch)
+    made = fastpath.cached(path) if fastpath.applies(path, backend=backend_name, device=device, precision=precision,
+                                                      scale=scale) else None
+    PredictConfig.from_info(read_model_info(made.model if made else path), **settings)
     from asfyolo_rt.data.io import IMAGE_SUFFIXES, check_headers, pixel_limit
     from asfyolo_rt.errors import DataError
     from asfyolo_rt.infer.sources import BadInput

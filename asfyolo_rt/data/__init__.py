@@ -36,7 +36,14 @@ from asfyolo_rt.data.io import (
     to_uint8_rgb,
     write_image,
 )
-from asfyolo_rt.data.letterbox import LetterboxTransform, letterbox, preprocess, rect_shape, rect_shape_batch
+from asfyolo_rt.data.letterbox import (
+    LetterboxTransform,
+    letterbox,
+    preprocess,
+    preprocess_array,
+    rect_shape,
+    rect_shape_batch,
+)
 from asfyolo_rt.data.masks import (
     mask_to_polygon,
     masks_to_polygons,
@@ -77,6 +84,7 @@ __all__ = [
     "polygons_to_index_map",
     "polygons_to_masks",
     "preprocess",
+    "preprocess_array",
     "read_image",
     "read_image_raw",
     "read_split",

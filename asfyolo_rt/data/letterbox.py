@@ -13,22 +13,35 @@ Official rectangular validation = `letterbox(img, rect_shape(h, w, 640), size=64
 resized to 640x640 and padded to 672x672 (a 16-pixel border on every side).
 
 Coordinates: pixel-edge convention, x to the right, y down; network = scale * original + pad.
+
+NumPy-only: torch is imported only by `preprocess` (which returns a tensor); a torch.Tensor given to the
+transform methods is recognised without importing torch here (see `_is_tensor`).
 """
 
 from __future__ import annotations
 
 import math
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import cv2
 import numpy as np
-import torch
 
 from asfyolo_rt.errors import DataError
 
-ArrayT = TypeVar("ArrayT", np.ndarray, torch.Tensor)
+if TYPE_CHECKING:
+    import torch
+    from typing_extensions import TypeIs
+
+ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")
+
+
+def _is_tensor(values: Any) -> TypeIs[torch.Tensor]:
+    """True for a torch.Tensor. Without importing torch: a tensor exists only once torch is imported."""
+    loaded = sys.modules.get("torch")
+    return loaded is not None and isinstance(values, loaded.Tensor)
 
 
 @dataclass(frozen=True)
@@ -52,7 +65,7 @@ class LetterboxTransform:
         """
         out = _affine(boxes, 4, 1.0 / self.scale, -self.pad[0] / self.scale, -self.pad[1] / self.scale)
         h0, w0 = self.orig_shape
-        if isinstance(out, torch.Tensor):
+        if _is_tensor(out):
             out[..., 0::2] = out[..., 0::2].clamp(0, w0)
             out[..., 1::2] = out[..., 1::2].clamp(0, h0)
         else:
@@ -84,7 +97,9 @@ def _affine(values: ArrayT, width: int, gain: float, off_x: float, off_y: float)
     if values.shape[-1] != width:
         raise DataError(f"coordinates of shape {tuple(values.shape)}; expected (..., {width})")
     offset = [off_x, off_y] * (width // 2)
-    if isinstance(values, torch.Tensor):
+    if _is_tensor(values):
+        import torch
+
         v = values if values.is_floating_point() else values.float()
         return v * gain + torch.tensor(offset, dtype=v.dtype, device=v.device)
     v = values if np.issubdtype(values.dtype, np.floating) else values.astype(np.float32)
@@ -201,10 +216,24 @@ def preprocess(
     images: B arrays (H_i, W_i, 3) uint8 RGB (see `read_image`).
     shape: network (H, W) or an int; size: long side after resizing (default: fit `shape`).
     Returns (B, 3, H, W) float32 in [0, 1], RGB, contiguous, on the CPU; and B transforms.
+    The tensor shares memory with the array of `preprocess_array`, which does the work without torch.
     """
+    import torch
+
+    array, transforms = preprocess_array(images, shape, size=size, interpolation=interpolation)
+    return torch.from_numpy(array), transforms
+
+
+def preprocess_array(
+    images: Sequence[np.ndarray],
+    shape: int | tuple[int, int],
+    *,
+    size: int | None = None,
+    interpolation: str = "area",
+) -> tuple[np.ndarray, list[LetterboxTransform]]:
+    """`preprocess` without torch: (B, 3, H, W) float32 in [0, 1], RGB, C-contiguous numpy array; B transforms."""
     h, w = _as_hw(shape)
-    tensor = torch.empty((len(images), 3, h, w), dtype=torch.float32)
-    out = tensor.numpy()  # shares memory: one pass from uint8 HWC to normalised CHW, no intermediate copies
+    out = np.empty((len(images), 3, h, w), dtype=np.float32)  # one pass from uint8 HWC to normalised CHW
     transforms = []
     for i, image in enumerate(images):
         if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
@@ -221,7 +250,7 @@ def preprocess(
         # x / 255 in float32, exactly as torch's .float().div_(255.0) rounds it
         np.divide(resized.transpose(2, 0, 1), _255, out=out[i, :, top : top + nh, left : left + nw], dtype=np.float32)
         transforms.append(t)
-    return tensor, transforms
+    return out, transforms
 
 
 _255 = np.float32(255.0)

@@ -117,7 +117,8 @@ def f1_vs_conf(
 ) -> ConfCurve:
     """Instance F1 of predict's label images on `split` for every threshold of `confs` (see the module doc).
 
-    The defaults are predict's (IoU 0.45, 1000 detections per tile, min-visible 0.5, 640 tiles).
+    The defaults are predict's (IoU 0.45, 1000 detections per tile, min-visible 0.5, each image's own tile on a
+    dynamic backend: `asfyolo_rt.runtime.tiles.fit_tile`).
     """
     from asfyolo_rt.data.masks import polygons_to_index_map
     from asfyolo_rt.eval.dsb import instance_f1

@@ -11,8 +11,14 @@ plugin in throughput mode (CPU streams, `parallel` infer requests used from as m
 - int8: an IR quantized by NNCF (the INT8 layers run in INT8 whatever the hint; the rest in f32).
 
 `isa` records what the CPU offers ("avx2", "avx512", "avx512_vnni", "avx512_bf16", "amx") so every bench
-and parity row says what ran. Input: (B, 3, H, W) float32 in [0, 1]; output: CPU torch tensors
-(pred, protos), so the one pre- and post-processing of the project serves it like every other backend.
+and parity row says what ran. Input: (B, 3, H, W) float32 in [0, 1]; output: (pred, protos) as CPU torch
+tensors (`__call__`, the PyTorch pipeline) or NumPy arrays (`run_numpy`, the PyTorch-free one); torch is
+imported only by the first.
+
+A model whose H and W are dynamic is compiled once per tile shape it is given (reshaped to it: a static
+shape runs faster than a dynamic one), each with its own pool of infer requests. The models asfyolo-rt keeps in
+the user cache folder (the fast CPU path's) are compiled once per machine: OpenVINO's CACHE_DIR,
+`asfyolo_rt.env.user_cache_dir("openvino")`, lets a second process load them (`_use_cache`).
 """
 
 from __future__ import annotations
@@ -21,10 +27,9 @@ import queue
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from asfyolo_rt.errors import ConfigError, ExportError
 from asfyolo_rt.infer.protocol import PlainBackend, json_or
@@ -34,6 +39,9 @@ PRECISIONS = ("fp32", "bf16", "int8")
 # images); latency: all cores on one request (one small image at a time)
 MODES = ("throughput", "latency")
 INSTALL_HINT = "pip install 'asfyolo-rt[openvino]' (openvino, nncf)"
+if TYPE_CHECKING:
+    import torch
+
 META_SECTION = "asfyolo_rt"  # IR rt_info section holding the ONNX metadata (names, nc, precision, ...)
 
 
@@ -118,13 +126,12 @@ def model_metadata(path: str | Path) -> dict[str, str]:
             return ir_metadata(import_openvino().Core().read_model(str(path)))
         except Exception:
             return {}
-    import onnx
+    from asfyolo_rt.infer.onnx_header import ProtoError, read_onnx_header
 
     try:
-        m = onnx.load(str(path), load_external_data=False)
-    except Exception:
+        return read_onnx_header(path).metadata
+    except (OSError, ProtoError):
         return {}
-    return {p.key: p.value for p in m.metadata_props}
 
 
 def ir_metadata(model: Any) -> dict[str, str]:
@@ -180,40 +187,102 @@ class OpenVinoBackend(PlainBackend):
         self.input_shape = (dims[2], dims[3]) if dims[2] is not None and dims[3] is not None else None
         self.names = {int(k): v for k, v in json_or(meta.get("names"), {"0": "cell"}).items()}
         self.nc = int(meta.get("nc", len(self.names)))
-        config: dict[str, Any] = {
+        self._config: dict[str, Any] = {
             "INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
             "PERFORMANCE_HINT": mode.upper(),
         }
         if threads:
-            config["INFERENCE_NUM_THREADS"] = int(threads)
-        try:
-            self.compiled = core.compile_model(model, "CPU", config)
-        except Exception as exc:
-            raise ExportError(f"OpenVINO cannot compile {self.path} for the CPU: {exc}") from None
-        hint = self.compiled.get_property("INFERENCE_PRECISION_HINT")
-        self.hint = str(hint.get_type_name() if hasattr(hint, "get_type_name") else hint)  # what OpenVINO runs: f32/bf16
+            self._config["INFERENCE_NUM_THREADS"] = int(threads)
         self.mode = mode
-        self.parallel = max(1, int(self.compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
-        self._dispatch = threading.Lock()
-        for _ in range(self.parallel):
-            self._requests.put(self.compiled.create_infer_request())
-        self._pred, self._protos = self.compiled.output("pred"), self.compiled.output("protos")
+        _use_cache(core, self.path)
+        self._core, self._model, self._batch_dim = core, model, shape[0]
+        self._pools: dict[tuple[int, int] | None, _Pool] = {}
+        self._lock = threading.Lock()
+        first = self._pool(self.input_shape)  # a dynamic model: compiled as read, for its properties
+        hint = first.compiled.get_property("INFERENCE_PRECISION_HINT")
+        self.hint = str(hint.get_type_name() if hasattr(hint, "get_type_name") else hint)  # what OpenVINO runs: f32/bf16
+        self.parallel = first.parallel
 
-    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One batch on a free infer request: `parallel` calls from as many threads run at once (the
-        runtime stages keep that many batches in flight)."""
-        x = np.ascontiguousarray(images.detach().cpu().float().numpy())
-        request = self._requests.get()
+    def _pool(self, hw: tuple[int, int] | None) -> _Pool:
+        """The compiled model and infer requests for tiles of `hw` (None: the model as read)."""
+        pool = self._pools.get(hw)
+        if pool is not None:
+            return pool
+        with self._lock:
+            if hw not in self._pools:
+                model = self._model
+                if hw is not None and self.input_shape is None:
+                    model = model.clone()
+                    ov = import_openvino()
+                    model.reshape({model.inputs[0]: ov.PartialShape([self._batch_dim, 3, hw[0], hw[1]])})
+                try:
+                    compiled = self._core.compile_model(model, "CPU", self._config)
+                except Exception as exc:
+                    raise ExportError(f"OpenVINO cannot compile {self.path} for the CPU: {exc}") from None
+                self._pools[hw] = _Pool(compiled)
+            return self._pools[hw]
+
+    def run_numpy(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(pred, protos) float32 arrays of one (B, 3, H, W) float32 batch on a free infer request of its
+        shape: `parallel` calls from as many threads run at once (the stages keep that many in flight)."""
+        x = np.ascontiguousarray(x, np.float32)
+        pool = self._pool(None if self.input_shape is not None else (int(x.shape[2]), int(x.shape[3])))
+        request = pool.requests.get()
         try:
-            with self._dispatch:  # one thread at a time hands its inputs over; the requests then run at once
+            with pool.dispatch:  # one thread at a time hands its inputs over; the requests then run at once
                 request.start_async({0: x})
             request.wait()
             # copies: the request's output buffers are reused by its next call
-            return (torch.from_numpy(np.array(request.get_tensor(self._pred).data)),
-                    torch.from_numpy(np.array(request.get_tensor(self._protos).data)))
+            return np.array(request.get_tensor(pool.pred).data), np.array(request.get_tensor(pool.protos).data)
         finally:
-            self._requests.put(request)
+            pool.requests.put(request)
+
+    def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """`run_numpy` for the PyTorch pipeline: CPU tensors in and out."""
+        import torch
+
+        pred, protos = self.run_numpy(images.detach().cpu().float().numpy())
+        return torch.from_numpy(pred), torch.from_numpy(protos)
+
+
+class _Pool:
+    """One compiled model and its infer requests (as many as OpenVINO runs at once)."""
+
+    def __init__(self, compiled: Any) -> None:
+        self.compiled = compiled
+        self.parallel = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self.requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.dispatch = threading.Lock()
+        for _ in range(self.parallel):
+            self.requests.put(compiled.create_infer_request())
+        self.pred, self.protos = compiled.output("pred"), compiled.output("protos")
+
+
+def _use_cache(core: Any, model: Path) -> None:
+    """Compiled models cached on disk (a second process loads them), in the user cache folder
+    (`asfyolo_rt.env.user_cache_dir("openvino")`), for the models asfyolo-rt keeps there itself (the fast CPU
+    path's exports): a model file the user names leaves nothing in their home. ASFYOLO_RT_OV_CACHE=1 caches
+    every model, =0 none."""
+    import os
+
+    from asfyolo_rt.env import user_cache_dir
+
+    flag = os.environ.get("ASFYOLO_RT_OV_CACHE", "").strip().lower()
+    if flag in ("0", "false", "no", "off"):
+        return
+    root = user_cache_dir("")
+    try:
+        ours = model.resolve().is_relative_to(root.resolve())
+    except OSError:
+        ours = False
+    if not (ours or flag in ("1", "true", "yes", "on")):
+        return
+    try:
+        folder = user_cache_dir("openvino")
+        folder.mkdir(parents=True, exist_ok=True)
+        core.set_property({"CACHE_DIR": str(folder)})
+    except OSError:  # a read-only home: compile every time
+        pass
 
 
 def _has_fake_quantize(model: Any) -> bool:

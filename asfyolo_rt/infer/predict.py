@@ -10,15 +10,16 @@ N full-resolution masks.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
-import torch
 
-from asfyolo_rt.data.letterbox import LetterboxTransform
 from asfyolo_rt.infer.sources import Frame
 
 if TYPE_CHECKING:
+    import torch
+
+    from asfyolo_rt.data.letterbox import LetterboxTransform
     from asfyolo_rt.infer.nms import Detections
     from asfyolo_rt.kernels.mask_assembly import Impl, PackedMasks
 
@@ -49,6 +50,8 @@ class ImageResult:
 def assemble(protos: torch.Tensor, det: Detections, t: LetterboxTransform, *, mask_threshold: float = 0.5,
              kernel_impl: str = "auto") -> tuple[np.ndarray, PackedMasks]:
     """Label map (H0, W0) and packed box-local masks at the original resolution for one image."""
+    import torch
+
     from asfyolo_rt.kernels.mask_assembly import mask_assembly
 
     dev = protos.device
@@ -65,18 +68,19 @@ def assemble(protos: torch.Tensor, det: Detections, t: LetterboxTransform, *, ma
     return label_map_from_packed(packed, scores, t.orig_shape), packed  # CPU: reuse the masks, no second pass
 
 
-def label_map_from_packed(packed: PackedMasks, scores: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+def label_map_from_packed(packed: Any, scores: Any, size: tuple[int, int]) -> np.ndarray:
     """(H, W) int32 label map from box-local masks: 1 + index of the highest-scoring covering mask
-    (ties: lower index), 0 = background. Same result as mask_assembly(output="label_map")."""
+    (ties: lower index), 0 = background. Same result as mask_assembly(output="label_map"). Takes the masks
+    and scores as CPU tensors (`PackedMasks`) or NumPy arrays (`asfyolo_rt.runtime.lean_ops.PackedArrays`)."""
     h, w = size
     n = int(scores.shape[0])
     out = np.zeros(h * w, np.int32)  # int32 (not int64): an 8192 x 8192 frame is 256 MiB
     if n == 0:
         return out.reshape(h, w)
-    order = np.argsort(-scores.detach().cpu().numpy().astype(np.float64), kind="stable")
-    win = packed.windows.cpu().numpy().astype(np.int64)
-    data = packed.data.cpu().numpy()
-    offsets = packed.offsets.cpu().numpy()
+    order = np.argsort(-_np(scores).astype(np.float64), kind="stable")
+    win = _np(packed.windows).astype(np.int64)
+    data = _np(packed.data)
+    offsets = _np(packed.offsets)
     for i in order[::-1]:  # ascending priority: higher-scoring masks are painted last
         x0, y0, ww, hh = win[i]
         if ww == 0 or hh == 0:
@@ -85,3 +89,8 @@ def label_map_from_packed(packed: PackedMasks, scores: torch.Tensor, size: tuple
         view = out.reshape(h, w)[y0 : y0 + hh, x0 : x0 + ww]
         view[m] = i + 1
     return out.reshape(h, w)
+
+
+def _np(x: Any) -> np.ndarray:
+    """A NumPy view of a CPU tensor or an array."""
+    return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)

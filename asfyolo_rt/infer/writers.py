@@ -36,14 +36,16 @@ from __future__ import annotations
 import csv
 import json
 import math
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from asfyolo_rt.atomic import atomic_write_bytes
 from asfyolo_rt.data.io import read_image_raw, write_image
-from asfyolo_rt.data.rle import counts_to_string
+from asfyolo_rt.data.rle import window_rles
 from asfyolo_rt.data.stacks import (
     PhysicalSize,
     StackAssembler,
@@ -61,7 +63,9 @@ from asfyolo_rt.infer.exports import (
     write_labels_into,
     write_ome_zarr,
 )
-from asfyolo_rt.infer.predict import ImageResult
+
+if TYPE_CHECKING:
+    from asfyolo_rt.infer.predict import ImageResult
 
 CELL_FIELDS = ["image", "plane", "t", "z", "id", "class", "score", "x1", "y1", "x2", "y2", "area_px", "centroid_x",
                "centroid_y", "equivalent_diameter_px"]
@@ -95,22 +99,39 @@ def _palette(n: int) -> np.ndarray:
     return colours
 
 
+def _blend_table(alpha: float) -> np.ndarray:
+    """(256 * 256,) uint8: [pixel << 8 | tint] -> pixel * (1 - alpha) + tint * alpha, in float64, truncated."""
+    v = np.arange(256, dtype=np.uint8)
+    return (v[:, None] * (1 - alpha) + v[None, :] * alpha).astype(np.uint8).reshape(-1)
+
+
+_RGB = np.dtype((np.void, 3))  # one RGB pixel as one item: whole pixels gather and scatter in one step
+
+
 def overlay(result: ImageResult, alpha: float = 0.4) -> np.ndarray:
     """(H, W, 3) uint8 RGB: cells tinted with distinct colours, outlines in the cell colour, white boxes off."""
     img = result.frame.image.copy()
-    lm = result.label_map
     if len(result) == 0:
         return img
+    lm = result.label_map
+    h, w = lm.shape
     colours = _palette(len(result))
-    inside = lm > 0
-    tint = colours[lm]
-    img[inside] = (img[inside] * (1 - alpha) + tint[inside] * alpha).astype(np.uint8)
-    edge = np.zeros_like(inside)
+    ids = lm.reshape(-1)
+    pixels = img.reshape(-1, 3)
+    rgb = pixels.view(_RGB).reshape(-1)
+    at = np.flatnonzero(ids)  # tint the cells' pixels only, through a table of every (pixel, tint) pair
+    pair = np.take(pixels, at, axis=0).astype(np.uint16) << 8
+    pair |= np.take(colours, ids[at], axis=0)
+    rgb[at] = np.take(_blend_table(alpha), pair).view(_RGB).reshape(-1)
+    # Outlines: a pixel whose id differs from its left or upper neighbour (one of the two is in a cell),
+    # coloured by the largest of the three ids; the neighbours of row 0 / column 0 wrap around.
+    edge = np.zeros(lm.shape, bool)
     edge[:, 1:] |= lm[:, 1:] != lm[:, :-1]
     edge[1:, :] |= lm[1:, :] != lm[:-1, :]
-    edge &= inside | np.roll(inside, 1, 0) | np.roll(inside, 1, 1)
-    border_ids = np.maximum(lm, np.maximum(np.roll(lm, 1, 0), np.roll(lm, 1, 1)))
-    img[edge] = colours[border_ids[edge]]
+    e = np.flatnonzero(edge)
+    y, x = np.divmod(e, w)
+    border = np.maximum(ids[e], np.maximum(ids[(y - 1) % h * w + x], ids[y * w + (x - 1) % w]))
+    rgb[e] = np.take(colours, border, axis=0).view(_RGB).reshape(-1)
     return img
 
 
@@ -129,7 +150,7 @@ def cell_table(labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classe
 
     Each cell is measured inside its own mask window (a label only occurs there; None: the whole map), so the
     cost is the sum of the cells' box areas, not cells x frame: an 8192 x 8192 frame costs no frame-sized
-    temporaries.
+    temporaries. Centroid = the mean of the window-local coordinates + the window's origin + half a pixel.
     """
     n = len(scores)
     t = np.zeros(n, CELL_DTYPE)
@@ -137,36 +158,91 @@ def cell_table(labels: np.ndarray, boxes: np.ndarray, scores: np.ndarray, classe
     t["class"], t["score"] = classes, scores
     for k, name in enumerate(("x1", "y1", "x2", "y2")):
         t[name] = boxes[:, k] if n else []
-    for i in range(n):
-        x0, y0, w, h = (int(v) for v in windows[i]) if windows is not None else (0, 0, labels.shape[1],
-                                                                                  labels.shape[0])
-        ys, xs = np.nonzero(labels[y0:y0 + h, x0:x0 + w] == i + 1)
-        a = ys.size
-        t["area_px"][i] = a
-        t["centroid_x"][i] = xs.mean() + x0 + 0.5 if a else math.nan
-        t["centroid_y"][i] = ys.mean() + y0 + 0.5 if a else math.nan
+    if windows is None:
+        win = np.zeros((n, 4), np.int64)
+        area, sum_x, sum_y = _frame_sums(labels, n)
+    else:
+        win = np.asarray(windows).astype(np.int64).reshape(n, 4)
+        area, sum_x, sum_y = _window_sums(labels, win)
+    t["area_px"] = area
+    with np.errstate(invalid="ignore", divide="ignore"):  # no visible pixel: 0 / 0 = NaN
+        t["centroid_x"] = sum_x / area + win[:, 0] + 0.5
+        t["centroid_y"] = sum_y / area + win[:, 1] + 0.5
     t["equivalent_diameter_px"] = 2 * np.sqrt(t["area_px"] / math.pi)
     return t
+
+
+def _window_sums(labels: np.ndarray, win: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pixels, sum of x, sum of y) of label i + 1 inside window i = (x0, y0, w, h), window-local, int64 each.
+
+    Windows of one width are stacked into one (rows, width) array, about _STACK_PIXELS pixels at a time: a few
+    passes over the windows' pixels, whatever their number, and temporaries of bounded size."""
+    n = win.shape[0]
+    area, sum_x, sum_y = (np.zeros(n, np.int64) for _ in range(3))
+    x0, y0 = win[:, 0], win[:, 1]
+    ww = np.clip(x0 + win[:, 2], 0, labels.shape[1]) - x0  # as slicing clips a window past the frame
+    hh = np.clip(y0 + win[:, 3], 0, labels.shape[0]) - y0
+    for wv in np.unique(ww[ww > 0]).tolist():
+        same = np.flatnonzero((ww == wv) & (hh > 0))
+        chunk = np.cumsum(hh[same]) * wv // _STACK_PIXELS
+        for group in np.split(same, np.flatnonzero(np.diff(chunk)) + 1):
+            if group.size == 0:
+                continue
+            rows = np.concatenate([labels[y0[i] : y0[i] + hh[i], x0[i] : x0[i] + wv] for i in group.tolist()])
+            top = np.concatenate(([0], np.cumsum(hh[group])))[:-1]  # each window's first row in `rows`
+            hit = rows == np.repeat(group + 1, hh[group])[:, None]
+            per_row = hit.sum(1, dtype=np.int64)
+            area[group] = np.add.reduceat(per_row, top)
+            sum_x[group] = np.add.reduceat(hit @ np.arange(wv, dtype=np.int64), top)
+            local_y = np.arange(rows.shape[0]) - np.repeat(top, hh[group])
+            sum_y[group] = np.add.reduceat(per_row * local_y, top)
+    return area, sum_x, sum_y
+
+
+_STACK_PIXELS = 1 << 20
+
+
+def _frame_sums(labels: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(pixels, sum of x, sum of y) of labels 1..n over the whole map, int64 each, in bands of rows."""
+    area, sum_x, sum_y = (np.zeros(n, np.int64) for _ in range(3))
+    h, w = labels.shape
+    band = max(1, (1 << 20) // max(w, 1))
+    xs = np.arange(w, dtype=np.int64)
+    for y in range(0, h, band):
+        part = labels[y : y + band]
+        ids = part.reshape(-1)
+        keep = (ids > 0) & (ids <= n)
+        idx = ids[keep].astype(np.int64) - 1
+        area += np.bincount(idx, minlength=n)
+        sum_x += np.bincount(idx, weights=np.broadcast_to(xs, part.shape).reshape(-1)[keep], minlength=n).astype(
+            np.int64)
+        ys = np.repeat(np.arange(y, y + part.shape[0], dtype=np.int64), w)
+        sum_y += np.bincount(idx, weights=ys[keep], minlength=n).astype(np.int64)
+    return area, sum_x, sum_y
 
 
 def result_table(result: ImageResult) -> np.ndarray:
     """`cell_table` of a prediction result."""
     windows = getattr(result.masks, "windows", None)
-    win = windows.cpu().numpy().astype(np.int64) if windows is not None else None
+    win = np.asarray(windows).astype(np.int64) if windows is not None else None
     return cell_table(result.label_map, result.boxes, result.scores, result.classes, win)
 
 
 def cell_rows(result: ImageResult, table: np.ndarray | None = None) -> list[dict[str, Any]]:
     """One dict per detected cell (fields CELL_FIELDS): `result_table` (or `table`, its result) as cells.csv rows."""
     t = result_table(result) if table is None else table
+    # Python numbers first (tolist): the same values as float()/int() of each numpy scalar, made in one step.
+    classes, scores, boxes = result.classes.tolist(), result.scores.tolist(), result.boxes.tolist()
+    area, cx, cy = t["area_px"].tolist(), t["centroid_x"].tolist(), t["centroid_y"].tolist()
+    diameter = t["equivalent_diameter_px"].tolist()
     return [{
-        "image": result.frame.name, "id": i + 1, "class": int(result.classes[i]),
-        "score": round(float(result.scores[i]), 5),
-        **{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), result.boxes[i])},
-        "area_px": int(t["area_px"][i]),
-        "centroid_x": round(float(t["centroid_x"][i]), 2) if t["area_px"][i] else "",
-        "centroid_y": round(float(t["centroid_y"][i]), 2) if t["area_px"][i] else "",
-        "equivalent_diameter_px": round(float(t["equivalent_diameter_px"][i]), 3),
+        "image": result.frame.name, "id": i + 1, "class": int(classes[i]),
+        "score": round(float(scores[i]), 5),
+        **{k: round(float(v), 2) for k, v in zip(("x1", "y1", "x2", "y2"), boxes[i])},
+        "area_px": int(area[i]),
+        "centroid_x": round(cx[i], 2) if area[i] else "",
+        "centroid_y": round(cy[i], 2) if area[i] else "",
+        "equivalent_diameter_px": round(diameter[i], 3),
     } for i in range(len(result))]
 
 
@@ -184,27 +260,38 @@ def summary_row(result: ImageResult, rows: list[dict[str, Any]]) -> dict[str, An
 def window_rle(mask: np.ndarray, x0: int, y0: int, height: int, width: int) -> dict[str, Any]:
     """COCO compressed RLE of a full (height, width) mask that is zero outside the window at (x0, y0).
 
-    mask: (h, w) box-local {0, 1}. Cost O(height * w), not O(height * width).
+    mask: (h, w) box-local {0, 1}. Cost O(h * w), not O(height * width). Many masks: `rle.window_rles`.
     """
-    h, w = mask.shape
-    cols = np.zeros((w, height), np.uint8)  # column-major: one row per image column
-    if h and w:
-        cols[:, y0 : y0 + h] = mask.T
-    seq = cols.ravel()
-    change = np.flatnonzero(np.diff(seq)) + 1
-    bounds = np.concatenate(([0], change, [seq.size]))
-    runs = np.diff(bounds).tolist()
-    if seq.size and seq[0] == 1:
-        runs.insert(0, 0)
-    if not runs:
-        runs = [0]
-    runs[0] += x0 * height
-    tail = (width - x0 - w) * height
-    if len(runs) % 2 == 1:  # ends with a run of zeros
-        runs[-1] += tail
-    elif tail:
-        runs.append(tail)
-    return {"size": [height, width], "counts": counts_to_string(runs)}
+    m = np.asarray(mask)
+    h, w = m.shape
+    counts = window_rles(m.reshape(-1), np.array([0, h * w]), np.array([[x0, y0, w, h]]), height, width)[0]
+    return {"size": [height, width], "counts": counts}
+
+
+def _write_overlay(path: Path, result: ImageResult) -> None:
+    write_image(path, overlay(result))
+
+
+class _Background(threading.Thread):
+    """fn(*args) on a thread of its own; `result()` waits for it and raises what it raised."""
+
+    def __init__(self, fn: Callable[..., None], *args: Any) -> None:
+        super().__init__(name="asfyolo-writer", daemon=True)
+        self._call = (fn, args)
+        self._error: BaseException | None = None
+        self.start()
+
+    def run(self) -> None:
+        fn, args = self._call
+        try:
+            fn(*args)
+        except BaseException as exc:  # handed to the caller by result()
+            self._error = exc
+
+    def result(self) -> None:
+        self.join()
+        if self._error is not None:
+            raise self._error
 
 
 class PredictionWriter:
@@ -231,10 +318,24 @@ class PredictionWriter:
         self._anns: list[dict[str, Any]] = []
 
     def write(self, result: ImageResult) -> dict[str, Any]:
+        """Write one result's outputs; returns its summary.csv row. The overlay PNG (mostly PNG compression,
+        which releases the GIL) is made on a thread of its own meanwhile; it is written when this returns."""
+        job = _Background(_write_overlay, self.out / "overlays" / f"{result.frame.name}.png", result) \
+            if self.overlays else None
+        try:
+            summary = self._write_tables(result)
+        except BaseException:
+            if job is not None:
+                job.join()
+            raise
+        if job is not None:
+            job.result()
+        return summary
+
+    def _write_tables(self, result: ImageResult) -> dict[str, Any]:
+        """Every output of `write` but the overlay."""
         name, plane, src = result.frame.name, result.frame.plane, result.frame.source
         base = _input_name(result)
-        if self.overlays:
-            write_image(self.out / "overlays" / f"{name}.png", overlay(result))
         rows = cell_rows(result)
         offset = 0
         if plane is not None:
@@ -253,7 +354,7 @@ class PredictionWriter:
         if self.geojson or self.imagej_rois:
             windows = getattr(result.masks, "windows", None)
             self._outlines.setdefault(base, []).extend(cell_outlines(
-                result.label_map, windows.cpu().numpy() if windows is not None else None, result.classes,
+                result.label_map, np.asarray(windows) if windows is not None else None, result.classes,
                 result.scores, self.names, id_offset=offset, plane=plane))
         if plane is None or self._stacks[base].complete:
             self._finish_input(result)
@@ -304,16 +405,26 @@ class PredictionWriter:
         self._images.append({"id": image_id, "file_name": str(result.frame.source), "name": result.frame.name,
                              "height": h, "width": w,
                              **({"frame": result.frame.frame_index} if result.frame.frame_index is not None else {})})
-        packed = result.masks
-        for i in range(len(result)):
-            x0, y0, ww, hh = (int(v) for v in packed.windows[i].tolist())
-            local = packed.mask(i).cpu().numpy()
-            x1, y1, x2, y2 = (float(v) for v in result.boxes[i])
+        n = len(result)
+        if n == 0:
+            return
+        packed = result.masks  # PackedMasks, or a NumPy twin with the same attributes
+        data = np.asarray(packed.data).reshape(-1)
+        offsets = np.asarray(packed.offsets).astype(np.int64)
+        windows = np.asarray(packed.windows).astype(np.int64)
+        counts = window_rles(data, offsets, windows, h, w)
+        filled = np.concatenate(([0], np.cumsum(data, dtype=np.int64)))
+        areas = (filled[offsets[1 : n + 1]] - filled[offsets[:n]]).tolist()
+        boxes = result.boxes.astype(np.float64).tolist()
+        classes, scores = result.classes.tolist(), result.scores.tolist()
+        first = len(self._anns) + 1
+        for i in range(n):
+            x1, y1, x2, y2 = boxes[i]
             self._anns.append({
-                "id": len(self._anns) + 1, "image_id": image_id, "category_id": int(result.classes[i]) + 1,
+                "id": first + i, "image_id": image_id, "category_id": int(classes[i]) + 1,
                 "bbox": [round(x1, 2), round(y1, 2), round(x2 - x1, 2), round(y2 - y1, 2)],
-                "area": int(local.sum()), "score": round(float(result.scores[i]), 5), "iscrowd": 0,
-                "segmentation": window_rle(local, x0, y0, h, w),
+                "area": int(areas[i]), "score": round(float(scores[i]), 5), "iscrowd": 0,
+                "segmentation": {"size": [h, w], "counts": counts[i]},
             })
 
     def close(self) -> None:

@@ -331,24 +331,17 @@ def _static(dims: list[Any]) -> tuple[tuple[int, int] | None, int | None]:
 
 
 def _from_onnx(path: Path) -> ModelInfo:
-    import onnx
-
     from asfyolo_rt.errors import CheckpointError
+    from asfyolo_rt.infer.onnx_header import ProtoError, read_onnx_header
 
     try:
-        m = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:
+        head = read_onnx_header(path)
+    except (OSError, ProtoError) as exc:
         raise CheckpointError(f"{path}: not a readable ONNX file ({str(exc).splitlines()[0][:200]})",
                               hint="export one with `asfyolo-rt export`") from exc
-    meta = {p.key: p.value for p in m.metadata_props}
-    inits = {i.name for i in m.graph.initializer}
-    inputs = [i for i in m.graph.input if i.name not in inits]
-    dims: list[Any] = []
-    if inputs:
-        dims = [d.dim_value if d.HasField("dim_value") else None for d in inputs[0].type.tensor_type.shape.dim]
-    shape, batch = _static(dims)
-    e2e = "num_dets" in [o.name for o in m.graph.output]
-    return from_metadata(meta, source=path, fmt="onnx", input_shape=shape, batch=batch, end2end=e2e)
+    shape, batch = _static(list(head.input_dims))
+    e2e = "num_dets" in head.outputs
+    return from_metadata(head.metadata, source=path, fmt="onnx", input_shape=shape, batch=batch, end2end=e2e)
 
 
 def _from_ir(path: Path) -> ModelInfo:

@@ -13,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -29,16 +29,10 @@ from asfyolo_rt.runtime.info import (
     DEFAULT_MIN_VISIBLE,
     ModelInfo,
 )
-from asfyolo_rt.runtime.stages import (
-    SCALES,
-    FrameResult,
-    Geometry,
-    Plan,
-    PostConfig,
-    Runner,
-    paint,
-    scale_image,
-)
+from asfyolo_rt.runtime.tiles import SCALES, Geometry, Plan
+
+if TYPE_CHECKING:
+    from asfyolo_rt.runtime.stages import FrameResult, Runner
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +41,7 @@ log = logging.getLogger(__name__)
 class PredictConfig:
     """The settings of a run. Build it with `from_info` so that the model's recorded values are the defaults."""
 
-    img_size: int | None = None  # fit: long side after resizing; native: tile side (default 640 / the model's)
+    img_size: int | None = None  # fit: long side after resizing; native: tile side (default: the model's, else each image's own: tiles.fit_tile)
     scale: str = "native"  # "native" (tiles at the model's pixel scale) or "fit" (whole-image letterbox)
     tile_overlap: int | None = None  # native: px shared by neighbouring tiles (default: the model's)
     model_scale: float = 1.0  # native: network px per image px
@@ -107,7 +101,7 @@ class Prepared:
     """A frame after `prepare`: its runner, plan and scaled pixels (native), and the ms it took."""
 
     frame: Frame
-    runner: Runner
+    runner: Any  # a Runner (a LeanRunner in `asfyolo_rt.runtime.lean`)
     plan: Plan | None  # None for "fit"
     scaled: np.ndarray | None
     timing_ms: dict[str, float]
@@ -117,6 +111,8 @@ class FramePipeline:
     """Frames through one backend with one PredictConfig (module docstring)."""
 
     def __init__(self, backend: Backend, cfg: PredictConfig) -> None:
+        from asfyolo_rt.runtime.stages import PostConfig
+
         self.backend, self.cfg = backend, cfg
         self.geo = Geometry(cfg.scale, img_size=cfg.img_size, tile_overlap=cfg.tile_overlap,
                             model_scale=cfg.model_scale, batch=cfg.batch)
@@ -127,6 +123,8 @@ class FramePipeline:
         self.runner(cfg.model_scale)  # settings the backend cannot run (batch, img-size) fail here, not mid-stream
 
     def runner(self, scale: float) -> Runner:
+        from asfyolo_rt.runtime.stages import Runner
+
         key = round(scale, 6)
         if key not in self._runners:
             self._runners[key] = Runner(self.backend, replace(self.geo, model_scale=scale), self.post,
@@ -149,6 +147,8 @@ class FramePipeline:
 
     def prepare(self, frame: Frame) -> Prepared:
         t0 = time.perf_counter()
+        from asfyolo_rt.runtime.stages import scale_image
+
         runner = self.runner(self.frame_scale(frame))
         if self.geo.scale == "fit":
             return Prepared(frame, runner, None, None, {})
@@ -165,6 +165,8 @@ class FramePipeline:
         return p.runner.run_plan(p.scaled, p.plan, dict(p.timing_ms))
 
     def finish(self, frame: Frame, res: FrameResult) -> ImageResult:
+        from asfyolo_rt.runtime.stages import paint
+
         t0 = time.perf_counter()
         res, label_map = paint(res, self.cfg.min_visible)
         timing = dict(res.timing_ms)

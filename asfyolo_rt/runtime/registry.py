@@ -155,13 +155,15 @@ def open_torch(spec: BackendSpec) -> Backend:
 
 
 def open_onnxruntime(spec: BackendSpec) -> Backend:
-    from asfyolo_rt.infer.backends import OrtBackend, ort_session
-    from asfyolo_rt.infer.end2end import OrtEnd2EndBackend
+    from asfyolo_rt.infer.ort import OrtBackend, ort_session
 
     path = spec.file
     session = ort_session(path, threads=spec.threads)  # one session; its outputs say which interface it has
-    e2e = "num_dets" in [o.name for o in session.get_outputs()]  # export --end2end: NMS inside
-    return (OrtEnd2EndBackend if e2e else OrtBackend)(path, threads=spec.threads, session=session)
+    if "num_dets" in [o.name for o in session.get_outputs()]:  # export --end2end: NMS inside
+        from asfyolo_rt.infer.end2end import OrtEnd2EndBackend
+
+        return OrtEnd2EndBackend(path, threads=spec.threads, session=session)
+    return OrtBackend(path, threads=spec.threads, session=session)
 
 
 def open_openvino(spec: BackendSpec) -> Backend:

@@ -99,7 +99,7 @@ class Cells:
         from asfyolo_rt.infer.polygons import mask_outline
 
         out: list[np.ndarray | None] = []
-        win = self.masks.windows.cpu().numpy().astype(np.int64)
+        win = np.asarray(self.masks.windows).astype(np.int64)
         for i in range(len(self)):
             x0, y0, w, h = (int(v) for v in win[i])
             out.append(mask_outline(self.labels[y0:y0 + h, x0:x0 + w] == i + 1, x0, y0))
@@ -147,8 +147,12 @@ class Segmenter:
         ("fit") run of a dynamic model defaults to the model's training size, as predict's --scale fit does."""
         if overrides.get("scale") == "fit" and overrides.get("img_size") is None and self.backend.input_shape is None:
             overrides = {**overrides, "img_size": self.info.train_img_size or 640}
+        from asfyolo_rt.runtime import lean
+
         self.config = PredictConfig.from_info(self.info, **overrides)
-        self._pipe = FramePipeline(self.backend, self.config)
+        # exported models on the CPU: the same stages in NumPy (no PyTorch import); else the PyTorch stages
+        self.lean = lean.applies(self.backend, self.config)
+        self._pipe = (lean.LeanPipeline if self.lean else FramePipeline)(self.backend, self.config)
 
     def with_settings(self, **overrides: Any) -> Segmenter:
         """A Segmenter sharing this one's model and backend (no reload) with other settings: the model's
@@ -203,10 +207,8 @@ class Segmenter:
     def stream_workers(self) -> int:
         """Frames `segment_many` runs at once: several on a CPU PyTorch backend (each with a share of the
         cores: small tiles use one thread better than several threads use one tile), else one."""
-        from asfyolo_rt.infer.backends import TorchBackend
-
-        cores = os.cpu_count() or 1
-        if isinstance(self.backend, TorchBackend) and str(self.backend.device).startswith("cpu") and cores >= 2:
+        cores = os.cpu_count() or 1  # (the backend's name, not its class: importing that class imports torch)
+        if self.backend.name == "torch" and str(getattr(self.backend, "device", "cpu")).startswith("cpu") and cores >= 2:
             return min(cores, 4)
         return 1
 

@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -50,12 +49,10 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, cast
 
-import cv2
 import numpy as np
 import torch
 
 from asfyolo_rt.data.letterbox import LetterboxTransform, letterbox, rect_shape
-from asfyolo_rt.errors import ConfigError
 from asfyolo_rt.infer.e2e_rows import End2EndRows
 from asfyolo_rt.infer.nms import MAX_WH, Detections, nms
 from asfyolo_rt.infer.predict import label_map_from_packed
@@ -69,6 +66,22 @@ from asfyolo_rt.runtime.info import (
     overlap_for,
 )
 from asfyolo_rt.runtime.info import DEFAULT_OVERLAP as DEFAULT_OVERLAP
+from asfyolo_rt.runtime.pixels import (
+    EMPTY_CONTRAST as EMPTY_CONTRAST,
+)
+from asfyolo_rt.runtime.pixels import (
+    EMPTY_MAX_SIGMA as EMPTY_MAX_SIGMA,
+)
+from asfyolo_rt.runtime.pixels import (
+    EMPTY_MIN_AREA as EMPTY_MIN_AREA,
+)
+from asfyolo_rt.runtime.pixels import (
+    EMPTY_SIGMAS as EMPTY_SIGMAS,
+)
+from asfyolo_rt.runtime.pixels import (
+    EMPTY_STEP as EMPTY_STEP,
+)
+from asfyolo_rt.runtime.pixels import is_empty_tile, preprocess_array, read_tile, scale_image
 from asfyolo_rt.runtime.tiles import (
     CUT_MARGIN,
     DEFAULT_TILE,
@@ -76,12 +89,14 @@ from asfyolo_rt.runtime.tiles import (
     Geometry,
     Plan,
     Tile,
+    Tiler,
     cut_by_tile,
     plan_image,
     plan_tiles,
     rescue_tile,
     tile_starts,
 )
+from asfyolo_rt.runtime.tiles import tile_size as _tile_size
 
 if TYPE_CHECKING:
     from asfyolo_rt.kernels.mask_assembly import Impl, PackedMasks
@@ -143,19 +158,8 @@ class PostConfig:
 
 
 def tile_size(backend: Backend, geo: Geometry) -> tuple[int, int]:
-    """The tile (H, W) for this backend: a static model's shape, else img_size (default 640).
-
-    An img_size that conflicts with a static model is an error, never ignored.
-    """
-    if backend.input_shape is not None:
-        h, w = backend.input_shape
-        if geo.img_size is not None and (geo.img_size, geo.img_size) != (h, w) and geo.img_size != max(h, w):
-            raise ConfigError(f"--img-size {geo.img_size} conflicts with the model's fixed input {h}x{w}",
-                              hint=f"leave out --img-size (tiles are {h}x{w}) or export the model at "
-                                   f"--img-size {geo.img_size}")
-        return int(h), int(w)
-    s = geo.img_size or DEFAULT_TILE
-    return s, s
+    """The tile (H, W) for this backend: a static model's shape, else img_size (default 640)."""
+    return _tile_size(backend.input_shape, geo)
 
 
 def resolve_overlap(geo: Geometry, max_object_px: float | None) -> int:
@@ -166,77 +170,10 @@ def resolve_overlap(geo: Geometry, max_object_px: float | None) -> int:
 
 
 # ------------------------------------------------------------------------------------------ stages
-def scale_image(image: np.ndarray, plan: Plan) -> np.ndarray:
-    """Stage 2a: the image at model scale (bilinear up, area down), as the model saw cells in training."""
-    hs, ws = plan.scaled_shape
-    if image.shape[:2] == (hs, ws):
-        return image
-    up = hs * ws > image.shape[0] * image.shape[1]
-    return cv2.resize(image, (ws, hs), interpolation=cv2.INTER_LINEAR if up else cv2.INTER_AREA)
-
-
-def read_tile(scaled: np.ndarray, tile: Tile) -> np.ndarray:
-    """Stage 2b: one tile's pixels (H, W, 3) uint8, padded with 114 beyond the image."""
-    crop = scaled[tile.y0 : tile.y0 + tile.h, tile.x0 : tile.x0 + tile.w]
-    if crop.shape[:2] == (tile.h, tile.w):
-        return crop
-    out = np.full((tile.h, tile.w, 3), PAD_VALUE, np.uint8)
-    out[: crop.shape[0], : crop.shape[1]] = crop
-    return out
-
-
-EMPTY_CONTRAST = 16  # grey levels (of 255) from the tile's median below which a pixel is background
-EMPTY_MIN_AREA = 48  # network px of foreground below which a tile holds no cell (the smallest are ~80)
-EMPTY_STEP = 4  # pixels looked at: one of 4 x 4
-EMPTY_SIGMAS = 5  # noise sigmas from the median that make a pixel foreground
-EMPTY_MAX_SIGMA = 8.0  # grey levels of pixel noise above which a tile is texture (tissue), never empty
-
-
-def is_empty_tile(scaled: np.ndarray, tile: Tile) -> bool:
-    """Stage 2c: True when the tile's pixels hold nothing a cell could be: its pixel noise is low (sigma <=
-    `EMPTY_MAX_SIGMA` grey levels: glass or dark background, not textured tissue) and fewer than
-    `EMPTY_MIN_AREA` network px differ from the tile's median by more than max(`EMPTY_CONTRAST`,
-    `EMPTY_SIGMAS` sigma). Sigma comes from the differences of neighbouring looked-at pixels (median absolute
-    difference), so cells covering most of a tile do not pass for noise. One pixel of each 4 x 4 is looked
-    at, in the brightest channel (a fluorescent stain brightens one) and in the darkest (a brightfield stain
-    darkens one); both must be empty. Local to the tile (never the frame's statistics), so a tile is skipped
-    or run the same in a frame, a block or a window; the padding beyond the image is not looked at."""
-    # plain slicing, then the grid: `scaled` may be a window onto a larger image that slices only (asfyolo_rt.large)
-    crop = np.asarray(scaled[tile.y0 : tile.y0 + tile.h, tile.x0 : tile.x0 + tile.w])[::EMPTY_STEP, ::EMPTY_STEP]
-    if crop.size == 0:
-        return True
-    crop = np.ascontiguousarray(crop)
-    if crop.ndim == 2:
-        return _empty_plane(crop)
-    hi, lo = crop.max(axis=2), crop.min(axis=2)
-    return _empty_plane(hi) and (np.array_equal(hi, lo) or _empty_plane(lo))
-
-
-def _empty_plane(grey: np.ndarray) -> bool:
-    """`is_empty_tile`'s test on one (h, w) uint8 plane."""
-    hist = np.bincount(grey.ravel(), minlength=256)
-    cdf = np.cumsum(hist)
-    med = int(np.searchsorted(cdf, (cdf[-1] + 1) // 2))
-    sigma = 0.0
-    if grey.shape[1] > 1:
-        diff = np.abs(np.diff(grey.astype(np.int16), axis=1)).ravel()
-        dh = np.cumsum(np.bincount(diff, minlength=256))
-        sigma = int(np.searchsorted(dh, (dh[-1] + 1) // 2)) / (0.6745 * math.sqrt(2))
-    if sigma > EMPTY_MAX_SIGMA:
-        return False
-    thresh = max(EMPTY_CONTRAST, EMPTY_SIGMAS * sigma)
-    dev = np.abs(np.arange(256) - med)
-    return float(hist[dev > thresh].sum()) * EMPTY_STEP**2 < EMPTY_MIN_AREA
-
-
 def preprocess(images: Sequence[np.ndarray]) -> torch.Tensor:
-    """Stage 3: (H, W, 3) uint8 images of one size -> (B, 3, H, W) float32 / 255 in one pass."""
-    h, w = images[0].shape[:2]
-    tensor = torch.empty((len(images), 3, h, w), dtype=torch.float32)
-    out = tensor.numpy()
-    for i, image in enumerate(images):
-        np.divide(image.transpose(2, 0, 1), np.float32(255.0), out=out[i], dtype=np.float32)  # rounds like .float().div_(255.0)
-    return tensor
+    """Stage 3: (H, W, 3) uint8 images of one size -> (B, 3, H, W) float32 / 255 in one pass (rounds like
+    .float().div_(255.0))."""
+    return torch.from_numpy(preprocess_array(images))
 
 
 def detect(backend: Backend, x: torch.Tensor, post: PostConfig) -> tuple[list[Detections], torch.Tensor, float]:
@@ -380,29 +317,16 @@ class Runner:
         self.backend, self.geo, self.post = backend, geo, post
         self.pipeline, self.skip_empty = pipeline, skip_empty
         self.skipped = 0  # tiles of the last `parts` call not run (skip_empty)
-        if backend.max_batch is not None and geo.batch > backend.max_batch:
-            raise ConfigError(f"--batch {geo.batch} is larger than the model's fixed batch {backend.max_batch}",
-                              hint=f"use --batch {backend.max_batch} or export with a larger batch")
-        self.batch = backend.max_batch or geo.batch
+        self.tiler = Tiler(backend.input_shape, backend.max_batch, geo, max_object_px=max_object_px)
+        self.batch, self.tile, self.overlap = self.tiler.batch, self.tiler.tile, self.tiler.overlap
         if isinstance(backend, End2EndRows):  # NMS inside the graph: say once what of `post` it cannot honour
             why = backend.mismatch(post.conf, post.iou, post.max_det)
             if why:
                 log.warning("%s", why)
-        if geo.scale == "native":
-            self.tile = tile_size(backend, geo)
-            self.overlap = resolve_overlap(geo, max_object_px)
-            if self.overlap >= min(self.tile) // 2 + 1 and geo.tile_overlap is None:
-                log.info("tile overlap %d px capped at half the %s tile", self.overlap, self.tile)
-        else:
-            if backend.input_shape is not None:
-                tile_size(backend, geo)  # conflicting img_size -> error
-            self.tile = backend.input_shape or (geo.img_size or DEFAULT_TILE,) * 2
-            self.overlap = 0
 
     def plan(self, orig_shape: tuple[int, int], window: tuple[int, int, int, int] | None = None) -> Plan:
-        """Stage 1 with this runner's tile, overlap and scale."""
-        return plan_image(orig_shape, model_scale=self.geo.model_scale, tile_hw=self.tile, overlap=self.overlap,
-                          static=self.backend.input_shape is not None, window=window)
+        """Stage 1 with this runner's tile, overlap and scale (`Tiler.plan`)."""
+        return self.tiler.plan(orig_shape, window)
 
     # ------------------------------------------------------------------------------------------ fit
     def _fit(self, image: np.ndarray) -> FrameResult:

@@ -5,13 +5,17 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from asfyolo_rt.errors import ConfigError
-from asfyolo_rt.infer.nms import Detections
 
-DEFAULT_TILE = 640  # tile side for backends that take any multiple of 32 (PyTorch, dynamic ONNX)
+if TYPE_CHECKING:
+    from asfyolo_rt.infer.nms import Detections
+
+DEFAULT_TILE = 640  # tile side for backends that take any multiple of 32 (PyTorch, dynamic ONNX) at --img-size
+MIN_FIT_TILE = 320  # the sides `fit_tile` chooses between (multiples of 32): below, the overlap is most of a
+MAX_FIT_TILE = 1024  # tile; above, memory grows and the CPU's cost per pixel was no lower (bench --levers)
+TILE_COST_PX = 32 * 1024  # network px one more tile costs beyond its pixels (call, NMS, decode): ~2 % of a 640
 SCALES = ("native", "fit")
 
 
@@ -73,6 +77,36 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
     return [round(k * (length - tile) / (n - 1)) for k in range(n)]
 
 
+def fit_side(length: int, overlap: int, lo: int = MIN_FIT_TILE, hi: int = MAX_FIT_TILE) -> tuple[int, int]:
+    """(tile side, tiles) along one axis of `length` network px: for each count n, the smallest multiple of 32
+    whose n tiles cover the axis with neighbours sharing >= `overlap` px; of those within [lo, hi] (one tile
+    of ceil32(length) where the axis fits in `hi`), the one that runs the fewest pixels, n * side + the
+    per-tile cost (`TILE_COST_PX` spread over the other axis' side, taken as `hi` here: a tie-break)."""
+    if length <= hi:
+        return _ceil32(length), 1
+    best: tuple[float, int, int] | None = None
+    for n in range(2, length // max(1, lo - overlap) + 3):
+        side = _ceil32(math.ceil((length + (n - 1) * overlap) / n))
+        if side > hi:
+            continue
+        if side < max(lo, 2 * overlap + 32):
+            break
+        cost = n * side + n * TILE_COST_PX / hi
+        if best is None or cost < best[0]:
+            best = (cost, side, n)
+    if best is None:  # no count fits [lo, hi] (an overlap near hi / 2): the largest tile
+        return hi, max(2, math.ceil((length - overlap) / max(1, hi - overlap)))
+    return best[1], best[2]
+
+
+def fit_tile(height: int, width: int, overlap: int) -> tuple[int, int]:
+    """The tile (H, W) of a dynamic-shape backend for a scaled image of height x width when no --img-size is
+    given: per axis the side of `fit_side` (fewest network px run: a 3072 px axis takes 4 x 864 = 3,456 px
+    instead of 6 x 640 = 3,840, 19 % fewer pixels over the image; a 905 px axis one tile of 928).
+    One (H, W) per image, so a static-shape runtime compiles once per frame size."""
+    return fit_side(height, overlap)[0], fit_side(width, overlap)[0]
+
+
 def _cores(starts: list[int], tile: int, length: int) -> list[tuple[float, float]]:
     out = []
     for k, s in enumerate(starts):
@@ -116,23 +150,73 @@ class Plan:
     grid: int
 
 
-def plan_image(orig_shape: tuple[int, int], *, model_scale: float, tile_hw: tuple[int, int], overlap: int,
+def plan_image(orig_shape: tuple[int, int], *, model_scale: float, tile_hw: tuple[int, int] | None, overlap: int,
                static: bool, window: tuple[int, int, int, int] | None = None) -> Plan:
-    """The tile plan of an image (stage 1). window: (x0, y0, x1, y1) in original pixels: keep only the tiles
-    whose core *starts* in it. Windows that partition the image partition its tiles, and every cell comes
-    from the one tile whose core holds its centre, so their parts merged give the whole image's cells."""
+    """The tile plan of an image (stage 1). tile_hw None: the image's own tile (`fit_tile`, dynamic backends).
+    window: (x0, y0, x1, y1) in original pixels: keep only the tiles whose core *starts* in it. Windows that
+    partition the image partition its tiles, and every cell comes from the one tile whose core holds its
+    centre, so their parts merged give the whole image's cells."""
     h0, w0 = orig_shape
     if model_scale != 1.0:
         hs, ws = max(1, round(h0 * model_scale)), max(1, round(w0 * model_scale))
         scale = (ws / w0 + hs / h0) / 2
     else:
         hs, ws, scale = h0, w0, 1.0
+    if tile_hw is None:
+        tile_hw, static = fit_tile(hs, ws, overlap), False
     tiles = plan_tiles(hs, ws, tile_hw, overlap, static=static)
     grid = len(tiles)
     if window is not None:
         x0, y0, x1, y1 = (v * scale for v in window)
         tiles = [t for t in tiles if x0 <= t.core[0] < x1 and y0 <= t.core[1] < y1]
     return Plan((h0, w0), (hs, ws), scale, tuple(tiles), grid)
+
+
+def tile_size(input_shape: tuple[int, int] | None, geo: Geometry) -> tuple[int, int]:
+    """The tile (H, W) for a backend of `input_shape` (None: dynamic): a static model's shape, else img_size
+    (default 640). An img_size that conflicts with a static model is an error, never ignored."""
+    if input_shape is not None:
+        h, w = input_shape
+        if geo.img_size is not None and (geo.img_size, geo.img_size) != (h, w) and geo.img_size != max(h, w):
+            raise ConfigError(f"--img-size {geo.img_size} conflicts with the model's fixed input {h}x{w}",
+                              hint=f"leave out --img-size (tiles are {h}x{w}) or export the model at "
+                                   f"--img-size {geo.img_size}")
+        return int(h), int(w)
+    s = geo.img_size or DEFAULT_TILE
+    return s, s
+
+
+class Tiler:
+    """Stage 1 for one backend and geometry: the tile, overlap and batch of a run, and each image's plan.
+
+    input_shape: the backend's fixed (H, W), None when dynamic; max_batch: its fixed batch, None when any.
+    A dynamic backend without --img-size gets each image's own tile (`fit_tile`: the fewest network px);
+    `tile` is then the 640 default a report names, and `adaptive` True."""
+
+    def __init__(self, input_shape: tuple[int, int] | None, max_batch: int | None, geo: Geometry, *,
+                 max_object_px: float | None = None) -> None:
+        from asfyolo_rt.runtime.info import overlap_for
+
+        self.geo, self.input_shape = geo, input_shape
+        if max_batch is not None and geo.batch > max_batch:
+            raise ConfigError(f"--batch {geo.batch} is larger than the model's fixed batch {max_batch}",
+                              hint=f"use --batch {max_batch} or export with a larger batch")
+        self.batch = max_batch or geo.batch
+        self.adaptive = False
+        if geo.scale == "native":
+            self.tile = tile_size(input_shape, geo)
+            self.overlap = int(geo.tile_overlap) if geo.tile_overlap is not None else overlap_for(max_object_px)
+            self.adaptive = input_shape is None and geo.img_size is None
+        else:
+            if input_shape is not None:
+                tile_size(input_shape, geo)  # conflicting img_size -> error
+            self.tile = input_shape or (geo.img_size or DEFAULT_TILE,) * 2
+            self.overlap = 0
+
+    def plan(self, orig_shape: tuple[int, int], window: tuple[int, int, int, int] | None = None) -> Plan:
+        """Stage 1 with this run's tile, overlap and scale."""
+        return plan_image(orig_shape, model_scale=self.geo.model_scale, tile_hw=None if self.adaptive else self.tile,
+                          overlap=self.overlap, static=self.input_shape is not None, window=window)
 
 
 CUT_MARGIN = 1.0  # network px: a box this close to an inner tile edge is taken as cut by it
@@ -144,11 +228,12 @@ def _inner_edges(tile: Tile, plan: Plan) -> tuple[bool, bool, bool, bool]:
     return tile.x0 > 0, tile.y0 > 0, tile.x0 + tile.w < ws, tile.y0 + tile.h < hs
 
 
-def cut_by_tile(det: Detections, tile: Tile, plan: Plan) -> torch.Tensor:
-    """(n,) bool: detections (tile px) whose box touches an inner edge of `tile`: cells the tile saw cut."""
+def cut_by_tile(det: Detections, tile: Tile, plan: Plan) -> Any:
+    """(n,) bool: detections (tile px) whose box touches an inner edge of `tile`: cells the tile saw cut.
+    Boxes as a torch tensor give a tensor, as a NumPy array an array."""
     left, top, right, bottom = _inner_edges(tile, plan)
     b = det.boxes
-    cut = torch.zeros(b.shape[0], dtype=torch.bool)
+    cut = b[:, 0] != b[:, 0]  # all False (boxes are finite), of b's kind
     if left:
         cut |= b[:, 0] <= CUT_MARGIN
     if top:
@@ -160,7 +245,7 @@ def cut_by_tile(det: Detections, tile: Tile, plan: Plan) -> torch.Tensor:
     return cut
 
 
-def rescue_tile(box: torch.Tensor, tile: Tile, plan: Plan) -> Tile:
+def rescue_tile(box: Any, tile: Tile, plan: Plan) -> Tile:
     """A tile of `tile`'s size centred on `box` (scaled-image px), kept inside the image where it fits."""
     hs, ws = plan.scaled_shape
     cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2

@@ -91,7 +91,9 @@ typedef struct asfyolo_options {
   double min_visible;       /* drop a cell of which less than this fraction stays visible; < 0: the model's */
   double mask_threshold;    /* mask probability threshold; < 0: the model's */
   int32_t tile_overlap;     /* network px shared by neighbouring tiles; < 0: from the model's object size */
-  int32_t tile_size;        /* tile side for models of any input size (multiple of 32); <= 0: 640 */
+  int32_t tile_size;        /* tile side for models of any input size (multiple of 32); <= 0: each frame's own
+                               tile (OpenVINO: per axis the side in 320..1024 that runs the fewest network px,
+                               as predict without --img-size; compiled once per shape), 640 (TensorRT) */
   int32_t batch;            /* tiles per inference call for dynamic-batch models; <= 0: 1 (static: the model's) */
   int32_t fit;              /* 1: letterbox the whole image into one tile ("fit"); 0: native-scale tiles */
   int32_t skip_empty;       /* tiles with no content are not run: < 0 (default) or 1 yes, 0 no */

@@ -48,6 +48,10 @@ class Backend {
   // How many infer() calls may run at once (each on its own infer request / execution context): the
   // pipeline keeps up to this many batches in flight from as many threads. 1 = calls are serialised.
   virtual int parallel() const { return 1; }
+  // Whether a dynamic-H/W model runs any static tile shape it is given (compiled once per shape), so that the
+  // pipeline gives each image its own tile (fit_tile) when the caller sets no tile size. false: the default
+  // tile (kDefaultTile), e.g. a TensorRT engine whose optimisation profile was built around one shape.
+  virtual bool per_image_tiles() const { return false; }
 };
 
 // Factories, each compiled only when its runtime is found by CMake (ASFYOLO_WITH_OPENVINO /

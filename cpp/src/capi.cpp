@@ -45,16 +45,22 @@ asfyolo_status error_handle(asfyolo_segmenter** out, asfyolo_status code, const 
 std::string settings_json(const asfyolo::Pipeline& p, const std::string& source) {
   const asfyolo::Settings& s = p.settings();
   const asfyolo::Backend& b = *p.backend();
+  // the tile (H, W): a static model's input, else the caller's size or the default; [0, 0]: each frame's own
+  const bool fixed = b.input_height() > 0 && b.input_width() > 0;
+  const int side = s.tile > 0 ? s.tile : b.per_image_tiles() ? 0 : asfyolo::kDefaultTile;
+  const int tile_h = fixed ? b.input_height() : side, tile_w = fixed ? b.input_width() : side;
   char buf[768];
   std::snprintf(buf, sizeof buf,
-                "{\"source\": %s, \"backend\": \"%s\", \"input\": [%d, %d], \"batch\": %d, \"parallel\": %d, "
+                ", \"backend\": \"%s\", \"input\": [%d, %d], \"batch\": %d, \"parallel\": %d, "
                 "\"conf\": %.9g, \"iou\": %.9g, \"max_det\": %d, \"min_visible\": %.9g, \"mask_threshold\": %.9g, "
-                "\"tile_overlap\": %d, \"model_scale\": %.9g, \"schema_version\": %s, \"model_info\": ",
-                asfyolo::json_quote(source).c_str(), b.name(), b.input_height(), b.input_width(), b.static_batch(),
+                "\"tile_overlap\": %d, \"tile\": [%d, %d], \"model_scale\": %.9g, \"schema_version\": %s, "
+                "\"model_info\": ",
+                b.name(), b.input_height(), b.input_width(), b.static_batch(),
                 b.parallel(), s.conf, s.iou, s.max_det, s.min_visible, s.mask_threshold,
-                s.overlap >= 0 ? s.overlap : asfyolo::overlap_for(s.object_px), s.model_scale,
+                s.overlap >= 0 ? s.overlap : asfyolo::overlap_for(s.object_px), tile_h, tile_w, s.model_scale,
                 asfyolo::json_quote(p.info().schema_version).c_str());
-  return std::string(buf) + p.info().json + "}";
+  // the source path outside the fixed buffer: a long path never truncates the JSON
+  return "{\"source\": " + asfyolo::json_quote(source) + buf + p.info().json + "}";
 }
 
 }  // namespace

@@ -1,13 +1,20 @@
 // The OpenVINO backend (backend.hpp): an exported ONNX file or an IR on the CPU. FP32 by an explicit
 // INFERENCE_PRECISION_HINT f32 (OpenVINO would otherwise pick bf16 on BF16 CPUs by itself), bf16 only where
 // asked and the CPU has native BF16 (avx512_bf16 / amx_bf16), an NNCF INT8 IR as it is. Throughput mode:
-// several infer requests (one per CPU stream) run at once, each from its own pipeline worker thread.
+// several infer requests (one per CPU stream) run at once, each from its own pipeline worker thread. A model of
+// dynamic H/W is compiled once per tile shape (per_image_tiles: the pipeline gives each image its fit_tile).
+#include <algorithm>
+#include <cctype>
 #include <condition_variable>
+#include <cstdlib>
+#include <filesystem>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <openvino/openvino.hpp>
 #include <set>
 #include <sstream>
+#include <utility>
 
 #include "backend.hpp"
 
@@ -29,6 +36,88 @@ std::set<std::string> cpu_flags() {
   return out;
 }
 
+// OpenVINO's CACHE_DIR as Python's backend sets it (asfyolo_rt.infer.openvino._use_cache): the user cache folder
+// $ASFYOLO_RT_CACHE, else ($XDG_CACHE_HOME, else ~/.cache)/asfyolo-rt, its openvino/ subfolder, so that a second
+// process loads compiled models instead of compiling them; for models inside that folder only (asfyolo-rt's own
+// exports: a model the caller names leaves nothing in the home folder), every model when ASFYOLO_RT_OV_CACHE is
+// 1/true/yes/on, none when it is 0/false/no/off; skipped on any error.
+void use_cache(ov::Core* core, const std::string& model_path) {
+  auto env = [](const char* name) {
+    const char* v = std::getenv(name);
+    return std::string(v ? v : "");
+  };
+  std::string off = env("ASFYOLO_RT_OV_CACHE");
+  for (char& c : off) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  off.erase(0, off.find_first_not_of(" \t"));
+  off.erase(off.find_last_not_of(" \t") + 1);
+  if (off == "0" || off == "false" || off == "no" || off == "off") return;
+  const bool always = off == "1" || off == "true" || off == "yes" || off == "on";
+  std::filesystem::path root;
+  if (!env("ASFYOLO_RT_CACHE").empty()) {
+    root = std::filesystem::path(env("ASFYOLO_RT_CACHE"));
+  } else if (!env("XDG_CACHE_HOME").empty()) {
+    root = std::filesystem::path(env("XDG_CACHE_HOME")) / "asfyolo-rt";
+  } else if (!env("HOME").empty()) {
+    root = std::filesystem::path(env("HOME")) / ".cache" / "asfyolo-rt";
+  } else {
+    return;
+  }
+  const std::filesystem::path folder = root / "openvino";
+  try {
+    std::error_code ec;
+    if (!always) {  // only models asfyolo-rt keeps in its own cache folder
+      auto r = std::filesystem::weakly_canonical(root, ec);
+      auto m = std::filesystem::weakly_canonical(std::filesystem::path(model_path), ec);
+      if (ec) return;
+      auto rel = m.lexically_relative(r);
+      if (rel.empty() || rel.native().rfind("..", 0) == 0) return;
+    }
+    std::filesystem::create_directories(folder, ec);
+    if (ec) return;  // a read-only home: compile every time
+    core->set_property(ov::cache_dir(folder.string()));
+  } catch (const std::exception&) {
+  }
+}
+
+// One compiled model (one input shape) and its infer requests, each used by one thread at a time.
+struct Pool {
+  ov::CompiledModel compiled;
+  std::vector<ov::InferRequest> requests;
+  std::vector<bool> free;
+  std::vector<std::string> out_names;
+  std::mutex mu;
+  std::condition_variable cv;
+
+  Pool(ov::CompiledModel c, int requested) : compiled(std::move(c)) {
+    int n = requested > 0 ? requested : static_cast<int>(compiled.get_property(ov::optimal_number_of_infer_requests));
+    n = std::max(1, std::min(n, 64));
+    for (int k = 0; k < n; ++k) requests.push_back(compiled.create_infer_request());
+    free.assign(n, true);
+    for (const auto& o : compiled.outputs()) out_names.push_back(o.get_any_name());
+  }
+  size_t acquire() {
+    std::unique_lock<std::mutex> lock(mu);
+    size_t k = 0;
+    cv.wait(lock, [&] {
+      for (k = 0; k < free.size(); ++k)
+        if (free[k]) return true;
+      return false;
+    });
+    free[k] = false;
+    return k;
+  }
+  void release(size_t k) {
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      free[k] = true;
+    }
+    cv.notify_one();
+  }
+};
+
+// A static model has one pool. A model of dynamic H and W is reshaped to each tile shape it is given and
+// compiled once per shape (a static shape runs faster than a dynamic compile), each with its own pool; the
+// batch dimension stays as the file has it.
 class OpenVinoBackend : public Backend {
  public:
   const char* name() const override { return "openvino"; }
@@ -36,18 +125,19 @@ class OpenVinoBackend : public Backend {
   int input_width() const override { return w_; }
   int static_batch() const override { return b_; }
   bool end_to_end() const override { return e2e_; }
-  int parallel() const override { return static_cast<int>(requests_.size()); }
+  int parallel() const override { return parallel_; }
+  bool per_image_tiles() const override { return true; }
 
   bool open(const std::string& model_path, const BackendOptions& opt, std::string* err) {
     try {
-      ov::Core core;
-      std::shared_ptr<ov::Model> model = core.read_model(model_path);
-      if (model->inputs().size() != 1) {
-        *err = model_path + ": expected one input, found " + std::to_string(model->inputs().size());
+      path_ = model_path;
+      model_ = core_.read_model(model_path);
+      if (model_->inputs().size() != 1) {
+        *err = model_path + ": expected one input, found " + std::to_string(model_->inputs().size());
         return false;
       }
       std::set<std::string> outs;
-      for (const auto& o : model->outputs())
+      for (const auto& o : model_->outputs())
         for (const auto& n : o.get_names()) outs.insert(n);
       e2e_ = outs.count("num_dets") > 0;
       if (!outs.count("protos") || (!e2e_ && !outs.count("pred"))) {
@@ -55,17 +145,23 @@ class OpenVinoBackend : public Backend {
                             "asfyolo-rt export";
         return false;
       }
-      const ov::PartialShape ps = model->input().get_partial_shape();
+      const ov::PartialShape ps = model_->input().get_partial_shape();
       if (ps.rank().is_dynamic() || ps.rank().get_length() != 4) {
         *err = model_path + ": expected an NCHW input";
         return false;
       }
       auto dim = [&](int i) { return ps[i].is_static() ? static_cast<int>(ps[i].get_length()) : 0; };
+      batch_dim_ = ps[0];
       b_ = dim(0);
       h_ = dim(2);
       w_ = dim(3);
+      if (!h_ != !w_) {  // one side fixed, the other not: neither a static tile nor any tile fits it
+        *err = model_path + ": input " + ps.to_string() + " has one dynamic side; export it with both sides fixed "
+                            "or both dynamic";
+        return false;
+      }
       bool quantized = false;
-      for (const auto& op : model->get_ops())
+      for (const auto& op : model_->get_ops())
         if (std::string(op->get_type_name()) == "FakeQuantize") { quantized = true; break; }
       std::string precision = opt.precision.empty() ? "fp32" : opt.precision;
       if (precision != "fp32" && precision != "bf16" && precision != "int8") {
@@ -88,19 +184,20 @@ class OpenVinoBackend : public Backend {
         *err = "options.precision int8: " + model_path + " is not quantized; use the bundle's model.int8-openvino.xml";
         return false;
       }
-      ov::AnyMap config{{ov::hint::inference_precision.name(), precision == "bf16" ? ov::element::bf16 : ov::element::f32},
-                        {ov::hint::performance_mode.name(), ov::hint::PerformanceMode::THROUGHPUT}};
+      config_ = {{ov::hint::inference_precision.name(), precision == "bf16" ? ov::element::bf16 : ov::element::f32},
+                 {ov::hint::performance_mode.name(), ov::hint::PerformanceMode::THROUGHPUT}};
       // no pinning: on a machine shared with other processes a stream pinned to a busy core waits for it
-      config[ov::hint::enable_cpu_pinning.name()] = false;
-      if (opt.threads > 0) config[ov::inference_num_threads.name()] = opt.threads;
-      if (opt.requests > 0) config[ov::num_streams.name()] = ov::streams::Num(opt.requests);
-      compiled_ = core.compile_model(model, opt.device.empty() ? "CPU" : opt.device, config);
-      int n = opt.requests > 0 ? opt.requests
-                               : static_cast<int>(compiled_.get_property(ov::optimal_number_of_infer_requests));
-      n = std::max(1, std::min(n, 64));
-      for (int k = 0; k < n; ++k) requests_.push_back(compiled_.create_infer_request());
-      free_.assign(n, true);
-      for (const auto& o : compiled_.outputs()) out_names_.push_back(o.get_any_name());
+      config_[ov::hint::enable_cpu_pinning.name()] = false;
+      if (opt.threads > 0) config_[ov::inference_num_threads.name()] = opt.threads;
+      if (opt.requests > 0) config_[ov::num_streams.name()] = ov::streams::Num(opt.requests);
+      device_ = opt.device.empty() ? "CPU" : opt.device;
+      requests_ = opt.requests;
+      use_cache(&core_, model_path);
+      // compiled as read: a static model's one pool; a dynamic one's properties (how many requests run at once),
+      // and any error of the model shows here rather than at the first frame
+      auto first = std::make_unique<Pool>(core_.compile_model(model_, device_, config_), requests_);
+      parallel_ = static_cast<int>(first->requests.size());
+      if (h_ > 0) pools_[{h_, w_}] = std::move(first);
       return true;
     } catch (const std::exception& e) {
       std::string m = e.what();
@@ -120,19 +217,21 @@ class OpenVinoBackend : public Backend {
              " does not fit the model's fixed input";
       return false;
     }
-    size_t k = acquire();
+    Pool* pool = pool_for(h, w, err);
+    if (!pool) return false;
+    size_t k = pool->acquire();
     bool ok = true;
     try {
-      ov::InferRequest& r = requests_[k];
+      ov::InferRequest& r = pool->requests[k];
       ov::Tensor in(ov::element::f32, ov::Shape{size_t(n), 3, size_t(h), size_t(w)}, const_cast<float*>(input));
       r.set_input_tensor(in);
       r.start_async();
       r.wait();
       outputs->clear();
-      for (size_t i = 0; i < out_names_.size(); ++i) {
+      for (size_t i = 0; i < pool->out_names.size(); ++i) {
         ov::Tensor t = r.get_output_tensor(i);
         Output o;
-        o.name = out_names_[i];
+        o.name = pool->out_names[i];
         for (size_t d : t.get_shape()) o.shape.push_back(static_cast<int64_t>(d));
         o.data.resize(t.get_size());
         if (t.get_element_type() == ov::element::f32) {
@@ -156,36 +255,39 @@ class OpenVinoBackend : public Backend {
       *err = "openvino: inference failed: " + m.substr(0, m.find('\n'));
       ok = false;
     }
-    release(k);
+    pool->release(k);
     return ok;
   }
 
  private:
-  size_t acquire() {
-    std::unique_lock<std::mutex> lock(mu_);
-    size_t k = 0;
-    cv_.wait(lock, [&] {
-      for (k = 0; k < free_.size(); ++k)
-        if (free_[k]) return true;
-      return false;
-    });
-    free_[k] = false;
-    return k;
-  }
-  void release(size_t k) {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      free_[k] = true;
+  // The pool of tiles of h x w: compiled on first use (one thread compiles, others needing a pool wait).
+  Pool* pool_for(int h, int w, std::string* err) {
+    std::lock_guard<std::mutex> lock(pools_mu_);
+    auto it = pools_.find({h, w});
+    if (it != pools_.end()) return it->second.get();
+    try {
+      std::shared_ptr<ov::Model> m = model_->clone();
+      m->reshape(ov::PartialShape{batch_dim_, 3, h, w});
+      auto pool = std::make_unique<Pool>(core_.compile_model(m, device_, config_), requests_);
+      Pool* p = pool.get();
+      pools_[{h, w}] = std::move(pool);
+      return p;
+    } catch (const std::exception& e) {
+      std::string msg = e.what();
+      *err = "OpenVINO cannot compile " + path_ + " for " + std::to_string(h) + "x" + std::to_string(w) +
+             " tiles: " + msg.substr(0, msg.find('\n'));
+      return nullptr;
     }
-    cv_.notify_one();
   }
 
-  ov::CompiledModel compiled_;
-  std::vector<ov::InferRequest> requests_;
-  std::vector<bool> free_;
-  std::vector<std::string> out_names_;
-  std::mutex mu_;
-  std::condition_variable cv_;
+  ov::Core core_;
+  std::shared_ptr<ov::Model> model_;
+  std::string path_, device_;
+  ov::AnyMap config_;
+  ov::Dimension batch_dim_;
+  int requests_ = 0, parallel_ = 1;
+  std::map<std::pair<int, int>, std::unique_ptr<Pool>> pools_;  // by tile (h, w); entries are never removed
+  std::mutex pools_mu_;
   int h_ = 0, w_ = 0, b_ = 0;
   bool e2e_ = false;
 };

@@ -57,7 +57,7 @@ bool make_settings(const ModelInfo& info, double conf, double iou, int max_det, 
   s.min_visible = min_visible >= 0 ? min_visible : info.min_visible;
   s.mask_threshold = mask_threshold >= 0 ? mask_threshold : info.mask_threshold;
   s.overlap = overlap;
-  s.tile = tile > 0 ? tile : 640;
+  s.tile = tile > 0 ? tile : 0;
   s.batch = batch > 0 ? batch : 1;
   s.threads = threads;
   s.model_scale = info.model_scale;
@@ -195,8 +195,11 @@ Pipeline::Status Pipeline::run(const Rgb8& rgb, double pixel_size, FrameOut* out
            "; expected [0.01, 100]";
     return kBadInput;
   }
+  // a static model's shape; else the caller's tile size; else each image's own tile (0: plan_image's fit_tile)
+  // where the backend compiles per shape, kDefaultTile where it does not
   const bool is_static = backend_->input_height() > 0 && backend_->input_width() > 0;
-  const int th = is_static ? backend_->input_height() : s_.tile, tw = is_static ? backend_->input_width() : s_.tile;
+  const int dyn = s_.tile > 0 ? s_.tile : backend_->per_image_tiles() ? 0 : kDefaultTile;
+  const int th = is_static ? backend_->input_height() : dyn, tw = is_static ? backend_->input_width() : dyn;
   const int overlap = s_.overlap >= 0 ? s_.overlap : overlap_for(s_.object_px);
   Plan plan;
   if (!plan_image(rgb.height, rgb.width, scale, th, tw, overlap, is_static, &plan, err)) return kBadInput;

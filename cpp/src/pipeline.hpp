@@ -16,11 +16,13 @@
 
 namespace asfyolo {
 
+constexpr int kDefaultTile = 640;  // the tile of a dynamic backend that takes one fixed shape (tiles.DEFAULT_TILE)
+
 struct Settings {
   double conf = kDefaultConf, iou = 0.45, min_visible = 0.5, mask_threshold = 0.5;
   int max_det = 1000;
   int overlap = -1;        // network px; < 0: overlap_for(the model's object size)
-  int tile = 640;          // tile side of dynamic models
+  int tile = 0;            // tile side of dynamic models; 0: each image's own (fit_tile), or kDefaultTile
   int batch = 1;           // tiles per call of dynamic-batch models
   int threads = 0;         // 0: hardware concurrency
   bool skip_empty = true;  // tiles with no content (is_empty_tile) are not run

@@ -44,6 +44,36 @@ std::vector<std::array<double, 2>> cores(const std::vector<int>& s, int tile, in
 
 }  // namespace
 
+FitSide fit_side(int length, int overlap, int lo, int hi) {
+  if (length <= hi) return {ceil32(length), 1};
+  bool found = false;
+  double best_cost = 0;
+  FitSide best;
+  const int last = length / std::max(1, lo - overlap) + 2;  // range(2, length // max(1, lo - overlap) + 3)
+  for (int n = 2; n <= last; ++n) {
+    const int64_t covered = static_cast<int64_t>(length) + static_cast<int64_t>(n - 1) * overlap;
+    const int side = ceil32(static_cast<int>((covered + n - 1) / n));  // ceil32(ceil(covered / n))
+    if (side > hi) continue;
+    if (side < std::max(lo, 2 * overlap + 32)) break;
+    const double cost = static_cast<double>(n) * side + static_cast<double>(n) * kTileCostPx / hi;
+    if (!found || cost < best_cost) {
+      found = true;
+      best_cost = cost;
+      best = {side, n};
+    }
+  }
+  if (!found) {  // no count fits [lo, hi] (an overlap near hi / 2): the largest tile
+    const int step = std::max(1, hi - overlap);
+    return {hi, std::max(2, static_cast<int>((static_cast<int64_t>(length) - overlap + step - 1) / step))};
+  }
+  return best;
+}
+
+void fit_tile(int hs, int ws, int overlap, int* tile_h, int* tile_w) {
+  *tile_h = fit_side(hs, overlap).side;
+  *tile_w = fit_side(ws, overlap).side;
+}
+
 bool plan_image(int h0, int w0, double model_scale, int tile_h, int tile_w, int overlap, bool is_static, Plan* out,
                 std::string* err) {
   Plan p;
@@ -58,6 +88,10 @@ bool plan_image(int h0, int w0, double model_scale, int tile_h, int tile_w, int 
     p.ws = w0;
   }
   int th = tile_h, tw = tile_w;
+  if (th <= 0 || tw <= 0) {
+    fit_tile(p.hs, p.ws, overlap, &th, &tw);
+    is_static = false;
+  }
   if (!is_static) {
     th = std::min(th, ceil32(p.hs));
     tw = std::min(tw, ceil32(p.ws));

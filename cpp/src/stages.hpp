@@ -27,7 +27,24 @@ struct Plan {
   std::vector<Tile> tiles;
 };
 
+constexpr int kMinFitTile = 320;          // the sides fit_side chooses between (tiles.MIN_FIT_TILE, MAX_FIT_TILE)
+constexpr int kMaxFitTile = 1024;
+constexpr int kTileCostPx = 32 * 1024;    // network px one more tile costs beyond its pixels (tiles.TILE_COST_PX)
+
+struct FitSide {
+  int side = 0;   // tile side (a multiple of 32)
+  int tiles = 0;  // tiles along the axis
+};
+
+// fit_side of asfyolo_rt.runtime.tiles: along an axis of `length` network px, the multiple of 32 in [lo, hi]
+// whose tiles (neighbours sharing >= overlap px) run the fewest pixels (n * side + n * kTileCostPx / hi);
+// one tile of ceil32(length) where the axis fits in hi.
+FitSide fit_side(int length, int overlap, int lo = kMinFitTile, int hi = kMaxFitTile);
+// fit_tile: the tile of a dynamic-shape backend for a scaled image of hs x ws when the caller gave no tile size.
+void fit_tile(int hs, int ws, int overlap, int* tile_h, int* tile_w);
+
 // plan_image of asfyolo_rt.runtime.tiles (no window): false + *err when the overlap is not smaller than a tile.
+// tile_h or tile_w <= 0: the image's own tile (fit_tile of the scaled image; a dynamic backend).
 bool plan_image(int h0, int w0, double model_scale, int tile_h, int tile_w, int overlap, bool is_static, Plan* out,
                 std::string* err);
 

@@ -15,6 +15,7 @@ class Fake : public asfyolo::Backend {
   int static_batch() const override { return o_.batch; }
   bool end_to_end() const override { return false; }
   int parallel() const override { return o_.parallel; }
+  bool per_image_tiles() const override { return o_.per_image; }
   bool infer(const float* x, int n, int h, int w, bool on_device, std::vector<asfyolo::Output>* outs,
              std::string* err) override {
     if (o_.fail || on_device) {

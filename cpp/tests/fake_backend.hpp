@@ -15,6 +15,7 @@ struct FakeOptions {
   int batch = 0;              // 0: dynamic
   int parallel = 1;
   bool fail = false;          // infer() reports an error
+  bool per_image = false;     // Backend::per_image_tiles: any tile shape (each image's own fit_tile)
 };
 
 std::unique_ptr<asfyolo::Backend> make_fake(const FakeOptions& o);

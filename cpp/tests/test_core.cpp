@@ -91,6 +91,45 @@ void test_plans() {
   CHECK(!asfyolo::plan_image(1000, 1000, 1.0, 64, 64, 64, true, &p, &err) || p.tiles.size() > 0);
 }
 
+void test_fit_side() {
+  // (side, tiles) printed by asfyolo_rt.runtime.tiles.fit_side for these lengths x overlaps
+  const int overlaps[6] = {0, 64, 112, 208, 400, 600};
+  struct Row { int length; int side_n[6][2]; };
+  const Row table[] = {
+      {1, {{32, 1}, {32, 1}, {32, 1}, {32, 1}, {32, 1}, {32, 1}}},
+      {100, {{128, 1}, {128, 1}, {128, 1}, {128, 1}, {128, 1}, {128, 1}}},
+      {320, {{320, 1}, {320, 1}, {320, 1}, {320, 1}, {320, 1}, {320, 1}}},
+      {640, {{640, 1}, {640, 1}, {640, 1}, {640, 1}, {640, 1}, {640, 1}}},
+      {905, {{928, 1}, {928, 1}, {928, 1}, {928, 1}, {928, 1}, {928, 1}}},
+      {1024, {{1024, 1}, {1024, 1}, {1024, 1}, {1024, 1}, {1024, 1}, {1024, 1}}},
+      {1025, {{544, 2}, {576, 2}, {576, 2}, {640, 2}, {1024, 2}, {1024, 2}}},
+      {1908, {{960, 2}, {992, 2}, {1024, 2}, {800, 3}, {928, 3}, {1024, 4}}},
+      {3072, {{1024, 3}, {832, 4}, {864, 4}, {928, 4}, {960, 5}, {1024, 6}}},
+      {4096, {{1024, 4}, {736, 6}, {928, 5}, {992, 5}, {1024, 6}, {1024, 9}}},
+      {6144, {{1024, 6}, {832, 8}, {992, 7}, {960, 8}, {992, 10}, {1024, 14}}},
+      {30000, {{864, 35}, {896, 36}, {992, 34}, {992, 38}, {1024, 48}, {1024, 70}}},
+  };
+  for (const Row& r : table)
+    for (int k = 0; k < 6; ++k) {
+      asfyolo::FitSide f = asfyolo::fit_side(r.length, overlaps[k]);
+      if (f.side != r.side_n[k][0] || f.tiles != r.side_n[k][1])
+        std::fprintf(stderr, "fit_side(%d, %d) = (%d, %d), Python (%d, %d)\n", r.length, overlaps[k], f.side, f.tiles,
+                     r.side_n[k][0], r.side_n[k][1]);
+      CHECK(f.side == r.side_n[k][0] && f.tiles == r.side_n[k][1]);
+    }
+  // plans with the image's own tile (tile 0), as plan_image(tile_hw=None) printed them
+  asfyolo::Plan p;
+  std::string err;
+  CHECK(asfyolo::plan_image(2048, 2048, 1.5, 0, 0, 208, false, &p, &err));
+  CHECK(p.tiles.size() == 16 && p.tiles[0].h == 928 && p.tiles[0].w == 928 && p.tiles[1].x0 == 715);
+  CHECK(p.tiles[1].core[0] == 821.5 && p.tiles[1].core[2] == 1536.0 && p.tiles[1].core[3] == 821.5);
+  CHECK(asfyolo::plan_image(603, 1272, 1.5, 0, 0, 208, true, &p, &err));  // a fit tile is never static
+  CHECK(p.tiles.size() == 3 && p.tiles[0].h == 928 && p.tiles[0].w == 800 && p.tiles[2].x0 == 1108);
+  CHECK(p.tiles[1].core[0] == 677.0 && p.tiles[1].core[2] == 1231.0 && p.tiles[1].core[3] == 904.0);
+  CHECK(asfyolo::plan_image(700, 500, 0.75, 0, 0, 112, false, &p, &err));
+  CHECK(p.tiles.size() == 1 && p.tiles[0].h == 544 && p.tiles[0].w == 384);
+}
+
 void test_nms() {
   std::vector<std::array<float, 4>> b = {{0, 0, 10, 10}, {1, 1, 11, 11}, {20, 20, 30, 30}, {0, 0, 10, 10}};
   std::vector<float> s = {0.5f, 0.9f, 0.7f, 0.9f};
@@ -158,6 +197,36 @@ void test_pipeline() {
   asfyolo_segmenter_free(seg);
 }
 
+// No tile size: a backend that takes any tile shape gets the image's own (fit_tile: 4 tiles of 576 x 1024 for
+// 1100 x 2000 at overlap 32), one that does not the default 640 (8 tiles); the same cells either way.
+void test_fit_tiles() {
+  const int w = 2000, h = 1100;
+  std::vector<std::pair<int, int>> at = {{10, 10}, {990, 20}, {1010, 530}, {500, 540}, {1900, 1050}, {1200, 700}};
+  std::vector<uint8_t> px = squares(w, h, at);
+  asfyolo_image im{px.data(), w, h, w, ASFYOLO_GRAY8, 0.0, int64_t(px.size())};
+  asfyolo_options o;
+  asfyolo_options_init(&o);
+  o.tile_overlap = 32;
+  std::vector<uint8_t> first;
+  for (bool per_image : {true, false}) {
+    asfyolo_segmenter* seg = open_fake({0, 0, 0, 2, false, per_image}, &o);
+    CHECK(seg != nullptr);
+    if (!seg) return;
+    const std::string info = asfyolo_segmenter_info(seg);
+    CHECK(info.find(per_image ? "\"tile\": [0, 0]" : "\"tile\": [640, 640]") != std::string::npos);
+    asfyolo_result* r = nullptr;
+    CHECK(asfyolo_segment(seg, &im, &r) == ASFYOLO_OK);
+    CHECK(asfyolo_result_tiles(r) == (per_image ? 4 : 8));
+    CHECK(asfyolo_result_count(r) == int64_t(at.size()));
+    std::vector<uint8_t> fg(size_t(w) * h);  // cells are numbered in tile order: compare the painted pixels
+    for (size_t i = 0; i < fg.size(); ++i) fg[i] = asfyolo_result_labels(r)[i] != 0;
+    if (first.empty()) first = fg;
+    else CHECK(fg == first);
+    asfyolo_result_free(r);
+    asfyolo_segmenter_free(seg);
+  }
+}
+
 void test_errors() {
   asfyolo_segmenter* seg = nullptr;
   CHECK(asfyolo_segmenter_open(nullptr, nullptr, &seg) == ASFYOLO_ERR_ARGUMENT);
@@ -201,8 +270,10 @@ int main() {
   test_json();
   test_model_info();
   test_plans();
+  test_fit_side();
   test_nms();
   test_pipeline();
+  test_fit_tiles();
   test_errors();
   std::printf("%d checks, %d failed\n", g_checks, g_failed);
   return g_failed ? 1 : 0;

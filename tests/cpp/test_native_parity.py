@@ -4,6 +4,7 @@ the C runtime in OpenVINO: equal cells across two runtimes and two implementatio
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +47,31 @@ def test_dynamic_model_same_cells(native_lib, dynamic_onnx, nuclei_frame):
     f1, n_py, n_c = label_f1(cells.labels, labels)
     assert n_py > 20 and n_c == n_py and f1 >= 0.999
     assert timing["tiles"] == cells.tiles > 4
+
+
+def test_synthetic_frames_fit_tiles_same_cells(native_lib, dynamic_onnx):
+    """A dynamic model and no tile size: each frame gets its own tile shape (fit_tile; the OpenVINO backend
+    compiles the model once per shape) in both runtimes. fastpath's 480 x 480 check frame (one 736 x 736 tile
+    at the model scale 1.5) and a 1100 x 1500 one (several tiles of neither 640 nor the export's 320)."""
+    from asfyolo_rt import Segmenter
+    from asfyolo_rt.data.synth import make_nuclei
+    from asfyolo_rt.fastpath import check_frame
+    from asfyolo_rt.native import NativeSegmenter
+    from asfyolo_rt.runtime.tiles import plan_image
+
+    big, _ = make_nuclei(5, shape=(1100, 1500), n_cells=(400, 400), bit_depth=16)
+    python = Segmenter(dynamic_onnx, backend="openvino")
+    with NativeSegmenter(dynamic_onnx) as seg:
+        settings = json.loads(seg.info)
+        for frame in (check_frame(), np.asarray(big)):
+            plan = plan_image(frame.shape, model_scale=settings["model_scale"], tile_hw=None,
+                              overlap=settings["tile_overlap"], static=False)
+            cells = python.segment(frame)
+            labels, _, timing = seg.segment(frame)
+            f1, n_py, n_c = label_f1(cells.labels, labels)
+            assert n_py > 50 and n_c == n_py and f1 >= 0.999
+            assert timing["tiles"] == cells.tiles == len(plan.tiles)
+    assert len(plan.tiles) > 1 and (plan.tiles[0].h, plan.tiles[0].w) not in ((640, 640), (320, 320))
 
 
 def test_same_cells_from_every_pixel_format(native_lib, shipped_onnx):
@@ -92,3 +118,18 @@ def test_2048_frame_same_cells_as_predict(native_lib, model, tmp_path):
     cells, (labels, _, _) = _both(DEMO_BUNDLE / model, read_image_raw(frame))
     f1, n_py, n_c = label_f1(cells.labels, labels)
     assert n_py > 1000 and n_c == n_py and f1 >= 0.999
+
+
+@pytest.mark.slow
+def test_2048_frame_fit_tiles_same_cells(native_lib, dynamic_onnx):
+    """The 2048 x 2048 frame with a dynamic model and no tile size: 16 tiles of 864 x 864 at scale 1.5 (not 36
+    of 640) in both runtimes, the same cells."""
+    frame = Path("/work/runs/frame.tif")
+    if not frame.is_file():
+        pytest.skip("needs /work/runs/frame.tif (asfyolo-rt data frame ... --size 2048)")
+    from asfyolo_rt.data.io import read_image_raw
+
+    cells, (labels, _, timing) = _both(dynamic_onnx, read_image_raw(frame), {"backend": "openvino"})
+    f1, n_py, n_c = label_f1(cells.labels, labels)
+    assert n_py > 1000 and n_c == n_py and f1 >= 0.999
+    assert timing["tiles"] == cells.tiles == 16

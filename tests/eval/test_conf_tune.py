@@ -134,7 +134,7 @@ def test_tiled_val_reports_the_label_images_f1(shipped, val_split):
     res = validate(backend, split, ValConfig(protocol="tiled", model_scale=rec.model_scale, coco=False, dsb=True,
                                              dsb_conf=0.3, max_object_px=rec.overlap_object_px))
     curve = f1_vs_conf(backend, split, model_scale=rec.model_scale, max_object_px=rec.overlap_object_px, iou=0.6,
-                       max_det=300, confs=(0.3,))
+                       max_det=300, confs=(0.3,), img_size=640)  # val's tiles (predict's own tile choice otherwise)
     lf = res.label_f1
     assert lf is not None and lf["conf"] == 0.3 and (lf["tp"], lf["fp"], lf["fn"]) == (curve.tp[0], curve.fp[0],
                                                                                        curve.fn[0])

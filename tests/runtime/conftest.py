@@ -34,3 +34,17 @@ def nuclei_frame() -> np.ndarray:
     a = np.asarray(img)
     a = a if a.ndim == 2 else a[..., 0]
     return (a.astype(np.float32) / max(float(a.max()), 1.0) * 4000 + 100).astype(np.uint16)
+
+
+@pytest.fixture(scope="session")
+def dynamic_onnx(tmp_path_factory) -> Path:
+    """The shipped model as an ONNX file with dynamic H and W (traced at 320): each image gets its own tile."""
+    from dataclasses import replace
+
+    from asfyolo_rt.export.onnx_export import export_onnx, load_weights
+
+    from asfyolo_rt.weights_registry import default_weights
+
+    model, cfg = load_weights(default_weights())
+    out = tmp_path_factory.mktemp("dynamic") / "model.onnx"
+    return export_onnx(model, out, replace(cfg, img_size=TILE), img_size=TILE, dynamic_size=True).path
