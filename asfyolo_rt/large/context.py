@@ -102,7 +102,14 @@ def make_runner(image: LargeImage, model: BackendSpec, settings: dict[str, Any])
     from asfyolo_rt.runtime.info import read_model_info
     from asfyolo_rt.runtime.pipeline import FramePipeline, PredictConfig
 
-    cfg = PredictConfig.from_info(read_model_info(model.file), **settings)
+    from asfyolo_rt.runtime.tiles import DEFAULT_TILE
+
+    # blocks keep the 640 tile of a dynamic model (not each frame's own, `tiles.fit_tile`, up to 1024): the
+    # memory per worker measured for this route (docs/how-to/large-images.md) holds for it
+    info = read_model_info(model.file)
+    if info.input_shape is None and settings.get("img_size") is None:
+        settings = {**settings, "img_size": DEFAULT_TILE}
+    cfg = PredictConfig.from_info(info, **settings)
     if cfg.scale != "native":
         raise ConfigError("--scale fit resizes a whole image: images read by block run at --scale native",
                           hint="leave out --scale fit")

@@ -216,6 +216,32 @@ def levers_section() -> list[str]:
                    ["l", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r", "r"])]
 
 
+def e2e_section() -> list[str]:
+    """Whole predict commands on the frame, alternated (bench/results/predict_e2e.json, bench/predict_e2e.py)."""
+    path = RESULTS / "predict_e2e.json"
+    if not path.is_file():
+        return []
+    doc = json.loads(path.read_text())
+    env = doc["env"]
+    key = next(k for k in doc["rows"][0] if k.startswith("speedup_vs_"))
+    f1key = next(k for k in doc["rows"][0] if k.startswith("f1_vs_") and k != "f1_vs_truth")
+    rows = [[md_text(r["case"]), f"`{r['command']}`", f"{r['wall_median_s']:.2f}",
+             f"{r['wall_min_s']:.2f} – {r['wall_max_s']:.2f}", f"{r[key]:.2f}×", str(r["peak_rss_mib"]), str(r["cells"]),
+             "" if r["f1_vs_truth"] is None else f"{r['f1_vs_truth']:.3f}", f"{r[f1key]:.3f}"] for r in doc["rows"]]
+    machine = (f"{env['cpus']}-core CPU, {env['isa']} ({', '.join(env['cpu_flags'])}); load average "
+               f"{env['load_before'][0]} before, {env['load_after'][0]} after")
+    base = f", baseline checkout `{env['baseline_sha']}`" if env.get("baseline_sha") else ""
+    return ["## `asfyolo-rt predict` end to end", "",
+            reproduce("python bench/predict_e2e.py --frame frame.tif --truth frame.labels.tif --bundle BUNDLE "
+                      "--baseline-checkout CHECKOUT --json-out bench/results/predict_e2e.json",
+                      f"`{env['git_sha']}`{base}", "the shipped model's", machine, "see the commit"), "",
+            f"Whole commands on the {env['frame_shape'][1]}×{env['frame_shape'][0]} frame `{env['frame']}` (start-up, "
+            f"model load, reading, segmenting, writing labels, overlays, CSV and COCO JSON), {env['rounds']} alternated "
+            "rounds after a warm-up; \"as filed\": the same command run by the commit before the throughput work.",
+            "", *table(["case", "command", "median s", "min – max s", "speed-up", "peak RSS MiB", "cells", "frame F1",
+                        "F1 vs as filed"], rows, ["l", "l", "r", "r", "r", "r", "r", "r", "r"])]
+
+
 def speed_page() -> str:
     ct = _cpu_table_module()
     rows, _ = _split_run(read_csv("cpu_v2.csv"))
@@ -227,7 +253,7 @@ def speed_page() -> str:
            "mask assembly at the original resolution. GPU numbers (PyTorch CUDA, Triton kernels, TensorRT) are not "
            "measured yet: no GPU was available to this project. `noisy` marks rows whose repeats disagree or that "
            "shared the CPU with other processes; `% peak` is relative to the GEMM peak `bench` measured itself.",
-           "", *levers_section(), "", "## Fastest path per input", "",
+           "", *levers_section(), "", *e2e_section(), "", "## Fastest path per input", "",
            "Generated from the two tables below: the lowest p50 latency (per input) or the highest megapixels/s "
            "(whole frames), against ONNX Runtime FP32 of the same model and input.", ""]
     fast = _fastest(rows, lambda r: f"{r['label'].split(' [')[0]}, {r['img_size']}", "latency_p50_ms", higher=False)
