@@ -96,7 +96,8 @@ def main() -> None:
     rows = []
     for name, cmd, _ in cases:
         lab = labels[name]
-        row = {"case": name, "command": " ".join(["asfyolo-rt", *cmd[3:]]).replace(str(bundle), "BUNDLE"),
+        row = {"case": name,
+               "command": " ".join(["asfyolo-rt", *cmd[3:]]).replace(str(bundle), "BUNDLE").replace(str(frame), frame.name),
                "wall_median_s": round(statistics.median(walls[name]), 2), "wall_min_s": round(min(walls[name]), 2),
                "wall_max_s": round(max(walls[name]), 2), "peak_rss_mib": round(max(rss[name])), "cells": int(lab.max()),
                "f1_vs_truth": round(instance_f1(truth, lab).f1, 4) if truth is not None else None,
@@ -113,7 +114,7 @@ def main() -> None:
     doc = {"env": {"git_sha": sha, "baseline_sha": base_sha, "cpus": os.cpu_count(), "isa": cpu_isa(),
                    "cpu_flags": sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma"))),
                    "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in load_after],
-                   "rounds": args.rounds, "frame": frame.name, "frame_shape": list(labels[ref_name].shape)},
+                   "rounds": args.rounds, "frame": frame.name, "date": time.strftime("%Y-%m-%d", time.gmtime()), "frame_shape": list(labels[ref_name].shape)},
            "rows": rows}
     for r in rows:
         print(json.dumps(r))

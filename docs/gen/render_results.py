@@ -185,6 +185,15 @@ def _newest_sha(rows: list[dict[str, str]]) -> str:
     return max(rows, key=lambda r: r["timestamp"])["git_sha"]
 
 
+def _again(doc: dict) -> str:
+    """What the levers page says of row 1's second timing (runs before it recorded none)."""
+    again = doc["rows"][0].get("frame_p50_again_ms")
+    if again is None:
+        return ""
+    return (f"Row 1 was timed again after the last row ({doc['rows'][0]['frame_p50_ms']:.0f} ms, then {again:.0f} ms): "
+            "speed-ups are against the faster of the two. ")
+
+
 def levers_section() -> list[str]:
     """The throughput levers on a whole frame, one run (bench/results/levers.json, `bench --frame --levers`)."""
     doc = json.loads((RESULTS / "levers.json").read_text())
@@ -207,7 +216,7 @@ def levers_section() -> list[str]:
             f"{md_text(doc['frame'])}; {doc['iters']} timed runs per row after a warm-up (p50). Each row adds one lever "
             "to the row above, on ONNX exports of the shipped weights (a static 640 × 640 one up to the per-frame tile, "
             "then the dynamic-shape one predict's fast path makes); "
-            "\"instead of\" rows replace one lever of the row above. GFLOP/s: the model's work per frame (tiles run × GFLOPs "
+            f"{_again(doc)}\"instead of\" rows replace one lever of the row above. GFLOP/s: the model's work per frame (tiles run × GFLOPs "
             "per tile) over the frame's wall time. Post-processing: its busy time (NMS, ownership, masks, merge, "
             "paint) as a share of the frame's wall time (pipelined rows overlap it with inference). F1: the label image against the frame's annotated nuclei; val: "
             "DSB2018 val, tiled protocol (its 640 tiles, the overlap of the row).", "",
@@ -234,7 +243,7 @@ def e2e_section() -> list[str]:
     return ["## `asfyolo-rt predict` end to end", "",
             reproduce("python bench/predict_e2e.py --frame frame.tif --truth frame.labels.tif --bundle BUNDLE "
                       "--baseline-checkout CHECKOUT --json-out bench/results/predict_e2e.json",
-                      f"`{env['git_sha']}`{base}", "the shipped model's", machine, "see the commit"), "",
+                      f"`{env['git_sha']}`{base}", "the shipped model's", machine, env.get("date", "not recorded")), "",
             f"Whole commands on the {env['frame_shape'][1]}×{env['frame_shape'][0]} frame `{env['frame']}` (start-up, "
             f"model load, reading, segmenting, writing labels, overlays, CSV and COCO JSON), {env['rounds']} alternated "
             "rounds after a warm-up; \"as filed\": the same command run by the commit before the throughput work.",
