@@ -118,7 +118,7 @@ def predict(
     """Segment cells: label images, overlays, COCO JSON (RLE), per-cell CSV and per-image counts.
 
     Examples:
-      asfyolo-rt predict nuclei.tif                       (native scale, 640 tiles: any frame size; the
+      asfyolo-rt predict nuclei.tif                       (native scale, tiles: any frame size; the
                                                           fastest CPU path, made once, says which)
       asfyolo-rt predict nuclei.tif --backend torch       (the checkpoint itself, in PyTorch)
       asfyolo-rt predict camera_2048.tif --model bundle/model.onnx --batch 4
@@ -209,10 +209,14 @@ def predict(
     model_file, runtime, prec = choose_runtime(path, backend_name, device, precision, scale)
     seg = Segmenter(model_file, backend=runtime, device=device, precision=prec, **settings)
     cfg, rec, backend = seg.config, seg.info, seg.backend
-    tile = backend.input_shape or (cfg.img_size or DEFAULT_TILE,) * 2
+    from asfyolo_rt.runtime.tiles import MAX_FIT_TILE
+
+    own_tile = backend.input_shape is None and cfg.img_size is None and getattr(backend, "per_image_tiles", False)
+    tile = backend.input_shape or (cfg.img_size or (MAX_FIT_TILE if own_tile else DEFAULT_TILE),) * 2
     if scale == "native" and tile_overlap is not None and tile_overlap > min(tile) // 2:
-        raise ConfigError(f"--tile-overlap {tile_overlap}: expected at most half the {tile[0]}x{tile[1]} tile "
-                          f"({min(tile) // 2} px)", hint="a larger --img-size (tile side) takes a larger overlap")
+        what = f"the largest tile chosen per image ({tile[0]} px)" if own_tile else f"the {tile[0]}x{tile[1]} tile"
+        raise ConfigError(f"--tile-overlap {tile_overlap}: expected at most half {what} ({min(tile) // 2} px)",
+                          hint="a larger --img-size (tile side) takes a larger overlap")
     out = fresh_output_folder(out)
     created = not out.exists()  # only a folder this run made may be removed again
     outputs = [n for n, on in (("cells.csv", True), ("summary.csv", True), ("labels/", labels != "none"),

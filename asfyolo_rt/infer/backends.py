@@ -48,6 +48,11 @@ class TorchBackend(PlainBackend):
             set_impl(self.kernel_impl)
         self.nc = int(getattr(self.model, "nc", 1))
 
+    @property
+    def per_image_tiles(self) -> bool:
+        """A new tile shape costs nothing on the CPU (the stages give each image its own tile there)."""
+        return str(self.device).startswith("cpu")
+
     @torch.inference_mode()
     def __call__(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pred, protos = self.model(images.to(self.device, self.dtype, non_blocking=True))

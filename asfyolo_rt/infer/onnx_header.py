@@ -89,7 +89,7 @@ def _dims(value_info: memoryview) -> list[int | None]:
         value: int | None = None
         for dn, dw, dv in _fields(dim):
             if dn == 1 and dw == _VARINT:
-                value = int(dv)
+                value = int(dv) - (1 << 64) if int(dv) >= 1 << 63 else int(dv)  # int64, two's complement
         out.append(value)
     return out
 

@@ -42,6 +42,7 @@ INSTALL_HINT = "pip install 'asfyolo-rt[openvino]' (openvino, nncf)"
 if TYPE_CHECKING:
     import torch
 
+MAX_SHAPES = 8  # compiled tile shapes kept per dynamic model (least recently compiled go first)
 META_SECTION = "asfyolo_rt"  # IR rt_info section holding the ONNX metadata (names, nc, precision, ...)
 
 
@@ -148,6 +149,7 @@ class OpenVinoBackend(PlainBackend):
     """OpenVINO CPU inference of an ONNX file or IR (module docstring)."""
 
     name = "openvino"
+    per_image_tiles = True  # a dynamic model is compiled once per tile shape (each image gets its own tile)
 
     def __init__(self, path: str | Path, *, precision: str | None = None, threads: int | None = None,
                  mode: str = "throughput") -> None:
@@ -184,6 +186,9 @@ class OpenVinoBackend(PlainBackend):
         shape = inputs[0].get_partial_shape()
         dims = [d.get_length() if d.is_static else None for d in shape]
         self.max_batch = dims[0]
+        if len(dims) != 4 or (dims[2] is None) != (dims[3] is None):
+            raise ConfigError(f"{self.path}: input {dims} has one dynamic side; expected N x 3 x H x W with H and W "
+                              "both fixed or both dynamic", hint="re-export it with `asfyolo-rt export`")
         self.input_shape = (dims[2], dims[3]) if dims[2] is not None and dims[3] is not None else None
         self.names = {int(k): v for k, v in json_or(meta.get("names"), {"0": "cell"}).items()}
         self.nc = int(meta.get("nc", len(self.names)))
@@ -202,6 +207,8 @@ class OpenVinoBackend(PlainBackend):
         hint = first.compiled.get_property("INFERENCE_PRECISION_HINT")
         self.hint = str(hint.get_type_name() if hasattr(hint, "get_type_name") else hint)  # what OpenVINO runs: f32/bf16
         self.parallel = first.parallel
+        if self.input_shape is None:  # compiled as read only for its properties: tiles get their own shapes
+            self._pools.pop(None, None)
 
     def _pool(self, hw: tuple[int, int] | None) -> _Pool:
         """The compiled model and infer requests for tiles of `hw` (None: the model as read)."""
@@ -211,15 +218,20 @@ class OpenVinoBackend(PlainBackend):
         with self._lock:
             if hw not in self._pools:
                 model = self._model
-                if hw is not None and self.input_shape is None:
-                    model = model.clone()
-                    ov = import_openvino()
-                    model.reshape({model.inputs[0]: ov.PartialShape([self._batch_dim, 3, hw[0], hw[1]])})
                 try:
+                    if hw is not None and self.input_shape is None:
+                        model = model.clone()
+                        ov = import_openvino()
+                        model.reshape({model.inputs[0]: ov.PartialShape([self._batch_dim, 3, hw[0], hw[1]])})
                     compiled = self._core.compile_model(model, "CPU", self._config)
                 except Exception as exc:
-                    raise ExportError(f"OpenVINO cannot compile {self.path} for the CPU: {exc}") from None
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+                    raise ExportError(f"OpenVINO cannot compile {self.path} for the CPU"
+                                      f"{f' at tiles of {hw[0]}x{hw[1]}' if hw else ''}: {first}") from None
                 self._pools[hw] = _Pool(compiled)
+                shapes = [k for k in self._pools if k is not None]
+                while len(shapes) > MAX_SHAPES:  # a folder of many image sizes: the oldest shapes go (in-flight
+                    del self._pools[shapes.pop(0)]  # requests keep their own references until they finish)
             return self._pools[hw]
 
     def run_numpy(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -77,12 +77,19 @@ class OrtBackend(PlainBackend):
         self.input_name = inputs[0].name
         shape = inputs[0].shape
         self.max_batch = shape[0] if isinstance(shape[0], int) else None
-        self.input_shape = (shape[2], shape[3]) if all(isinstance(s, int) for s in shape[2:]) else None
+        fixed = [isinstance(s, int) and s > 0 for s in shape[2:]]
+        if len(shape) != 4 or fixed[0] != fixed[1]:
+            raise ConfigError(f"{self.path}: input {shape} has one dynamic side; expected N x 3 x H x W with H and W "
+                              "both fixed or both dynamic", hint="re-export it with `asfyolo-rt export`")
+        self.input_shape = (shape[2], shape[3]) if all(fixed) else None
         meta = self.session.get_modelmeta().custom_metadata_map
         self.names = {int(k): v for k, v in json_or(meta.get("names"), {"0": "cell"}).items()}
         self.nc = int(meta.get("nc", len(self.names)))
         self.precision = precision or meta.get("precision", "fp32")
         self.providers = self.session.get_providers()
+        # the CPU provider takes a new tile shape at no cost (each image gets its own tile); CUDA and TensorRT-RTX
+        # tune or build per shape
+        self.per_image_tiles = self.providers == ["CPUExecutionProvider"]
 
     def run_numpy(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(pred, protos) float32 arrays of a (B, 3, H, W) float32 batch (the PyTorch-free pipeline's call)."""

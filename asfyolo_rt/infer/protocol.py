@@ -29,6 +29,8 @@ class Backend(Protocol):
     nc: int
     names: dict[int, str]
     end2end: bool  # NMS inside the graph
+    # optional (read with getattr, default False/1): per_image_tiles: a dynamic model takes any tile shape at no
+    # cost, so each image gets its own (asfyolo_rt.runtime.tiles.Tiler); parallel: batches it runs at once
 
     def detect(self, images: Any, *, conf: float, iou: float, max_det: int,
                soft: bool = False) -> tuple[list[Any], Any, float]: ...

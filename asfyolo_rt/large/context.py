@@ -101,7 +101,6 @@ def make_runner(image: LargeImage, model: BackendSpec, settings: dict[str, Any])
 
     from asfyolo_rt.runtime.info import read_model_info
     from asfyolo_rt.runtime.pipeline import FramePipeline, PredictConfig
-
     from asfyolo_rt.runtime.tiles import DEFAULT_TILE
 
     # blocks keep the 640 tile of a dynamic model (not each frame's own, `tiles.fit_tile`, up to 1024): the

@@ -93,7 +93,8 @@ class LeanRunner:
 
     def __init__(self, backend: Backend, geo: Geometry, cfg: PredictConfig) -> None:
         self.backend, self.geo, self.cfg = backend, geo, cfg
-        self.tiler = Tiler(backend.input_shape, backend.max_batch, geo, max_object_px=cfg.max_object_px)
+        self.tiler = Tiler(backend.input_shape, backend.max_batch, geo, max_object_px=cfg.max_object_px,
+                           per_image=bool(getattr(backend, "per_image_tiles", False)))
         self.batch = self.tiler.batch
         self.skipped = 0  # tiles of the last image not run (empty)
         self.rescued = 0  # cut cells of the last image seen again in a tile centred on them

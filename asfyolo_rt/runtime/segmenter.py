@@ -335,10 +335,12 @@ class Segmenter:
         from collections import deque
         from concurrent.futures import Future, ThreadPoolExecutor
 
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+        torch: Any = None
+        if self.backend.name == "torch":  # PyTorch's intra-op threads split between the workers (others: as set)
+            import torch
+        threads = torch.get_num_threads() if torch else 0
+        if torch:
+            torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
         pool = ThreadPoolExecutor(workers, thread_name_prefix="segment-worker")
         pending: deque[Future[Cells]] = deque()
         source = iter(enumerate(images))  # the caller's iterable is consumed on this thread only
@@ -360,4 +362,5 @@ class Segmenter:
             for fut in pending:
                 fut.cancel()
             pool.shutdown(wait=True, cancel_futures=True)
-            torch.set_num_threads(threads)
+            if torch:
+                torch.set_num_threads(threads)

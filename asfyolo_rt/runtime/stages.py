@@ -317,7 +317,8 @@ class Runner:
         self.backend, self.geo, self.post = backend, geo, post
         self.pipeline, self.skip_empty = pipeline, skip_empty
         self.skipped = 0  # tiles of the last `parts` call not run (skip_empty)
-        self.tiler = Tiler(backend.input_shape, backend.max_batch, geo, max_object_px=max_object_px)
+        self.tiler = Tiler(backend.input_shape, backend.max_batch, geo, max_object_px=max_object_px,
+                           per_image=bool(getattr(backend, "per_image_tiles", False)))
         self.batch, self.tile, self.overlap = self.tiler.batch, self.tiler.tile, self.tiler.overlap
         if isinstance(backend, End2EndRows):  # NMS inside the graph: say once what of `post` it cannot honour
             why = backend.mismatch(post.conf, post.iou, post.max_det)

@@ -79,24 +79,27 @@ def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
 
 def fit_side(length: int, overlap: int, lo: int = MIN_FIT_TILE, hi: int = MAX_FIT_TILE) -> tuple[int, int]:
     """(tile side, tiles) along one axis of `length` network px: for each count n, the smallest multiple of 32
-    whose n tiles cover the axis with neighbours sharing >= `overlap` px; of those within [lo, hi] (one tile
-    of ceil32(length) where the axis fits in `hi`), the one that runs the fewest pixels, n * side + the
-    per-tile cost (`TILE_COST_PX` spread over the other axis' side, taken as `hi` here: a tie-break)."""
+    whose n tiles cover the axis with neighbours sharing >= `overlap` px, raised to at least
+    max(lo, 2 * overlap + 32) (ceil32); of those within `hi` (one tile of ceil32(length) where the axis fits in
+    `hi`), the one that runs the fewest pixels, n * side + the per-tile cost (`TILE_COST_PX` spread over the other
+    axis' side, taken as `hi` here: a tie-break). Where even that floor exceeds `hi`: `hi`."""
     if length <= hi:
         return _ceil32(length), 1
+    floor = _ceil32(max(lo, 2 * overlap + 32))
+    if floor > hi:  # an overlap near half the largest tile: the largest tile (plan_tiles caps the overlap)
+        return hi, max(2, math.ceil((length - overlap) / max(1, hi - overlap)))
     best: tuple[float, int, int] | None = None
-    for n in range(2, length // max(1, lo - overlap) + 3):
-        side = _ceil32(math.ceil((length + (n - 1) * overlap) / n))
+    n = 1
+    while True:
+        n += 1
+        side = max(floor, _ceil32(math.ceil((length + (n - 1) * overlap) / n)))
         if side > hi:
             continue
-        if side < max(lo, 2 * overlap + 32):
-            break
         cost = n * side + n * TILE_COST_PX / hi
         if best is None or cost < best[0]:
             best = (cost, side, n)
-    if best is None:  # no count fits [lo, hi] (an overlap near hi / 2): the largest tile
-        return hi, max(2, math.ceil((length - overlap) / max(1, hi - overlap)))
-    return best[1], best[2]
+        if side == floor:  # more tiles of the same side only cost more
+            return best[1], best[2]
 
 
 def fit_tile(height: int, width: int, overlap: int) -> tuple[int, int]:
@@ -189,12 +192,14 @@ def tile_size(input_shape: tuple[int, int] | None, geo: Geometry) -> tuple[int, 
 class Tiler:
     """Stage 1 for one backend and geometry: the tile, overlap and batch of a run, and each image's plan.
 
-    input_shape: the backend's fixed (H, W), None when dynamic; max_batch: its fixed batch, None when any.
-    A dynamic backend without --img-size gets each image's own tile (`fit_tile`: the fewest network px);
-    `tile` is then the 640 default a report names, and `adaptive` True."""
+    input_shape: the backend's fixed (H, W), None when dynamic; max_batch: its fixed batch, None when any;
+    per_image: whether the backend takes a new tile shape cheaply (`Backend.per_image_tiles`: PyTorch and ONNX
+    Runtime on the CPU, OpenVINO; not TensorRT, whose profiles bound the shape, nor ONNX Runtime's CUDA and
+    TensorRT-RTX providers, which build or tune per shape). Such a dynamic backend without --img-size gets each
+    image's own tile (`fit_tile`: the fewest network px), `adaptive` True; others the 640 default."""
 
     def __init__(self, input_shape: tuple[int, int] | None, max_batch: int | None, geo: Geometry, *,
-                 max_object_px: float | None = None) -> None:
+                 max_object_px: float | None = None, per_image: bool = True) -> None:
         from asfyolo_rt.runtime.info import overlap_for
 
         self.geo, self.input_shape = geo, input_shape
@@ -206,7 +211,7 @@ class Tiler:
         if geo.scale == "native":
             self.tile = tile_size(input_shape, geo)
             self.overlap = int(geo.tile_overlap) if geo.tile_overlap is not None else overlap_for(max_object_px)
-            self.adaptive = input_shape is None and geo.img_size is None
+            self.adaptive = input_shape is None and geo.img_size is None and per_image
         else:
             if input_shape is not None:
                 tile_size(input_shape, geo)  # conflicting img_size -> error

@@ -70,7 +70,7 @@ void use_cache(ov::Core* core, const std::string& model_path) {
       auto m = std::filesystem::weakly_canonical(std::filesystem::path(model_path), ec);
       if (ec) return;
       auto rel = m.lexically_relative(r);
-      if (rel.empty() || rel.native().rfind("..", 0) == 0) return;
+      if (rel.empty() || *rel.begin() == "..") return;  // outside the folder
     }
     std::filesystem::create_directories(folder, ec);
     if (ec) return;  // a read-only home: compile every time

@@ -46,27 +46,26 @@ std::vector<std::array<double, 2>> cores(const std::vector<int>& s, int tile, in
 
 FitSide fit_side(int length, int overlap, int lo, int hi) {
   if (length <= hi) return {ceil32(length), 1};
+  const int floor_side = ceil32(std::max(lo, 2 * overlap + 32));
+  if (floor_side > hi) {  // an overlap near half the largest tile: the largest tile (plan_image caps the overlap)
+    const int step = std::max(1, hi - overlap);
+    return {hi, std::max(2, static_cast<int>((static_cast<int64_t>(length) - overlap + step - 1) / step))};
+  }
   bool found = false;
   double best_cost = 0;
   FitSide best;
-  const int last = length / std::max(1, lo - overlap) + 2;  // range(2, length // max(1, lo - overlap) + 3)
-  for (int n = 2; n <= last; ++n) {
-    const int64_t covered = static_cast<int64_t>(length) + static_cast<int64_t>(n - 1) * overlap;
-    const int side = ceil32(static_cast<int>((covered + n - 1) / n));  // ceil32(ceil(covered / n))
+  for (int64_t n = 2;; ++n) {
+    const int64_t covered = static_cast<int64_t>(length) + (n - 1) * overlap;
+    const int side = std::max(floor_side, ceil32(static_cast<int>((covered + n - 1) / n)));  // ceil32(ceil(covered/n))
     if (side > hi) continue;
-    if (side < std::max(lo, 2 * overlap + 32)) break;
     const double cost = static_cast<double>(n) * side + static_cast<double>(n) * kTileCostPx / hi;
     if (!found || cost < best_cost) {
       found = true;
       best_cost = cost;
-      best = {side, n};
+      best = {side, static_cast<int>(n)};
     }
+    if (side == floor_side) return best;  // more tiles of the same side only cost more
   }
-  if (!found) {  // no count fits [lo, hi] (an overlap near hi / 2): the largest tile
-    const int step = std::max(1, hi - overlap);
-    return {hi, std::max(2, static_cast<int>((static_cast<int64_t>(length) - overlap + step - 1) / step))};
-  }
-  return best;
 }
 
 void fit_tile(int hs, int ws, int overlap, int* tile_h, int* tile_w) {
