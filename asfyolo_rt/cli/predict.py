@@ -214,7 +214,7 @@ def predict(
     own_tile = backend.input_shape is None and cfg.img_size is None and getattr(backend, "per_image_tiles", False)
     tile = backend.input_shape or (cfg.img_size or (MAX_FIT_TILE if own_tile else DEFAULT_TILE),) * 2
     if scale == "native" and tile_overlap is not None and tile_overlap > min(tile) // 2:
-        what = f"the largest tile chosen per image ({tile[0]} px)" if own_tile else f"the {tile[0]}x{tile[1]} tile"
+        what = f"the largest tile chosen per image, {tile[0]} px," if own_tile else f"the {tile[0]}x{tile[1]} tile"
         raise ConfigError(f"--tile-overlap {tile_overlap}: expected at most half {what} ({min(tile) // 2} px)",
                           hint="a larger --img-size (tile side) takes a larger overlap")
     out = fresh_output_folder(out)

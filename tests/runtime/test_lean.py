@@ -141,3 +141,16 @@ def test_openvino_keeps_compiled_shapes_of_its_own_models_on_disk(where, dynamic
     assert blobs  # the model as read and the frame's tile shape
     second = Segmenter(model, backend="openvino").segment(nuclei_frame).labels
     assert sorted((cache / "openvino").glob("*.blob")) == blobs and np.array_equal(first, second)
+
+
+def test_only_backends_that_take_any_shape_get_each_images_own_tile(dynamic_onnx):
+    """Where a new shape costs a build or a tuning (TensorRT, CUDA, RTX) the dynamic model keeps 640 tiles."""
+    from asfyolo_rt.runtime.registry import BackendSpec
+    from asfyolo_rt.runtime.tiles import Geometry, Tiler
+
+    geo = Geometry("native", model_scale=1.5)
+    own = Tiler(None, None, geo, per_image=True).plan((2048, 2048))
+    fixed = Tiler(None, None, geo, per_image=False).plan((2048, 2048))
+    assert {(t.h, t.w) for t in own.tiles} == {(864, 864)} and {(t.h, t.w) for t in fixed.tiles} == {(640, 640)}
+    assert BackendSpec(str(dynamic_onnx), runtime="onnxruntime").open().per_image_tiles  # the CPU provider
+    assert Tiler(None, None, Geometry("native", img_size=640, model_scale=1.5)).plan((2048, 2048)).tiles[0].h == 640
