@@ -60,12 +60,13 @@ def _speed_rows(results: Path) -> list[list[str]]:
     """predict's default path against the path before the throughput levers (bench/results/levers.json)."""
     doc = json.loads((results / "levers.json").read_text())
     first = doc["rows"][0]
+    base = min(first["frame_p50_ms"], first.get("frame_p50_again_ms") or first["frame_p50_ms"])  # what speed-ups use
     default = next(r for r in doc["rows"] if "predict's default" in r["lever"])
     best = min(doc["rows"], key=lambda r: r["frame_p50_ms"])
     out = [["speed of the same frame, default `predict` path", f"{doc['cpu']} ({doc['isa']}), "
             f"[levers](docs/results/speed.md#throughput-levers-on-a-whole-frame)",
             f"{default['frame_p50_ms'] / 1e3:.2f} s per frame, {default['speedup']:.1f}× ONNX Runtime FP32 with the "
-            f"earlier settings ({first['frame_p50_ms'] / 1e3:.2f} s)"]]
+            f"earlier settings ({base / 1e3:.2f} s)"]]
     if best is not default:
         default_cell = out[0][2]
         out[0][2] = f"{default_cell}; fastest: {best['lever'].split(',')[0]} {best['frame_p50_ms'] / 1e3:.2f} s"
