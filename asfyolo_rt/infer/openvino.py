@@ -292,9 +292,27 @@ def _use_cache(core: Any, model: Path) -> None:
     try:
         folder = user_cache_dir("openvino")
         folder.mkdir(parents=True, exist_ok=True)
+        prune_cache(folder)
         core.set_property({"CACHE_DIR": str(folder)})
     except OSError:  # a read-only home: compile every time
         pass
+
+
+MAX_CACHED_BLOBS = 48  # compiled models kept on disk (one per model, precision and tile shape; ~7 MB each for n)
+
+
+def prune_cache(folder: Path, keep: int = MAX_CACHED_BLOBS) -> int:
+    """Remove all but the `keep` most recently written compiled models of `folder`; returns how many went. A
+    removed one is compiled again when next needed."""
+    blobs = sorted(folder.glob("*.blob"), key=lambda p: p.stat().st_mtime, reverse=True)
+    gone = 0
+    for old in blobs[keep:]:
+        try:
+            old.unlink()
+            gone += 1
+        except OSError:
+            pass
+    return gone
 
 
 def _has_fake_quantize(model: Any) -> bool:

@@ -154,3 +154,16 @@ def test_only_backends_that_take_any_shape_get_each_images_own_tile(dynamic_onnx
     assert {(t.h, t.w) for t in own.tiles} == {(864, 864)} and {(t.h, t.w) for t in fixed.tiles} == {(640, 640)}
     assert BackendSpec(str(dynamic_onnx), runtime="onnxruntime").open().per_image_tiles  # the CPU provider
     assert Tiler(None, None, Geometry("native", img_size=640, model_scale=1.5)).plan((2048, 2048)).tiles[0].h == 640
+
+
+def test_the_compiled_model_cache_keeps_the_newest(tmp_path):
+    import os
+
+    from asfyolo_rt.infer.openvino import prune_cache
+
+    for i in range(6):
+        (tmp_path / f"m{i}.blob").write_bytes(b"x")
+        os.utime(tmp_path / f"m{i}.blob", (1000 + i, 1000 + i))
+    (tmp_path / "other.txt").write_text("kept")
+    assert prune_cache(tmp_path, keep=4) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m2.blob", "m3.blob", "m4.blob", "m5.blob", "other.txt"]
