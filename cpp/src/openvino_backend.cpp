@@ -10,11 +10,13 @@
 #include <filesystem>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <openvino/openvino.hpp>
 #include <set>
 #include <sstream>
 #include <utility>
+#include <vector>
 
 #include "backend.hpp"
 
@@ -195,9 +197,12 @@ class OpenVinoBackend : public Backend {
       use_cache(&core_, model_path);
       // compiled as read: a static model's one pool; a dynamic one's properties (how many requests run at once),
       // and any error of the model shows here rather than at the first frame
-      auto first = std::make_unique<Pool>(core_.compile_model(model_, device_, config_), requests_);
+      auto first = std::make_shared<Pool>(core_.compile_model(model_, device_, config_), requests_);
       parallel_ = static_cast<int>(first->requests.size());
-      if (h_ > 0) pools_[{h_, w_}] = std::move(first);
+      if (h_ > 0) {
+        pools_[{h_, w_}] = std::move(first);
+        order_.push_back({h_, w_});
+      }
       return true;
     } catch (const std::exception& e) {
       std::string m = e.what();
@@ -217,7 +222,7 @@ class OpenVinoBackend : public Backend {
              " does not fit the model's fixed input";
       return false;
     }
-    Pool* pool = pool_for(h, w, err);
+    std::shared_ptr<Pool> pool = pool_for(h, w, err);  // held until this call ends, even if evicted meanwhile
     if (!pool) return false;
     size_t k = pool->acquire();
     bool ok = true;
@@ -261,24 +266,38 @@ class OpenVinoBackend : public Backend {
 
  private:
   // The pool of tiles of h x w: compiled on first use (one thread compiles, others needing a pool wait).
-  Pool* pool_for(int h, int w, std::string* err) {
-    std::lock_guard<std::mutex> lock(pools_mu_);
-    auto it = pools_.find({h, w});
-    if (it != pools_.end()) return it->second.get();
+  // The pool of tiles h x w: compiled on first use (outside the lock: other shapes' tiles keep running), at most
+  // kMaxShapes kept for a dynamic model (the least recently compiled go; a call in flight keeps its own reference),
+  // as Python's OpenVinoBackend (MAX_SHAPES) does.
+  std::shared_ptr<Pool> pool_for(int h, int w, std::string* err) {
+    {
+      std::lock_guard<std::mutex> lock(pools_mu_);
+      auto it = pools_.find({h, w});
+      if (it != pools_.end()) return it->second;
+    }
+    std::shared_ptr<Pool> pool;
     try {
       std::shared_ptr<ov::Model> m = model_->clone();
       m->reshape(ov::PartialShape{batch_dim_, 3, h, w});
-      auto pool = std::make_unique<Pool>(core_.compile_model(m, device_, config_), requests_);
-      Pool* p = pool.get();
-      pools_[{h, w}] = std::move(pool);
-      return p;
+      pool = std::make_shared<Pool>(core_.compile_model(m, device_, config_), requests_);
     } catch (const std::exception& e) {
       std::string msg = e.what();
       *err = "OpenVINO cannot compile " + path_ + " for " + std::to_string(h) + "x" + std::to_string(w) +
              " tiles: " + msg.substr(0, msg.find('\n'));
       return nullptr;
     }
+    std::lock_guard<std::mutex> lock(pools_mu_);
+    auto it = pools_.find({h, w});
+    if (it != pools_.end()) return it->second;  // another thread compiled it meanwhile: one pool per shape
+    pools_[{h, w}] = pool;
+    order_.push_back({h, w});
+    while (order_.size() > kMaxShapes) {
+      pools_.erase(order_.front());
+      order_.erase(order_.begin());
+    }
+    return pool;
   }
+
 
   ov::Core core_;
   std::shared_ptr<ov::Model> model_;
@@ -286,7 +305,9 @@ class OpenVinoBackend : public Backend {
   ov::AnyMap config_;
   ov::Dimension batch_dim_;
   int requests_ = 0, parallel_ = 1;
-  std::map<std::pair<int, int>, std::unique_ptr<Pool>> pools_;  // by tile (h, w); entries are never removed
+  static constexpr size_t kMaxShapes = 8;
+  std::map<std::pair<int, int>, std::shared_ptr<Pool>> pools_;  // by tile (h, w)
+  std::vector<std::pair<int, int>> order_;  // the shapes of pools_, oldest first
   std::mutex pools_mu_;
   int h_ = 0, w_ = 0, b_ = 0;
   bool e2e_ = false;

@@ -74,6 +74,24 @@ def test_synthetic_frames_fit_tiles_same_cells(native_lib, dynamic_onnx):
     assert len(plan.tiles) > 1 and (plan.tiles[0].h, plan.tiles[0].w) not in ((640, 640), (320, 320))
 
 
+def test_many_frame_sizes_keep_a_bounded_set_of_compiled_shapes(native_lib, dynamic_onnx, nuclei_frame):
+    """Ten frame sizes through one segmenter (a tile shape each: more than the 8 kept compiled, so the first is
+    compiled again when it comes back) give the cells a fresh segmenter gives."""
+    from asfyolo_rt.native import NativeSegmenter
+
+    from asfyolo_rt.runtime.tiles import fit_tile
+
+    tall = np.tile(nuclei_frame, (2, 1))
+    frames = [np.ascontiguousarray(tall[: 160 + 22 * k, :200]) for k in range(10)]  # +33 network px each
+    assert len({fit_tile(round(f.shape[0] * 1.5), round(f.shape[1] * 1.5), 112) for f in frames}) == 10
+    with NativeSegmenter(dynamic_onnx) as seg:
+        first = [seg.segment(f)[0] for f in frames]
+        again = seg.segment(frames[0])[0]
+    with NativeSegmenter(dynamic_onnx) as fresh:
+        assert np.array_equal(fresh.segment(frames[0])[0], first[0])
+    assert np.array_equal(again, first[0]) and first[0].max() > 10
+
+
 def test_same_cells_from_every_pixel_format(native_lib, shipped_onnx):
     """GRAY8, RGB8 and a padded-stride view of the same picture give the same label map."""
     from asfyolo_rt.native import NativeSegmenter

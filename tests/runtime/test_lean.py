@@ -169,3 +169,17 @@ def test_the_compiled_model_cache_keeps_the_newest(tmp_path):
     (tmp_path / "other.txt").write_text("kept")
     assert prune_cache(tmp_path, keep=4) == 2
     assert sorted(p.name for p in tmp_path.iterdir()) == ["m2.blob", "m3.blob", "m4.blob", "m5.blob", "other.txt"]
+
+
+def test_openvino_keeps_at_most_eight_compiled_shapes(dynamic_onnx):
+    """Ten tile shapes: the oldest are dropped (MAX_SHAPES) and compiled again when they come back, same outputs."""
+    pytest.importorskip("openvino")
+    from asfyolo_rt.infer.openvino import MAX_SHAPES, OpenVinoBackend
+
+    be = OpenVinoBackend(dynamic_onnx)
+    x = np.random.default_rng(1).random((1, 3, 64, 96), dtype=np.float32)
+    first = be.run_numpy(x)[0]
+    for k in range(10):
+        be.run_numpy(np.zeros((1, 3, 64 + 32 * (k + 1), 96), np.float32))
+    assert len(be._pools) == MAX_SHAPES and (64, 96) not in be._pools
+    np.testing.assert_array_equal(be.run_numpy(x)[0], first)
