@@ -78,7 +78,6 @@ def test_many_frame_sizes_keep_a_bounded_set_of_compiled_shapes(native_lib, dyna
     """Ten frame sizes through one segmenter (a tile shape each: more than the 8 kept compiled, so the first is
     compiled again when it comes back) give the cells a fresh segmenter gives."""
     from asfyolo_rt.native import NativeSegmenter
-
     from asfyolo_rt.runtime.tiles import fit_tile
 
     tall = np.tile(nuclei_frame, (2, 1))
