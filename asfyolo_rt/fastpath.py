@@ -28,7 +28,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +161,7 @@ def fast_choice(weights: str | Path, *, log: Callable[[str], None] | None = None
     from asfyolo_rt.weights_registry import resolve_weights
 
     path = resolve_weights(str(weights), option="--weights")
-    sha = file_sha256(path)
+    sha = _sha256(path)
     folder = cache_root() / cache_key(path, sha)
     choice_file = folder / "choice.json"
     got = _read_choice(choice_file)
@@ -184,7 +184,18 @@ def cached(weights: str | Path) -> FastChoice | None:
     from asfyolo_rt.weights_registry import resolve_weights
 
     path = resolve_weights(str(weights), option="--weights")
-    return _read_choice(cache_root() / cache_key(path, file_sha256(path)) / "choice.json")
+    return _read_choice(cache_root() / cache_key(path, _sha256(path)) / "choice.json")
+
+
+def _sha256(path: Path) -> str:
+    """The weights' SHA-256, computed once per process and file version (predict asks `cached`, then `fast_choice`)."""
+    st = path.stat()
+    return _sha256_of(str(path.resolve()), st.st_mtime_ns, st.st_size)
+
+
+@lru_cache(maxsize=16)
+def _sha256_of(path: str, mtime_ns: int, size: int) -> str:
+    return file_sha256(Path(path))
 
 
 def tile_model(weights: str | Path, tile: int) -> Path:

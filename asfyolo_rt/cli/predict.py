@@ -141,7 +141,7 @@ def predict(
     from asfyolo_rt.infer.sources import expand_sources, iter_frames
     from asfyolo_rt.infer.writers import PredictionWriter
     from asfyolo_rt.runtime.segmenter import Segmenter
-    from asfyolo_rt.runtime.tiles import DEFAULT_TILE, SCALES
+    from asfyolo_rt.runtime.tiles import SCALES
 
     if labels not in ("tif", "png", "none"):
         raise ConfigError(f"--labels must be tif, png or none, got {labels!r}")
@@ -211,10 +211,10 @@ def predict(
     cfg, rec, backend = seg.config, seg.info, seg.backend
     from asfyolo_rt.runtime.tiles import MAX_FIT_TILE
 
-    own_tile = backend.input_shape is None and cfg.img_size is None and getattr(backend, "per_image_tiles", False)
-    tile = backend.input_shape or (cfg.img_size or (MAX_FIT_TILE if own_tile else DEFAULT_TILE),) * 2
+    tiler = seg.tiler
+    tile = (MAX_FIT_TILE, MAX_FIT_TILE) if tiler.adaptive else tiler.tile
     if scale == "native" and tile_overlap is not None and tile_overlap > min(tile) // 2:
-        what = f"the largest tile chosen per image, {tile[0]} px," if own_tile else f"the {tile[0]}x{tile[1]} tile"
+        what = f"the largest tile chosen per image, {tile[0]} px," if tiler.adaptive else f"the {tile[0]}x{tile[1]} tile"
         raise ConfigError(f"--tile-overlap {tile_overlap}: expected at most half {what} ({min(tile) // 2} px)",
                           hint="a larger --img-size (tile side) takes a larger overlap")
     out = fresh_output_folder(out)

@@ -9,6 +9,7 @@ output names (12). Everything else (weights included) is skipped by length. Fiel
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 _VARINT, _I64, _LEN, _I32 = 0, 1, 2, 5
@@ -95,7 +96,16 @@ def _dims(value_info: memoryview) -> list[int | None]:
 
 
 def read_onnx_header(path: str | Path) -> OnnxHeader:
-    """Metadata, first input's dims and output names of an ONNX file. ProtoError when it is no ONNX model."""
+    """Metadata, first input's dims and output names of an ONNX file. ProtoError when it is no ONNX model. Read
+    once per file version in a process (predict's option check, ModelInfo and the backend all ask); a copy each time."""
+    p = Path(path)
+    st = p.stat()
+    head = _read(str(p.resolve()), st.st_mtime_ns, st.st_size)
+    return OnnxHeader(dict(head.metadata), list(head.input_dims), list(head.outputs))
+
+
+@lru_cache(maxsize=32)
+def _read(path: str, mtime_ns: int, size: int) -> OnnxHeader:
     data = memoryview(Path(path).read_bytes())
     head = OnnxHeader()
     graph: memoryview | None = None

@@ -41,7 +41,7 @@ from asfyolo_rt.runtime.lean_ops import (
     non_max_suppression,
 )
 from asfyolo_rt.runtime.pipeline import FramePipeline, PredictConfig, Prepared
-from asfyolo_rt.runtime.pixels import is_empty_tile, preprocess_array, read_tile, scale_image
+from asfyolo_rt.runtime.pixels import is_empty_tile, read_tile, scale_image, tiles_to_input
 from asfyolo_rt.runtime.tiles import CUT_MARGIN, Geometry, Plan, Tile, Tiler, rescue_tile
 
 LEAN_ENV = "ASFYOLO_RT_LEAN"  # 0: the PyTorch stages even where these apply (comparisons)
@@ -109,7 +109,7 @@ class LeanRunner:
         t0 = time.perf_counter()
         if test_empty and is_empty_tile(scaled, group[0]):
             return [None], None, time.perf_counter() - t0, 0.0, 0.0
-        x = preprocess_array([read_tile(scaled, tl) for tl in group])
+        x = tiles_to_input([read_tile(scaled, tl) for tl in group])
         n_real = x.shape[0]
         if self.backend.max_batch is not None and n_real < self.backend.max_batch:  # a static batch: padded
             x = np.concatenate([x, np.zeros((self.backend.max_batch - n_real, *x.shape[1:]), np.float32)])
@@ -306,8 +306,7 @@ class LeanPipeline(FramePipeline):
 
     def __init__(self, backend: Backend, cfg: PredictConfig) -> None:
         self.backend, self.cfg = backend, cfg
-        self.geo = Geometry(cfg.scale, img_size=cfg.img_size, tile_overlap=cfg.tile_overlap,
-                            model_scale=cfg.model_scale, batch=cfg.batch)
+        self.geo = cfg.geometry()
         self._lean: dict[float, LeanRunner] = {}
         self._warned = False
         self.lean_runner(cfg.model_scale)

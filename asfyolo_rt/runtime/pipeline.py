@@ -92,8 +92,12 @@ class PredictConfig:
         if self.pixel_size_um is not None and not 0 < self.pixel_size_um < 1000:
             raise ConfigError(f"--pixel-size {self.pixel_size_um}: expected micrometres per pixel in (0, 1000), "
                               "e.g. 0.325")
-        Geometry(self.scale, img_size=self.img_size, tile_overlap=self.tile_overlap, model_scale=self.model_scale,
-                 batch=self.batch)  # its own checks (--img-size, --tile-overlap, --batch)
+        self.geometry()  # its own checks (--img-size, --tile-overlap, --batch)
+
+    def geometry(self) -> Geometry:
+        """Where the pixels go: the tile geometry of these settings (`asfyolo_rt.runtime.tiles.Geometry`)."""
+        return Geometry(self.scale, img_size=self.img_size, tile_overlap=self.tile_overlap,
+                        model_scale=self.model_scale, batch=self.batch)
 
 
 @dataclass
@@ -114,8 +118,7 @@ class FramePipeline:
         from asfyolo_rt.runtime.stages import PostConfig
 
         self.backend, self.cfg = backend, cfg
-        self.geo = Geometry(cfg.scale, img_size=cfg.img_size, tile_overlap=cfg.tile_overlap,
-                            model_scale=cfg.model_scale, batch=cfg.batch)
+        self.geo = cfg.geometry()
         self.post = PostConfig(conf=cfg.conf, iou=cfg.iou, max_det=cfg.max_det, mask_threshold=cfg.mask_threshold,
                                soft_nms=cfg.soft_nms, kernel_impl=cfg.kernel_impl)
         self._runners: dict[float, Runner] = {}

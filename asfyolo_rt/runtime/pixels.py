@@ -77,7 +77,7 @@ def _empty_plane(grey: np.ndarray) -> bool:
     return float(hist[dev > thresh].sum()) * EMPTY_STEP**2 < EMPTY_MIN_AREA
 
 
-def preprocess_array(images: Sequence[np.ndarray]) -> np.ndarray:
+def tiles_to_input(images: Sequence[np.ndarray]) -> np.ndarray:
     """Stage 3 in NumPy: (H, W, 3) uint8 images of one size -> (B, 3, H, W) float32 / 255 in one pass (the same
     values as `asfyolo_rt.runtime.stages.preprocess`)."""
     h, w = images[0].shape[:2]

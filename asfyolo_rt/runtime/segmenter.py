@@ -167,6 +167,12 @@ class Segmenter:
                 f"conf={self.config.conf:g}, scale={self.config.scale!r})")
 
     @property
+    def tiler(self) -> Any:
+        """The tile geometry of this model and settings (`asfyolo_rt.runtime.tiles.Tiler`): `tile`, `overlap`,
+        `batch`, and `adaptive` when each image gets its own tile."""
+        return self._pipe.runner(self.config.model_scale).tiler
+
+    @property
     def names(self) -> dict[int, str]:
         return dict(self.backend.names or self.info.names)
 

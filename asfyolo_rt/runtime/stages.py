@@ -81,7 +81,7 @@ from asfyolo_rt.runtime.pixels import (
 from asfyolo_rt.runtime.pixels import (
     EMPTY_STEP as EMPTY_STEP,
 )
-from asfyolo_rt.runtime.pixels import is_empty_tile, preprocess_array, read_tile, scale_image
+from asfyolo_rt.runtime.pixels import is_empty_tile, read_tile, scale_image, tiles_to_input
 from asfyolo_rt.runtime.tiles import (
     CUT_MARGIN,
     DEFAULT_TILE,
@@ -173,7 +173,7 @@ def resolve_overlap(geo: Geometry, max_object_px: float | None) -> int:
 def preprocess(images: Sequence[np.ndarray]) -> torch.Tensor:
     """Stage 3: (H, W, 3) uint8 images of one size -> (B, 3, H, W) float32 / 255 in one pass (rounds like
     .float().div_(255.0))."""
-    return torch.from_numpy(preprocess_array(images))
+    return torch.from_numpy(tiles_to_input(images))
 
 
 def detect(backend: Backend, x: torch.Tensor, post: PostConfig) -> tuple[list[Detections], torch.Tensor, float]:
