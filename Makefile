@@ -27,7 +27,7 @@ test: $(STAMP) docs cpp
 test-all: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-# The C runtime (cpp/, docs/c-runtime.md) against the OpenVINO wheel's C++ package; its ctest tests run inside
+# The C runtime (cpp/, docs/how-to/embed-c.md) against the OpenVINO wheel's C++ package; its ctest tests run inside
 # pytest (tests/cpp). Ninja, Release, into build/cpp.
 CPP_BUILD ?= build/cpp
 cpp: $(STAMP)

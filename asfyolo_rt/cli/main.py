@@ -3,8 +3,9 @@
 Commands are thin: parse typed options, call one library function, print the result (or JSON
 with --json). Logs and progress go to stderr, results to stdout.
 
-Command modules register themselves on `app` (see `asfyolo_rt.cli.commands`). The error boundary
-lives in `_SafeGroup.invoke`, so it also applies under `typer.testing.CliRunner`.
+Command modules register themselves on `app` when imported; the root group imports only the module of
+the command being run (the table is `asfyolo_rt.cli.commands.COMMANDS`). The error boundary lives in
+`_SafeGroup.invoke`, so it also applies under `typer.testing.CliRunner`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import typer.core
 from rich.console import Console
 from rich.markup import escape
 
+from asfyolo_rt.cli import commands as _commands
 from asfyolo_rt.errors import AsfYoloError, Interrupted
 
 err_console = Console(stderr=True)
@@ -91,6 +93,41 @@ class _SafeGroup(typer.core.TyperGroup):
             ctx.exit(1)
 
 
+class _LazyGroup(_SafeGroup):
+    """The root group. Typer builds it from what is registered on `app` so far; a command missing from it is
+    loaded when asked for (`get_command`), all of them when the whole list is (`commands`: `--help`, the
+    did-you-mean of a typo, the docs)."""
+
+    _known: dict[str, Any]  # the click commands built so far, by name
+    _complete: bool  # every command module loaded and built
+
+    @property  # type: ignore[override]
+    def commands(self) -> dict[str, Any]:
+        if not self._complete:
+            _commands.load_all()
+            self._add_registered()
+            self._complete = True
+        return self._known
+
+    @commands.setter
+    def commands(self, value: dict[str, Any]) -> None:  # called by TyperGroup.__init__
+        self._known, self._complete = value, False
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name not in self._known and _commands.load(cmd_name):
+            self._add_registered()
+        # a name the table lacks (a typo, or a command added without its entry): load them all
+        return self._known.get(cmd_name) or self.commands.get(cmd_name)
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return _commands.in_table_order(list(self.commands))
+
+    def _add_registered(self) -> None:
+        """Add the click commands of what is registered on `app` but missing here (Typer builds them)."""
+        for name, command in typer.main.get_group(app)._known.items():  # type: ignore[attr-defined]
+            self._known.setdefault(name, command)
+
+
 def _one_line(message: str, hint: str | None) -> None:
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     if hint:
@@ -100,7 +137,7 @@ def _one_line(message: str, hint: str | None) -> None:
 
 app = typer.Typer(
     name="asfyolo-rt",
-    cls=_SafeGroup,
+    cls=_LazyGroup,
     help="ASF-YOLO cell instance segmentation: train, validate, export to ONNX/TensorRT, prove parity, benchmark.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -137,8 +174,7 @@ def main(argv: list[str] | None = None) -> None:
     app(args=argv, prog_name="asfyolo-rt")
 
 
-# Register every command module (they import `app` from this, already initialised, module).
-from asfyolo_rt.cli import commands as _commands  # noqa: E402, F401
+if __name__ == "__main__":  # `python -m asfyolo_rt.cli.main`: command modules register on the imported module
+    from asfyolo_rt.cli.main import main as _main
 
-if __name__ == "__main__":
-    main()
+    _main()

@@ -209,6 +209,8 @@ def predict(
     model_file, runtime, prec = choose_runtime(path, backend_name, device, precision, scale)
     seg = Segmenter(model_file, backend=runtime, device=device, precision=prec, **settings)
     cfg, rec, backend = seg.config, seg.info, seg.backend
+    if cluster is None and scheduler is None and files and files[0].suffix.lower() in IMAGE_SUFFIXES:
+        _warm(seg, files[0], pixel_size)  # the first image's tile shape compiled while the image is read
     from asfyolo_rt.runtime.tiles import MAX_FIT_TILE
 
     tiler = seg.tiler
@@ -286,6 +288,15 @@ def predict(
         how = "" if conf is not None else (" (tuned for the model)" if rec.conf is not None else " (default)")
         console.print(f"{len(summaries)} images, {total} cells at conf {cfg.conf:g}{how} -> {out} (labels/, overlays/, "
                       f"cells.csv, summary.csv{extra})")
+
+
+def _warm(seg: Any, first: Path, pixel_size: float | None) -> None:
+    """`Segmenter.warm` for the size of the first image, from its header (any fault: left to the read)."""
+    from asfyolo_rt.data.header import image_size
+    from asfyolo_rt.data.io import read_pixel_size
+
+    with contextlib.suppress(Exception):
+        seg.warm(image_size(first), pixel_size or read_pixel_size(first))
 
 
 def choose_runtime(path: Path, backend_name: str | None, device: str, precision: str | None,

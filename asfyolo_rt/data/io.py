@@ -197,6 +197,8 @@ def intensity_range(a: np.ndarray, *, method: ScaleMethod = "percentile", low: f
     there). Split out so that an image read by window (`asfyolo_rt.large`) is scaled with the whole image's
     range: the same lo, hi from a histogram reduce give the same pixels as `to_uint8_rgb` of the whole."""
     if method == "percentile":
+        if a.dtype.kind in "iu" and a.dtype.itemsize <= 2:  # 8/16-bit: exact from a histogram, 5x faster
+            return percentiles_from_hist(*window_histogram(a), (low, high))
         finite = a[np.isfinite(a)] if a.dtype.kind == "f" else a
         if finite.size == 0:
             return 0.0, 1.0
@@ -208,9 +210,51 @@ def intensity_range(a: np.ndarray, *, method: ScaleMethod = "percentile", low: f
     return float(info.min), float(info.max)
 
 
+def window_histogram(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(values ascending, counts) of an integer window (every channel counted, as percentiles are joint)."""
+    a = window.ravel()
+    if a.size == 0:
+        return np.zeros(0, a.dtype), np.zeros(0, np.int64)
+    if a.dtype.itemsize <= 2:
+        base = int(np.iinfo(a.dtype).min)
+        counts = np.bincount((a.astype(np.int64) - base) if base else a, minlength=1)
+        nz = np.nonzero(counts)[0]
+        return (nz + base).astype(a.dtype), counts[nz].astype(np.int64)
+    values, counts = np.unique(a, return_counts=True)
+    return values, counts.astype(np.int64)
+
+
+def percentiles_from_hist(values: np.ndarray, counts: np.ndarray, qs: tuple[float, float]) -> tuple[float, float]:
+    """`numpy.percentile(a, qs)` (method "linear") of the array whose histogram is (values, counts), computed
+    with numpy's own operations in its own order so that the result is identical, not just close."""
+    n = int(counts.sum())
+    if n == 0:
+        return 0.0, 1.0
+    q = np.true_divide(np.asarray(qs, np.float64), 100)
+    virtual = (n - 1) * q
+    prev = np.floor(virtual)
+    nxt = prev + 1
+    above = virtual >= n - 1
+    prev_i = np.where(above, n - 1, prev).astype(np.int64)
+    next_i = np.where(above, n - 1, nxt).astype(np.int64)
+    gamma = virtual - np.where(above, -1.0, prev)  # numpy's gamma (unused where above: both values equal)
+    cum = np.cumsum(counts)
+    a = values[np.searchsorted(cum, prev_i, side="right")]
+    b = values[np.searchsorted(cum, next_i, side="right")]
+    diff = b - a
+    out = np.add(a, diff * gamma)
+    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5, casting="unsafe")
+    return float(out[0]), float(out[1])
+
+
 def scale_to_uint8(a: np.ndarray, lo: float, hi: float) -> np.ndarray:
     """a (any shape, integer or float) linearly from lo..hi to 0..255, rounded and clipped; NaN -> 0; all 0
-    when hi <= lo. Elementwise: a window of an image gives the same pixels as the whole image."""
+    when hi <= lo. Elementwise: a window of an image gives the same pixels as the whole image. 8/16-bit integers
+    go through a table of every value (the same arithmetic, once per value)."""
+    if a.dtype.kind in "iu" and a.dtype.itemsize <= 2 and a.size > 4 * 65536:
+        info = np.iinfo(a.dtype)
+        table = scale_to_uint8(np.arange(info.min, info.max + 1, dtype=a.dtype), lo, hi)
+        return np.take(table, (a.astype(np.int32) - info.min) if info.min else a)
     if hi > lo:
         scaled = (a.astype(np.float32) - np.float32(lo)) * np.float32(255.0 / (hi - lo))
     else:

@@ -18,11 +18,14 @@ imported only by the first.
 A model whose H and W are dynamic is compiled once per tile shape it is given (reshaped to it: a static
 shape runs faster than a dynamic one), each with its own pool of infer requests. The models asfyolo-rt keeps in
 the user cache folder (the fast CPU path's) are compiled once per machine: OpenVINO's CACHE_DIR,
-`asfyolo_rt.env.user_cache_dir("openvino")`, lets a second process load them (`_use_cache`).
+`asfyolo_rt.env.user_cache_dir("openvino")`, lets a second process load them (`_cache_config`), and a dynamic
+one keeps each tile shape's reshaped IR beside it, so that a process finds the cached blob at once (`_compile`).
+One `ov.Core` serves the process (`shared_core`).
 """
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 from functools import lru_cache
@@ -42,6 +45,7 @@ INSTALL_HINT = "pip install 'asfyolo-rt[openvino]' (openvino, nncf)"
 if TYPE_CHECKING:
     import torch
 
+log = logging.getLogger(__name__)
 MAX_SHAPES = 8  # compiled tile shapes kept per dynamic model (least recently compiled go first)
 META_SECTION = "asfyolo_rt"  # IR rt_info section holding the ONNX metadata (names, nc, precision, ...)
 
@@ -91,6 +95,16 @@ def import_openvino() -> Any:
     return ov
 
 
+@lru_cache(maxsize=1)
+def shared_core() -> Any:
+    """The process's one `ov.Core`. Each Core loads its own CPU plugin, and each CPU plugin installs an alternate
+    signal stack on the thread that loads it and, when unloaded, puts back the stack it found, even one an
+    older plugin has since unmapped (OpenVINO's SigAltStackSetup): two Cores freed oldest first leave the main
+    thread's signal stack dangling, and the next Ctrl-C / SIGTERM / faulthandler signal is a segfault. One Core
+    that lives as long as the process loads the plugin once and never unloads it."""
+    return import_openvino().Core()
+
+
 def check_precision(precision: str, flags: frozenset[str] | None = None) -> None:
     """ConfigError for an unknown precision, or bf16 on a CPU without native BF16."""
     if precision not in PRECISIONS:
@@ -124,7 +138,7 @@ def model_metadata(path: str | Path) -> dict[str, str]:
     path = Path(path)
     if path.suffix.lower() == ".xml":
         try:
-            return ir_metadata(import_openvino().Core().read_model(str(path)))
+            return ir_metadata(shared_core().read_model(str(path)))
         except Exception:
             return {}
     from asfyolo_rt.infer.onnx_header import ProtoError, read_onnx_header
@@ -155,11 +169,10 @@ class OpenVinoBackend(PlainBackend):
                  mode: str = "throughput") -> None:
         if mode not in MODES:
             raise ConfigError(f"OpenVINO mode {mode!r}: expected one of {', '.join(MODES)}")
-        ov = import_openvino()
         self.path = Path(path)
         if not self.path.is_file():
             raise ConfigError(f"model {self.path} does not exist", hint="export one with `asfyolo-rt export`")
-        core = ov.Core()
+        core = shared_core()
         try:
             model = core.read_model(str(self.path))
         except Exception as exc:
@@ -199,16 +212,34 @@ class OpenVinoBackend(PlainBackend):
         if threads:
             self._config["INFERENCE_NUM_THREADS"] = int(threads)
         self.mode = mode
-        _use_cache(core, self.path)
+        self._config.update(_cache_config(self.path))
+        self._keep_shapes = "CACHE_DIR" in self._config and _ours(self.path)  # reshaped IRs beside the model
         self._core, self._model, self._batch_dim = core, model, shape[0]
         self._pools: dict[tuple[int, int] | None, _Pool] = {}
         self._lock = threading.Lock()
-        first = self._pool(self.input_shape)  # a dynamic model: compiled as read, for its properties
-        hint = first.compiled.get_property("INFERENCE_PRECISION_HINT")
-        self.hint = str(hint.get_type_name() if hasattr(hint, "get_type_name") else hint)  # what OpenVINO runs: f32/bf16
-        self.parallel = first.parallel
-        if self.input_shape is None:  # compiled as read only for its properties: tiles get their own shapes
-            self._pools.pop(None, None)
+        if self.input_shape is not None:  # a static model compiles now; a dynamic one per tile shape (`prepare`)
+            self._pool(None)
+
+    def prepare(self, hw: tuple[int, int]) -> None:
+        """Compile the model for tiles of `hw` (H, W) now, if not done: a dynamic model's first call of a new
+        shape otherwise pays it. Thread-safe; `Segmenter.warm` calls it on a thread while the image is read."""
+        self._pool(None if self.input_shape is not None else (int(hw[0]), int(hw[1])))
+
+    def _latest(self) -> _Pool:
+        """The most recently compiled shape's pool (a dynamic model not yet run: compiled at 640 x 640)."""
+        pools = list(self._pools.values())
+        return pools[-1] if pools else self._pool(self.input_shape or (640, 640))
+
+    @property
+    def hint(self) -> str:
+        """What OpenVINO runs: f32 or bf16."""
+        hint = self._latest().compiled.get_property("INFERENCE_PRECISION_HINT")
+        return str(hint.get_type_name() if hasattr(hint, "get_type_name") else hint)
+
+    @property
+    def parallel(self) -> int:
+        """Infer requests OpenVINO runs at once (the stages keep this many batches in flight)."""
+        return self._latest().parallel
 
     def _pool(self, hw: tuple[int, int] | None) -> _Pool:
         """The compiled model and infer requests for tiles of `hw` (None: the model as read)."""
@@ -217,13 +248,8 @@ class OpenVinoBackend(PlainBackend):
             return pool
         with self._lock:
             if hw not in self._pools:
-                model = self._model
                 try:
-                    if hw is not None and self.input_shape is None:
-                        model = model.clone()
-                        ov = import_openvino()
-                        model.reshape({model.inputs[0]: ov.PartialShape([self._batch_dim, 3, hw[0], hw[1]])})
-                    compiled = self._core.compile_model(model, "CPU", self._config)
+                    compiled = self._compile(hw)
                 except Exception as exc:
                     first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                     raise ExportError(f"OpenVINO cannot compile {self.path} for the CPU"
@@ -257,6 +283,60 @@ class OpenVinoBackend(PlainBackend):
         return torch.from_numpy(pred), torch.from_numpy(protos)
 
 
+    def _compile(self, hw: tuple[int, int] | None) -> Any:
+        """The model compiled for tiles of `hw`. A dynamic model of asfyolo-rt's own cache (the fast path's) keeps
+        each shape's reshaped IR beside it (`<stem>.ov<H>x<W>.xml`, the `MAX_SHAPE_IRS` latest): compiling that
+        file finds OpenVINO's cached blob without cloning, reshaping and hashing the model (~0.1 s less per
+        process and shape)."""
+        if hw is None or self.input_shape is not None:
+            return self._core.compile_model(self._model, "CPU", self._config)
+        model = None
+        ir = self.path.with_name(f"{self.path.stem}.ov{hw[0]}x{hw[1]}.xml") if self._keep_shapes else None
+        for attempt in (1, 2):
+            if ir is None:
+                break
+            if attempt == 2 or not ir.is_file():  # made (again: a damaged file) from the model, then compiled
+                model = self._reshaped(hw)  # from the file, so that every process asks the cache the same key
+                if not _save_shape_ir(model, ir):
+                    break
+            try:
+                return self._core.compile_model(str(ir), "CPU", self._config)
+            except Exception as exc:
+                log.debug("OpenVINO cannot compile %s (%s)", ir, exc)
+        return self._core.compile_model(model or self._reshaped(hw), "CPU", self._config)
+
+    def _reshaped(self, hw: tuple[int, int]) -> Any:
+        model = self._model.clone()
+        model.reshape({model.inputs[0]: import_openvino().PartialShape([self._batch_dim, 3, hw[0], hw[1]])})
+        return model
+
+
+MAX_SHAPE_IRS = 16  # reshaped IRs kept beside a cached dynamic model (~8 MB each for n)
+
+
+def _save_shape_ir(model: Any, ir: Path) -> bool:
+    """`model` as the IR `ir` (+ .bin), written whole or not at all (False); the oldest beyond `MAX_SHAPE_IRS`
+    removed."""
+    import os
+
+    tmp = ir.with_name(f".{ir.stem}.{os.getpid()}.{threading.get_ident()}.xml")
+    try:
+        import_openvino().save_model(model, str(tmp), compress_to_fp16=False)
+        os.replace(tmp.with_suffix(".bin"), ir.with_suffix(".bin"))  # the .bin first: an .xml has its weights
+        os.replace(tmp, ir)
+        stem = ir.name.split(".ov")[0]
+        irs = sorted(ir.parent.glob(f"{stem}.ov*x*.xml"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in irs[MAX_SHAPE_IRS:]:
+            old.unlink(missing_ok=True)
+            old.with_suffix(".bin").unlink(missing_ok=True)
+        return True
+    except (OSError, RuntimeError) as exc:  # a full or read-only cache: compiled from the model each time
+        log.debug("cannot keep %s: %s", ir, exc)
+        for leftover in (tmp, tmp.with_suffix(".bin")):
+            leftover.unlink(missing_ok=True)
+        return False
+
+
 class _Pool:
     """One compiled model and its infer requests (as many as OpenVINO runs at once)."""
 
@@ -270,7 +350,7 @@ class _Pool:
         self.pred, self.protos = compiled.output("pred"), compiled.output("protos")
 
 
-def _use_cache(core: Any, model: Path) -> None:
+def _cache_config(model: Path) -> dict[str, str]:
     """Compiled models cached on disk (a second process loads them), in the user cache folder
     (`asfyolo_rt.env.user_cache_dir("openvino")`), for the models asfyolo-rt keeps there itself (the fast CPU
     path's exports): a model file the user names leaves nothing in their home. ASFYOLO_RT_OV_CACHE=1 caches
@@ -281,21 +361,26 @@ def _use_cache(core: Any, model: Path) -> None:
 
     flag = os.environ.get("ASFYOLO_RT_OV_CACHE", "").strip().lower()
     if flag in ("0", "false", "no", "off"):
-        return
-    root = user_cache_dir("")
-    try:
-        ours = model.resolve().is_relative_to(root.resolve())
-    except OSError:
-        ours = False
-    if not (ours or flag in ("1", "true", "yes", "on")):
-        return
+        return {}
+    if not (_ours(model) or flag in ("1", "true", "yes", "on")):
+        return {}
     try:
         folder = user_cache_dir("openvino")
         folder.mkdir(parents=True, exist_ok=True)
         prune_cache(folder)
-        core.set_property({"CACHE_DIR": str(folder)})
     except OSError:  # a read-only home: compile every time
-        pass
+        return {}
+    return {"CACHE_DIR": str(folder)}  # per compile: the Core is shared (`shared_core`)
+
+
+def _ours(model: Path) -> bool:
+    """Whether `model` lies in asfyolo-rt's user cache folder (made by asfyolo-rt, not named by the user)."""
+    from asfyolo_rt.env import user_cache_dir
+
+    try:
+        return model.resolve().is_relative_to(user_cache_dir("").resolve())
+    except OSError:
+        return False
 
 
 MAX_CACHED_BLOBS = 48  # compiled models kept on disk (one per model, precision and tile shape; ~7 MB each for n)

@@ -30,7 +30,8 @@ class Backend(Protocol):
     names: dict[int, str]
     end2end: bool  # NMS inside the graph
     # optional (read with getattr, default False/1): per_image_tiles: a dynamic model takes any tile shape at no
-    # cost, so each image gets its own (asfyolo_rt.runtime.tiles.Tiler); parallel: batches it runs at once
+    # cost, so each image gets its own (asfyolo_rt.runtime.tiles.Tiler); parallel: batches it runs at once;
+    # prepare((H, W)): make the tile shape ready now (a compile), called before the first batch of a frame
 
     def detect(self, images: Any, *, conf: float, iou: float, max_det: int,
                soft: bool = False) -> tuple[list[Any], Any, float]: ...

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from asfyolo_rt.data.io import percentiles_from_hist, window_histogram  # noqa: F401  (re-exported)
 from asfyolo_rt.large.readers import LargeImage
 
 MIN_STAT_PIXELS = 4_000_000  # a float image's statistics level holds at least this many pixels (2000 x 2000)
@@ -39,20 +40,6 @@ class IntensityRange:
         return asdict(self)
 
 
-def window_histogram(window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(values ascending, counts) of an integer window (every channel counted, as percentiles are joint)."""
-    a = window.ravel()
-    if a.size == 0:
-        return np.zeros(0, a.dtype), np.zeros(0, np.int64)
-    if a.dtype.itemsize <= 2:
-        base = int(np.iinfo(a.dtype).min)
-        counts = np.bincount((a.astype(np.int64) - base) if base else a, minlength=1)
-        nz = np.nonzero(counts)[0]
-        return (nz + base).astype(a.dtype), counts[nz].astype(np.int64)
-    values, counts = np.unique(a, return_counts=True)
-    return values, counts.astype(np.int64)
-
-
 def merge_histograms(parts: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
     """The sum of (values, counts) histograms."""
     vals, cnts = [], []
@@ -65,29 +52,6 @@ def merge_histograms(parts: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[np
     c = np.concatenate(cnts)
     uniq, inv = np.unique(v, return_inverse=True)
     return uniq, np.bincount(inv, weights=c, minlength=uniq.size).astype(np.int64)
-
-
-def percentiles_from_hist(values: np.ndarray, counts: np.ndarray, qs: tuple[float, float]) -> tuple[float, float]:
-    """`numpy.percentile(a, qs)` (method "linear") of the array whose histogram is (values, counts), computed
-    with numpy's own operations in its own order so that the result is identical, not just close."""
-    n = int(counts.sum())
-    if n == 0:
-        return 0.0, 1.0
-    q = np.true_divide(np.asarray(qs, np.float64), 100)
-    virtual = (n - 1) * q
-    prev = np.floor(virtual)
-    nxt = prev + 1
-    above = virtual >= n - 1
-    prev_i = np.where(above, n - 1, prev).astype(np.int64)
-    next_i = np.where(above, n - 1, nxt).astype(np.int64)
-    gamma = virtual - np.where(above, -1.0, prev)  # numpy's gamma (unused where above: both values equal)
-    cum = np.cumsum(counts)
-    a = values[np.searchsorted(cum, prev_i, side="right")]
-    b = values[np.searchsorted(cum, next_i, side="right")]
-    diff = b - a
-    out = np.add(a, diff * gamma)
-    np.subtract(b, diff * (1 - gamma), out=out, where=gamma >= 0.5, casting="unsafe")
-    return float(out[0]), float(out[1])
 
 
 def float_range(image: LargeImage, low: float, high: float) -> IntensityRange:

@@ -345,10 +345,10 @@ def _from_onnx(path: Path) -> ModelInfo:
 
 
 def _from_ir(path: Path) -> ModelInfo:
-    from asfyolo_rt.infer.openvino import import_openvino, ir_metadata
+    from asfyolo_rt.infer.openvino import ir_metadata, shared_core
 
     try:
-        model = import_openvino().Core().read_model(str(path))
+        model = shared_core().read_model(str(path))
     except ConfigError:
         raise
     except Exception as exc:

@@ -121,6 +121,9 @@ class LeanRunner:
         return list(dets), protos, t1 - t0, t2 - t1, time.perf_counter() - t2
 
     def _batches(self, scaled: np.ndarray, groups: Sequence[Sequence[Tile]], test_empty: bool) -> Iterator[_Batch]:
+        prepare = getattr(self.backend, "prepare", None)  # a dynamic model compiled for this tile shape first
+        if prepare is not None and groups:
+            prepare((groups[0][0].h, groups[0][0].w))
         depth = max(1, int(getattr(self.backend, "parallel", 1)))
         if not self.cfg.pipeline or len(groups) < 2:
             for g in groups:

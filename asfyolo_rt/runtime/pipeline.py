@@ -10,6 +10,7 @@ overlaps them): `prepare` (plan the tiles, scale the image: CPU work that releas
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, fields, replace
@@ -138,15 +139,40 @@ class FramePipeline:
     def frame_scale(self, frame: Frame) -> float:
         """Network px per image px for this frame: the model's, times image/training pixel size when both
         are known (cells at the size the model was trained on)."""
+        return self._scale(frame.pixel_size_um, frame.name)
+
+    def _scale(self, pixel_size_um: float | None, name: str | None) -> float:
         cfg = self.cfg
-        px = cfg.pixel_size_um or frame.pixel_size_um
+        px = cfg.pixel_size_um or pixel_size_um
         if cfg.scale == "native" and px and cfg.train_pixel_size_um:
             return cfg.model_scale * px / cfg.train_pixel_size_um
-        if px and not cfg.train_pixel_size_um and not self._warned:
+        if px and not cfg.train_pixel_size_um and not self._warned and name is not None:
             log.info("%s: pixel size %.4g um; the model records none, so images are processed at their own "
-                     "pixel scale (record it with `asfyolo-rt weights pack --pixel-size`)", frame.name, px)
+                     "pixel scale (record it with `asfyolo-rt weights pack --pixel-size`)", name, px)
             self._warned = True
         return cfg.model_scale
+
+    def warm(self, shape: tuple[int, int], pixel_size_um: float | None = None) -> threading.Thread | None:
+        """Make the backend ready for frames of `shape` (H, W) on a thread of its own, so that the compile of a
+        dynamic model's tile shape (OpenVINO: 0.1-0.3 s) runs while the frame is read and scaled; returns the
+        thread (None: nothing to make ready). An error there is left for the frame's own call to raise."""
+        prepare = getattr(self.backend, "prepare", None)
+        if prepare is None or self.geo.scale != "native":
+            return None
+        plan = self.runner(self._scale(pixel_size_um, None)).plan((int(shape[0]), int(shape[1])))
+        if not plan.tiles:
+            return None
+        hw = (plan.tiles[0].h, plan.tiles[0].w)
+
+        def run() -> None:
+            try:
+                prepare(hw)
+            except Exception as exc:  # raised again, with its message, by the frame's first batch
+                log.debug("warming tiles of %s failed: %s", hw, exc)
+
+        thread = threading.Thread(target=run, name="asfyolo-warm")
+        thread.start()
+        return thread
 
     def prepare(self, frame: Frame) -> Prepared:
         t0 = time.perf_counter()

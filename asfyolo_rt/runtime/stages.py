@@ -413,6 +413,9 @@ class Runner:
             tuple[list[Detections], torch.Tensor, float, float, float]]:
         """`_batch` of each group, in order: on this thread, or pipelined on worker threads that keep the
         backend's `parallel` batches in flight and one more ready."""
+        prepare = getattr(self.backend, "prepare", None)  # a dynamic model compiled for this tile shape first
+        if prepare is not None and groups:
+            prepare((groups[0][0].h, groups[0][0].w))
         depth = max(1, int(getattr(self.backend, "parallel", 1)))
         if not self.pipeline or len(groups) < 2:
             for g in groups:

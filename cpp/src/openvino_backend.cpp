@@ -38,12 +38,25 @@ std::set<std::string> cpu_flags() {
   return out;
 }
 
-// OpenVINO's CACHE_DIR as Python's backend sets it (asfyolo_rt.infer.openvino._use_cache): the user cache folder
-// $ASFYOLO_RT_CACHE, else ($XDG_CACHE_HOME, else ~/.cache)/asfyolo-rt, its openvino/ subfolder, so that a second
-// process loads compiled models instead of compiling them; for models inside that folder only (asfyolo-rt's own
-// exports: a model the caller names leaves nothing in the home folder), every model when ASFYOLO_RT_OV_CACHE is
-// 1/true/yes/on, none when it is 0/false/no/off; skipped on any error.
-void use_cache(ov::Core* core, const std::string& model_path) {
+// The process's one OpenVINO Core, used by every backend (Core is thread-safe for read_model and compile_model),
+// created on first use and never deleted, on purpose. Each Core loads its own CPU plugin; the plugin installs an
+// alternate signal stack on the thread that loads it and, when unloaded with its Core, puts back the stack it
+// found, even one that an older plugin has unmapped since (OpenVINO's SigAltStackSetup). One Core per segmenter,
+// freed oldest first, left that thread's sigaltstack dangling, and the host's next signal handled on it (Ctrl-C,
+// SIGTERM with SA_ONSTACK) was a SIGSEGV without a trace (tests/cpp/test_signal_after_free.py). A Core that is
+// never destroyed loads the plugin once and never unloads it, not even in static destruction at exit.
+ov::Core& shared_core() {
+  static ov::Core* const core = new ov::Core();  // a throw here is retried at the next call
+  return *core;
+}
+
+// OpenVINO's CACHE_DIR as Python's backend gives it (asfyolo_rt.infer.openvino._cache_config): the user cache
+// folder $ASFYOLO_RT_CACHE, else ($XDG_CACHE_HOME, else ~/.cache)/asfyolo-rt, its openvino/ subfolder, so that a
+// second process loads compiled models instead of compiling them; for models inside that folder only
+// (asfyolo-rt's own exports: a model the caller names leaves nothing in the home folder), every model when
+// ASFYOLO_RT_OV_CACHE is 1/true/yes/on, none when it is 0/false/no/off; none on any error. The folder goes into
+// each compile's config, not onto the shared Core, where it would apply to every segmenter's models.
+std::string cache_folder(const std::string& model_path) {
   auto env = [](const char* name) {
     const char* v = std::getenv(name);
     return std::string(v ? v : "");
@@ -52,7 +65,7 @@ void use_cache(ov::Core* core, const std::string& model_path) {
   for (char& c : off) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
   off.erase(0, off.find_first_not_of(" \t"));
   off.erase(off.find_last_not_of(" \t") + 1);
-  if (off == "0" || off == "false" || off == "no" || off == "off") return;
+  if (off == "0" || off == "false" || off == "no" || off == "off") return "";
   const bool always = off == "1" || off == "true" || off == "yes" || off == "on";
   std::filesystem::path root;
   if (!env("ASFYOLO_RT_CACHE").empty()) {
@@ -62,7 +75,7 @@ void use_cache(ov::Core* core, const std::string& model_path) {
   } else if (!env("HOME").empty()) {
     root = std::filesystem::path(env("HOME")) / ".cache" / "asfyolo-rt";
   } else {
-    return;
+    return "";
   }
   const std::filesystem::path folder = root / "openvino";
   try {
@@ -70,14 +83,15 @@ void use_cache(ov::Core* core, const std::string& model_path) {
     if (!always) {  // only models asfyolo-rt keeps in its own cache folder
       auto r = std::filesystem::weakly_canonical(root, ec);
       auto m = std::filesystem::weakly_canonical(std::filesystem::path(model_path), ec);
-      if (ec) return;
+      if (ec) return "";
       auto rel = m.lexically_relative(r);
-      if (rel.empty() || *rel.begin() == "..") return;  // outside the folder
+      if (rel.empty() || *rel.begin() == "..") return "";  // outside the folder
     }
     std::filesystem::create_directories(folder, ec);
-    if (ec) return;  // a read-only home: compile every time
-    core->set_property(ov::cache_dir(folder.string()));
+    if (ec) return "";  // a read-only home: compile every time
+    return folder.string();
   } catch (const std::exception&) {
+    return "";
   }
 }
 
@@ -133,7 +147,7 @@ class OpenVinoBackend : public Backend {
   bool open(const std::string& model_path, const BackendOptions& opt, std::string* err) {
     try {
       path_ = model_path;
-      model_ = core_.read_model(model_path);
+      model_ = shared_core().read_model(model_path);
       if (model_->inputs().size() != 1) {
         *err = model_path + ": expected one input, found " + std::to_string(model_->inputs().size());
         return false;
@@ -194,10 +208,11 @@ class OpenVinoBackend : public Backend {
       if (opt.requests > 0) config_[ov::num_streams.name()] = ov::streams::Num(opt.requests);
       device_ = opt.device.empty() ? "CPU" : opt.device;
       requests_ = opt.requests;
-      use_cache(&core_, model_path);
+      const std::string cache = cache_folder(model_path);
+      if (!cache.empty()) config_[ov::cache_dir.name()] = cache;
       // compiled as read: a static model's one pool; a dynamic one's properties (how many requests run at once),
       // and any error of the model shows here rather than at the first frame
-      auto first = std::make_shared<Pool>(core_.compile_model(model_, device_, config_), requests_);
+      auto first = std::make_shared<Pool>(shared_core().compile_model(model_, device_, config_), requests_);
       parallel_ = static_cast<int>(first->requests.size());
       if (h_ > 0) {
         pools_[{h_, w_}] = std::move(first);
@@ -279,7 +294,7 @@ class OpenVinoBackend : public Backend {
     try {
       std::shared_ptr<ov::Model> m = model_->clone();
       m->reshape(ov::PartialShape{batch_dim_, 3, h, w});
-      pool = std::make_shared<Pool>(core_.compile_model(m, device_, config_), requests_);
+      pool = std::make_shared<Pool>(shared_core().compile_model(m, device_, config_), requests_);
     } catch (const std::exception& e) {
       std::string msg = e.what();
       *err = "OpenVINO cannot compile " + path_ + " for " + std::to_string(h) + "x" + std::to_string(w) +
@@ -298,8 +313,6 @@ class OpenVinoBackend : public Backend {
     return pool;
   }
 
-
-  ov::Core core_;
   std::shared_ptr<ov::Model> model_;
   std::string path_, device_;
   ov::AnyMap config_;

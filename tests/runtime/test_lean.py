@@ -68,6 +68,26 @@ def test_lean_stages_on_a_dynamic_model_take_the_images_own_tile(dynamic_onnx, n
     assert np.array_equal(a.labels, b.labels) and len(a) > 300
 
 
+def test_warm_compiles_the_frames_tile_shape_before_the_frame_and_changes_no_cell(dynamic_onnx, nuclei_frame):
+    """`Segmenter.warm(shape)` compiles, on a thread, the one tile shape a frame of that size runs; a dynamic model
+    compiles nothing before; the frame then adds no shape and its cells are a cold segmenter's."""
+    pytest.importorskip("openvino")
+    from asfyolo_rt.runtime.segmenter import Segmenter
+
+    frame = np.tile(nuclei_frame, (3, 4))
+    warm = Segmenter(dynamic_onnx, backend="openvino")
+    assert warm.backend._pools == {}
+    thread = warm._pipe.warm(frame.shape)
+    assert thread is not None
+    thread.join()
+    hw = fit_tile(1296, 1536, warm.tiler.overlap)
+    assert list(warm.backend._pools) == [hw]
+    a = warm.segment(frame)
+    assert list(warm.backend._pools) == [hw]
+    b = Segmenter(dynamic_onnx, backend="openvino").segment(frame)
+    assert np.array_equal(a.labels, b.labels) and len(a) > 300
+
+
 @pytest.mark.parametrize("length", [50, 640, 905, 1024, 1025, 1908, 3072, 4096, 9999])
 @pytest.mark.parametrize("overlap", [0, 112, 208])
 def test_fit_side_runs_the_fewest_pixels_that_keep_the_overlap(length, overlap):
@@ -120,8 +140,9 @@ def test_onnx_prediction_imports_no_torch(shipped_onnx, nuclei_frame, tmp_path):
 def test_openvino_keeps_compiled_shapes_of_its_own_models_on_disk(where, dynamic_onnx, nuclei_frame, monkeypatch,
                                                                   tmp_path):
     """The compiled tile shapes of a model in the user cache folder (the fast path's exports) are written there,
-    and a second backend (a second process's) loads them, with the same cells; a model the user names leaves
-    nothing there unless ASFYOLO_RT_OV_CACHE=1."""
+    with each shape's reshaped IR beside the model, and a second backend (a second process's) loads them, with
+    the same cells and no new blob; a model the user names leaves nothing there unless ASFYOLO_RT_OV_CACHE=1, and
+    never a file beside it."""
     import shutil
 
     pytest.importorskip("openvino")
@@ -140,9 +161,15 @@ def test_openvino_keeps_compiled_shapes_of_its_own_models_on_disk(where, dynamic
     if where == "user model":
         assert not (cache / "openvino").exists()
         return
-    assert blobs  # the model as read and the frame's tile shape
+    assert blobs  # the frame's tile shape
+    beside = sorted(model.parent.glob(f"{model.stem}.ov*x*.xml"))  # the shape's reshaped IR: only beside our own
+    assert len(beside) == (1 if where == "asfyolo-rt's own export" else 0)
     second = Segmenter(model, backend="openvino").segment(nuclei_frame).labels
     assert sorted((cache / "openvino").glob("*.blob")) == blobs and np.array_equal(first, second)
+    if beside:  # a damaged IR is made again from the model
+        beside[0].write_text("<net")
+        third = Segmenter(model, backend="openvino").segment(nuclei_frame).labels
+        assert np.array_equal(first, third) and beside[0].stat().st_size > 100
 
 
 def test_only_backends_that_take_any_shape_get_each_images_own_tile(dynamic_onnx):
