@@ -209,8 +209,6 @@ def predict(
     model_file, runtime, prec = choose_runtime(path, backend_name, device, precision, scale)
     seg = Segmenter(model_file, backend=runtime, device=device, precision=prec, **settings)
     cfg, rec, backend = seg.config, seg.info, seg.backend
-    if cluster is None and scheduler is None and files and files[0].suffix.lower() in IMAGE_SUFFIXES:
-        _warm(seg, files[0], pixel_size)  # the first image's tile shape compiled while the image is read
     from asfyolo_rt.runtime.tiles import MAX_FIT_TILE
 
     tiler = seg.tiler
@@ -221,6 +219,8 @@ def predict(
                           hint="a larger --img-size (tile side) takes a larger overlap")
     out = fresh_output_folder(out)
     created = not out.exists()  # only a folder this run made may be removed again
+    if cluster is None and scheduler is None and files and files[0].suffix.lower() in IMAGE_SUFFIXES:
+        _warm(seg, files[0], pixel_size)  # the first image's tile shape compiled while the image is read
     outputs = [n for n, on in (("cells.csv", True), ("summary.csv", True), ("labels/", labels != "none"),
                                ("overlays/", overlays), ("predictions.coco.json", coco), ("<name>.geojson", geojson),
                                ("<name>.rois.zip", imagej_rois), ("<name>.ome.zarr", ome_zarr)) if on]

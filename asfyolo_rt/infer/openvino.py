@@ -18,9 +18,8 @@ imported only by the first.
 A model whose H and W are dynamic is compiled once per tile shape it is given (reshaped to it: a static
 shape runs faster than a dynamic one), each with its own pool of infer requests. The models asfyolo-rt keeps in
 the user cache folder (the fast CPU path's) are compiled once per machine: OpenVINO's CACHE_DIR,
-`asfyolo_rt.env.user_cache_dir("openvino")`, lets a second process load them (`_cache_config`), and a dynamic
-one keeps each tile shape's reshaped IR beside it, so that a process finds the cached blob at once (`_compile`).
-One `ov.Core` serves the process (`shared_core`).
+`asfyolo_rt.env.user_cache_dir("openvino")`, lets a second process load them (`_cache_config`). One `ov.Core`
+serves the process (`shared_core`).
 """
 
 from __future__ import annotations
@@ -213,7 +212,6 @@ class OpenVinoBackend(PlainBackend):
             self._config["INFERENCE_NUM_THREADS"] = int(threads)
         self.mode = mode
         self._config.update(_cache_config(self.path))
-        self._keep_shapes = "CACHE_DIR" in self._config and _ours(self.path)  # reshaped IRs beside the model
         self._core, self._model, self._batch_dim = core, model, shape[0]
         self._pools: dict[tuple[int, int] | None, _Pool] = {}
         self._lock = threading.Lock()
@@ -226,8 +224,12 @@ class OpenVinoBackend(PlainBackend):
         self._pool(None if self.input_shape is not None else (int(hw[0]), int(hw[1])))
 
     def _latest(self) -> _Pool:
-        """The most recently compiled shape's pool (a dynamic model not yet run: compiled at 640 x 640)."""
+        """The most recently compiled shape's pool (one being compiled, `prepare` on a thread: waited for; a
+        dynamic model not yet given a shape: compiled at 640 x 640)."""
         pools = list(self._pools.values())
+        if not pools:
+            with self._lock:  # a compile in flight holds it
+                pools = list(self._pools.values())
         return pools[-1] if pools else self._pool(self.input_shape or (640, 640))
 
     @property
@@ -284,57 +286,12 @@ class OpenVinoBackend(PlainBackend):
 
 
     def _compile(self, hw: tuple[int, int] | None) -> Any:
-        """The model compiled for tiles of `hw`. A dynamic model of asfyolo-rt's own cache (the fast path's) keeps
-        each shape's reshaped IR beside it (`<stem>.ov<H>x<W>.xml`, the `MAX_SHAPE_IRS` latest): compiling that
-        file finds OpenVINO's cached blob without cloning, reshaping and hashing the model (~0.1 s less per
-        process and shape)."""
+        """The model compiled for tiles of `hw` (a dynamic model reshaped to it first)."""
         if hw is None or self.input_shape is not None:
             return self._core.compile_model(self._model, "CPU", self._config)
-        model = None
-        ir = self.path.with_name(f"{self.path.stem}.ov{hw[0]}x{hw[1]}.xml") if self._keep_shapes else None
-        for attempt in (1, 2):
-            if ir is None:
-                break
-            if attempt == 2 or not ir.is_file():  # made (again: a damaged file) from the model, then compiled
-                model = self._reshaped(hw)  # from the file, so that every process asks the cache the same key
-                if not _save_shape_ir(model, ir):
-                    break
-            try:
-                return self._core.compile_model(str(ir), "CPU", self._config)
-            except Exception as exc:
-                log.debug("OpenVINO cannot compile %s (%s)", ir, exc)
-        return self._core.compile_model(model or self._reshaped(hw), "CPU", self._config)
-
-    def _reshaped(self, hw: tuple[int, int]) -> Any:
         model = self._model.clone()
         model.reshape({model.inputs[0]: import_openvino().PartialShape([self._batch_dim, 3, hw[0], hw[1]])})
-        return model
-
-
-MAX_SHAPE_IRS = 16  # reshaped IRs kept beside a cached dynamic model (~8 MB each for n)
-
-
-def _save_shape_ir(model: Any, ir: Path) -> bool:
-    """`model` as the IR `ir` (+ .bin), written whole or not at all (False); the oldest beyond `MAX_SHAPE_IRS`
-    removed."""
-    import os
-
-    tmp = ir.with_name(f".{ir.stem}.{os.getpid()}.{threading.get_ident()}.xml")
-    try:
-        import_openvino().save_model(model, str(tmp), compress_to_fp16=False)
-        os.replace(tmp.with_suffix(".bin"), ir.with_suffix(".bin"))  # the .bin first: an .xml has its weights
-        os.replace(tmp, ir)
-        stem = ir.name.split(".ov")[0]
-        irs = sorted(ir.parent.glob(f"{stem}.ov*x*.xml"), key=lambda p: p.stat().st_mtime, reverse=True)
-        for old in irs[MAX_SHAPE_IRS:]:
-            old.unlink(missing_ok=True)
-            old.with_suffix(".bin").unlink(missing_ok=True)
-        return True
-    except (OSError, RuntimeError) as exc:  # a full or read-only cache: compiled from the model each time
-        log.debug("cannot keep %s: %s", ir, exc)
-        for leftover in (tmp, tmp.with_suffix(".bin")):
-            leftover.unlink(missing_ok=True)
-        return False
+        return self._core.compile_model(model, "CPU", self._config)
 
 
 class _Pool:

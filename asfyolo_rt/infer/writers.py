@@ -263,10 +263,6 @@ def _cell_lists(result: ImageResult, t: np.ndarray) -> list[list[Any]]:
                 t["equivalent_diameter_px"].tolist())]
 
 
-def summary_row(result: ImageResult, rows: list[dict[str, Any]]) -> dict[str, Any]:
-    return _summary(result, np.array([r["area_px"] for r in rows], dtype=np.float64))
-
-
 def _summary(result: ImageResult, areas: np.ndarray) -> dict[str, Any]:
     """summary.csv row of a result whose cells' visible areas are `areas` (n,) float64."""
     h, w = result.label_map.shape
@@ -288,10 +284,6 @@ def window_rle(mask: np.ndarray, x0: int, y0: int, height: int, width: int) -> d
     h, w = m.shape
     counts = window_rles(m.reshape(-1), np.array([0, h * w]), np.array([[x0, y0, w, h]]), height, width)[0]
     return {"size": [height, width], "counts": counts}
-
-
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    write_image(path, rgb)
 
 
 class _Background(threading.Thread):
@@ -365,7 +357,7 @@ class PredictionWriter:
     def _start_overlay(self, result: ImageResult) -> _Background:
         """The overlay made here, its PNG encoded and written on a thread (zlib releases the GIL); returns that
         thread."""
-        return _Background(_write_png, self.out / "overlays" / f"{result.frame.name}.png", overlay(result))
+        return _Background(write_image, self.out / "overlays" / f"{result.frame.name}.png", overlay(result))
 
     def _write_tables(self, result: ImageResult, labels: _Background | None) -> dict[str, Any]:
         """Every output of `write` but the overlay; `labels`: the thread writing a single image's label image."""

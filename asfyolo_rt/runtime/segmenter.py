@@ -172,12 +172,13 @@ class Segmenter:
         `batch`, and `adaptive` when each image gets its own tile."""
         return self._pipe.runner(self.config.model_scale).tiler
 
-    def warm(self, shape: tuple[int, int], pixel_size: float | None = None) -> None:
+    def warm(self, shape: tuple[int, int], pixel_size: float | None = None) -> threading.Thread | None:
         """Start making the model ready for frames of `shape` (H, W) (µm per pixel `pixel_size`) on a thread,
         and return at once: a dynamic-shape model on OpenVINO compiles each image size's tile shape once
         (0.1-0.3 s), which otherwise the first frame of that size waits for. Call it when the camera's frame
-        size is known, before the first frame arrives; a size never warmed is compiled on first use."""
-        self._pipe.warm(shape, pixel_size)
+        size is known, before the first frame arrives; a size never warmed is compiled on first use. Returns
+        the thread (join it to wait), None where there is nothing to make ready."""
+        return self._pipe.warm(shape, pixel_size)
 
     @property
     def names(self) -> dict[int, str]:
