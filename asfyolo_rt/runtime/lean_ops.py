@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 
 from asfyolo_rt.errors import ConfigError
+from asfyolo_rt.kernels.assembly_args import check_geometry
 
 __all__ = ["MAX_WH", "DetArrays", "PackedArrays", "assemble_masks", "box_windows", "concat_packed", "label_map",
            "mask_areas", "nms", "non_max_suppression", "visible_pixels"]
@@ -280,15 +281,7 @@ def assemble_masks(protos: np.ndarray, coeffs: np.ndarray, boxes: np.ndarray, ou
     n = coeffs.shape[0]
     if boxes.shape != (n, 4) or not np.issubdtype(boxes.dtype, np.floating):
         raise ConfigError(f"assemble_masks: boxes is {boxes.shape} {boxes.dtype}; expected ({n}, 4) float xyxy")
-    if len(out_size) != 2 or any(int(v) != v or v < 1 for v in out_size):
-        raise ConfigError(f"assemble_masks: out_size={out_size!r}; expected two positive integers (H, W)")
-    if not 0.0 < threshold < 1.0:
-        raise ConfigError(f"assemble_masks: threshold={threshold}; expected a probability in (0, 1)")
-    if not (math.isfinite(scale) and scale > 0):
-        raise ConfigError(f"assemble_masks: scale={scale}; expected a finite number > 0")
-    if len(pad) != 2 or not all(math.isfinite(p) for p in pad):
-        raise ConfigError(f"assemble_masks: pad={pad!r}; expected two finite numbers (pad_x, pad_y)")
-    h_img, w_img = int(out_size[0]), int(out_size[1])
+    (h_img, w_img), pad = check_geometry("assemble_masks", out_size, threshold, scale, pad)
     windows = box_windows(boxes, (h_img, w_img))
     win = windows.astype(np.int64)
     offsets = np.concatenate([np.zeros(1, np.int64), np.cumsum(win[:, 2] * win[:, 3])])

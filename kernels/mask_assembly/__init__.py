@@ -35,11 +35,11 @@ KernelUnavailableError where Triton cannot run instead of falling back).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal, cast, overload
 
 import torch
+from asfyolo_rt.kernels.assembly_args import check_geometry
 from asfyolo_rt.kernels.mask_assembly import reference as ref
 from torch import Tensor
 
@@ -127,21 +127,14 @@ def _validate(
     for name, x in (("coeffs", coeffs), ("boxes", boxes), ("batch_idx", batch_idx), ("scores", scores)):
         if x is not None and x.device != protos.device:
             raise ConfigError(f"mask_assembly: {name} is on {x.device}; expected the device of protos ({protos.device})")
-    if len(out_size) != 2 or any(int(v) != v or v < 1 for v in out_size):
-        raise ConfigError(f"mask_assembly: out_size={out_size!r}; expected two positive integers (H, W)")
-    if not 0.0 < threshold < 1.0:
-        raise ConfigError(f"mask_assembly: threshold={threshold}; expected a probability in (0, 1)")
-    if not (math.isfinite(scale) and scale > 0):
-        raise ConfigError(f"mask_assembly: scale={scale}; expected a finite number > 0")
-    if len(pad) != 2 or not all(math.isfinite(p) for p in pad):
-        raise ConfigError(f"mask_assembly: pad={pad!r}; expected two finite numbers (pad_x, pad_y)")
+    size, pad_xy = check_geometry("mask_assembly", out_size, threshold, scale, pad)
     if n:
         lo, hi = (int(v) for v in torch.aminmax(batch_idx))
         if lo < 0 or hi >= protos.shape[0]:
             raise ConfigError(
                 f"mask_assembly: batch_idx spans [{lo}, {hi}]; expected indices in [0, {protos.shape[0] - 1}]"
             )
-    return (int(out_size[0]), int(out_size[1])), (float(pad[0]), float(pad[1]))
+    return size, pad_xy
 
 
 @overload
