@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-v8
+STAMP := $(VENV)/.installed-v9
 PYTEST_ARGS ?=
 
 .PHONY: venv test test-all demo docs lint typecheck clean cpp

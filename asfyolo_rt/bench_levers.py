@@ -12,11 +12,12 @@ the same weights that predict's fast path makes, `asfyolo_rt.fastpath`):
 5. OpenVINO BF16 (CPUs with native BF16 only);
    instead of 5: the same with 1024 x 1024 tiles (a static export at that size);
 6. instead of 5: OpenVINO INT8 (the NNCF IR of a bundle given as MODELS; CPUs with VNNI/AMX only);
-7. empty tiles skipped, on the path this machine chose for predict (`fastpath.fast_choice`);
+7. empty tiles skipped, on the path this machine chose for predict (`fastpath.fast_choice`; where that is
+   its INT8 IR, calibrated on synthetic nuclei, the IR run at 640 x 640 in rows 7-8);
 8. the stages in NumPy (`asfyolo_rt.runtime.lean`: no PyTorch, its post-processing cheaper);
 9. each frame's own tile shape (`asfyolo_rt.runtime.tiles.fit_tile` on the dynamic-shape export): predict's
    default, every lever;
-10. the C runtime (`cpp/`, through `asfyolo_rt.native`) on the same ONNX file, FP32 and predict's precision,
+10. the C runtime (`cpp/`, through `asfyolo_rt.native`) on the same files, FP32 and predict's precision,
    where its library is built (`make cpp`), with its own tile choice (the same rule): the same frame, the
    same run.
 
@@ -109,7 +110,7 @@ def plan_levers(weights: str | Path, bundle: Path | None = None, tile: int | Non
     info = read_model_info(weights)
     old, new = overlap_for(info.max_object_px), overlap_for(info.overlap_object_px)
     onnx = str(tile_model(weights, 640))  # rows before the per-frame tile: the static 640 export predict ran then
-    dynamic = choice.model  # the fast path's dynamic-shape export
+    dynamic = choice.onnx  # the fast path's dynamic-shape export (FP32 ONNX)
     rows = [
         Lever(f"before: ONNX Runtime FP32, overlap {old}, one batch at a time", "onnxruntime", "fp32", onnx, old,
               False, False),
@@ -128,16 +129,19 @@ def plan_levers(weights: str | Path, bundle: Path | None = None, tile: int | Non
     if ir is not None and ir.is_file() and has_int8_dot():
         rows.append(Lever("(instead of BF16) OpenVINO INT8 of the bundle", "openvino", "int8", str(ir), new,
                           True, False))
+    # the fast path's runtime on 640 tiles: its INT8 IR (dynamic, run at 640 x 640), else the static export
+    own = choice.model if choice.precision == "int8" else onnx
     rows.append(Lever(f"+ empty tiles skipped ({choice.label}, the fast path's runtime)", choice.runtime,
-                      choice.precision, onnx, new, True, True))
-    rows.append(Lever("+ stages in NumPy (no PyTorch)", choice.runtime, choice.precision, onnx, new, True, True,
+                      choice.precision, own, new, True, True))
+    rows.append(Lever("+ stages in NumPy (no PyTorch)", choice.runtime, choice.precision, own, new, True, True,
                       lean=True))
     rows.append(Lever("+ each frame's own tile (dynamic-shape export) = predict's default", choice.runtime,
-                      choice.precision, dynamic, new, True, True, img_size=None, lean=True))
-    if native_available():  # the C runtime (cpp/, libasfyolo) on the same file: its OpenVINO backend
-        for prec in ("fp32", choice.precision) if choice.precision != "fp32" else ("fp32",):
-            rows.append(Lever(f"C runtime (libasfyolo), OpenVINO {prec.upper()}, same dynamic model.onnx", NATIVE, prec,
-                              dynamic, new, True, True, img_size=None))
+                      choice.precision, choice.model, new, True, True, img_size=None, lean=True))
+    if native_available():  # the C runtime (cpp/, libasfyolo) on the same files: its OpenVINO backend
+        for prec in dict.fromkeys(("fp32", choice.precision)):
+            file = choice.model if prec == "int8" else dynamic
+            rows.append(Lever(f"C runtime (libasfyolo), OpenVINO {prec.upper()}, same {Path(file).name}", NATIVE,
+                              prec, file, new, True, True, img_size=None))
     return rows
 
 

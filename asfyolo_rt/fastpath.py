@@ -9,21 +9,29 @@ A checkpoint run by PyTorch on a CPU is the slowest way this project has to segm
    OpenVINO compiles each shape once and caches it on disk);
 2. each candidate runtime this machine has is checked against PyTorch on a synthetic nuclei frame
    (label-map instance F1 >= `PARITY_GATE`, equal cell counts within 2 %) and timed on the same frame
-   through the whole pipeline (tiling, pipelined inference, stitching): OpenVINO BF16 where the CPU has
-   native BF16 (``avx512_bf16``/``amx_bf16``), OpenVINO FP32, ONNX Runtime FP32;
+   through the whole pipeline (tiling, pipelined inference, stitching): OpenVINO INT8 where the CPU has INT8
+   dot products (VNNI/AMX), NNCF is installed and the model finds the check frame's cells (see below),
+   OpenVINO BF16 where the CPU has native BF16 (``avx512_bf16``/``amx_bf16``), OpenVINO FP32, ONNX Runtime
+   FP32;
 3. the fastest that passes is recorded in ``choice.json`` beside the ONNX file.
+
+INT8 needs calibration images and a checkpoint comes without any: the INT8 candidate is calibrated
+(`asfyolo_rt.calib.openvino_int8`, NNCF) on `CALIB_TILES` synthetic fluorescent-nuclei tiles at the model's
+scale, made by the generator of the check frame, so it is offered only to a model that finds those nuclei
+(PyTorch finds >= `INT8_MIN_CELLS` cells on the check frame: a nuclear-stain model; a brightfield one is
+not calibrated on images unlike its own). A bundle's ``model.int8-openvino.xml`` (``asfyolo-rt export
+--int8 --data ...``) is calibrated on real images.
 
 The cache key is the weights' SHA-256, this asfyolo-rt version, the CPU's matrix ISA and the OpenVINO and
 ONNX Runtime versions: other weights, another machine or an upgrade make a new entry; a second run reads
 it in milliseconds. Folder: ``$ASFYOLO_RT_CACHE/fast``, else ``$XDG_CACHE_HOME`` (or ``~/.cache``)
-``/asfyolo-rt/fast``. ``ASFYOLO_RT_FAST=0`` (or ``--backend torch``) runs the checkpoint itself. INT8 needs
-calibration images, so it is not made here: a bundle's ``model.int8-openvino.xml`` (``asfyolo-rt export
---int8``) is the INT8 path.
+``/asfyolo-rt/fast``. ``ASFYOLO_RT_FAST=0`` (or ``--backend torch``) runs the checkpoint itself.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -35,12 +43,15 @@ from typing import Any
 import numpy as np
 
 from asfyolo_rt.atomic import atomic_target, atomic_write_bytes, file_sha256
-from asfyolo_rt.errors import ConfigError
+from asfyolo_rt.errors import AsfYoloError, ConfigError
 
 FAST_ENV = "ASFYOLO_RT_FAST"
 FAST_TILE = 640
 PARITY_GATE = 0.98  # label-map instance F1 vs PyTorch on the check frame
-CHOICE_FORMAT = 1
+CALIB_TILES = 64  # synthetic calibration tiles of the INT8 candidate (NNCF: ~20 s on 2 cores)
+CHECK_SIDE, CHECK_CELLS = 960, 360  # the check frame: 4 tiles at the shipped model's scale, as many as 2 requests
+INT8_MIN_CELLS = CHECK_CELLS // 2  # cells PyTorch must find on the check frame for the INT8 candidate
+CHOICE_FORMAT = 2  # 2: the INT8 candidate, `FastChoice.onnx`
 CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth")
 
 
@@ -58,7 +69,7 @@ class Candidate:
 class FastChoice:
     """What `fast_choice` made and measured (``choice.json``)."""
 
-    model: str  # the exported ONNX file
+    model: str  # the file the chosen runtime runs: the dynamic ONNX, or the INT8 IR made from it
     runtime: str
     precision: str
     tile: int
@@ -68,6 +79,7 @@ class FastChoice:
     isa: str
     measured: list[dict[str, Any]] = field(default_factory=list)  # every candidate: ms per frame, F1, counts
     made_s: float = 0.0
+    onnx: str = ""  # the dynamic-shape FP32 ONNX export (every candidate but INT8 runs it)
     format: int = CHOICE_FORMAT
 
     @property
@@ -105,12 +117,15 @@ def cache_root() -> Path:
 
 def candidates() -> list[Candidate]:
     """The runtimes this machine has, fastest first where known (every one is measured anyway)."""
-    from asfyolo_rt.infer.openvino import has_bf16
+    from asfyolo_rt.calib.openvino_int8 import openvino_available
+    from asfyolo_rt.infer.openvino import has_bf16, has_int8_dot
 
     out: list[Candidate] = []
     try:
         import openvino  # noqa: F401
 
+        if has_int8_dot() and openvino_available():
+            out.append(Candidate("openvino", "int8"))
         if has_bf16():
             out.append(Candidate("openvino", "bf16"))
         out.append(Candidate("openvino", "fp32"))
@@ -137,9 +152,18 @@ def cache_key(weights: Path, sha: str) -> str:
 @cache
 def _dist_version(name: str) -> str | None:
     """An installed distribution's version from its metadata (importing OpenVINO or ONNX Runtime to ask costs
-    more than a cached prediction's start-up)."""
+    more than a cached prediction's start-up): the `NAME-VERSION.dist-info` folder beside the package where
+    there is one (1 ms), else importlib.metadata (~28 ms here: it reads every distribution on the path)."""
     from importlib.metadata import PackageNotFoundError, version
+    from importlib.util import find_spec
 
+    spec = find_spec(name)
+    if spec is None:
+        return None
+    for where in spec.submodule_search_locations or ():
+        found = sorted(Path(where).parent.glob(f"{name}-*.dist-info"))
+        if len(found) == 1:
+            return found[0].name[len(name) + 1 : -len(".dist-info")]
     try:
         return version(name)
     except PackageNotFoundError:
@@ -147,10 +171,12 @@ def _dist_version(name: str) -> str | None:
 
 
 def check_frame() -> np.ndarray:
-    """The parity and timing frame: 480 x 480 uint16 synthetic nuclei (4 tiles at the shipped model's scale)."""
+    """The parity and timing frame: 960 x 960 uint16 synthetic nuclei. Several tiles, so that a runtime is
+    timed as a frame uses it (a single tile leaves OpenVINO's second infer request, and core, idle and would
+    favour a runtime that splits one call over the cores)."""
     from asfyolo_rt.data.synth import make_nuclei
 
-    img, _ = make_nuclei(7, shape=(480, 480), n_cells=(90, 90), bit_depth=16)
+    img, _ = make_nuclei(7, shape=(CHECK_SIDE, CHECK_SIDE), n_cells=(CHECK_CELLS, CHECK_CELLS), bit_depth=16)
     return np.asarray(img)
 
 
@@ -224,7 +250,7 @@ def _read_choice(path: Path) -> FastChoice | None:
         choice = FastChoice(**d)
     except (OSError, ValueError, TypeError):
         return None
-    if choice.format != CHOICE_FORMAT or not Path(choice.model).is_file():
+    if choice.format != CHOICE_FORMAT or not Path(choice.model).is_file() or not Path(choice.onnx).is_file():
         return None
     return choice
 
@@ -237,7 +263,7 @@ def _make(path: Path, sha: str, folder: Path, log: Callable[[str], None]) -> Fas
 
     t0 = time.perf_counter()
     log(f"making the fast CPU path of {path.name} once for this machine ({cpu_isa()}): ONNX export, "
-        "parity and speed of each runtime (about a minute)")
+        "parity and speed of each runtime (one to two minutes)")
     model, cfg = load_weights(path)
     onnx_path = folder / "model.onnx"
     with atomic_target(onnx_path) as tmp:
@@ -246,11 +272,13 @@ def _make(path: Path, sha: str, folder: Path, log: Callable[[str], None]) -> Fas
     frame = check_frame()
     ref = _segment(str(path), None, "fp32", frame)
     measured: list[dict[str, Any]] = []
+    files: dict[Candidate, Path] = {}
     for cand in candidates():
         row: dict[str, Any] = {"runtime": cand.runtime, "precision": cand.precision}
         try:
-            labels, ms = _timed(str(onnx_path), cand, frame)
-        except ConfigError as exc:
+            files[cand] = _int8_model(onnx_path, cfg, ref) if cand.precision == "int8" else onnx_path
+            labels, ms = _timed(str(files[cand]), cand, frame)
+        except AsfYoloError as exc:  # this candidate is not possible here (its reason recorded); the others are
             row["error"] = str(exc)
             measured.append(row)
             continue
@@ -266,9 +294,34 @@ def _make(path: Path, sha: str, folder: Path, log: Callable[[str], None]) -> Fas
                           f"({'; '.join(_why(m) for m in measured) or 'no OpenVINO or ONNX Runtime installed'})",
                           hint="run it with --backend torch")
     best = min(ok, key=lambda m: m["ms"])
-    return FastChoice(model=str(onnx_path), runtime=best["runtime"], precision=best["precision"], tile=FAST_TILE,
+    model_file = files[Candidate(best["runtime"], best["precision"])]
+    return FastChoice(model=str(model_file), runtime=best["runtime"], precision=best["precision"], tile=FAST_TILE,
                       key=folder.name, weights=str(path), weights_sha256=sha, isa=cpu_isa(), measured=measured,
-                      made_s=round(time.perf_counter() - t0, 1))
+                      made_s=round(time.perf_counter() - t0, 1), onnx=str(onnx_path))
+
+
+def _int8_model(onnx_path: Path, cfg: Any, ref: np.ndarray) -> Path:
+    """The INT8 candidate: ``model.int8-openvino.xml`` beside `onnx_path`, calibrated on synthetic nuclei tiles
+    at the model's scale (module docstring); ConfigError (the candidate is skipped) for a model that does not
+    find the check frame's nuclei."""
+    from asfyolo_rt.calib.dataset import build_calibration_set
+    from asfyolo_rt.calib.openvino_int8 import quantize_openvino
+
+    found = len(np.unique(ref)) - 1
+    if found < INT8_MIN_CELLS:
+        raise ConfigError(f"not calibrated: PyTorch finds {found} of the check frame's synthetic nuclei "
+                          f"(< {INT8_MIN_CELLS}), so they are not this model's kind of image")
+    target = onnx_path.with_name("model.int8-openvino.xml")
+    quiet = logging.getLogger("asfyolo_rt.calib.dataset")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)  # its "no calibration data given ... pass --data" is export's advice, not ours
+    try:
+        calib = build_calibration_set(None, (FAST_TILE, FAST_TILE), n=CALIB_TILES,
+                                      tile_scale=float(cfg.model_scale or 1.0))
+    finally:
+        quiet.setLevel(level)
+    quantize_openvino(onnx_path, target, calib)
+    return target
 
 
 def _why(m: dict[str, Any]) -> str:

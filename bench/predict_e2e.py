@@ -114,7 +114,10 @@ def main() -> None:
     if args.baseline_checkout:
         base_sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                   cwd=args.baseline_checkout).stdout.strip()
+    from importlib.metadata import version
+
     doc = {"env": {"git_sha": sha, "baseline_sha": base_sha, "cpus": os.cpu_count(), "isa": cpu_isa(),
+                   "versions": {d: version(d) for d in ("openvino", "onnxruntime", "numpy", "typer")},
                    "cpu_flags": sorted(f for f in cpu_flags() if f.startswith(("avx", "amx", "fma"))),
                    "load_before": [round(x, 2) for x in load_before], "load_after": [round(x, 2) for x in load_after],
                    "rounds": args.rounds, "frame": frame.name, "date": time.strftime("%Y-%m-%d", time.gmtime()), "frame_shape": list(labels[ref_name].shape)},

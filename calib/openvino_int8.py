@@ -93,7 +93,11 @@ def quantize_openvino(
     from asfyolo_rt.calib.quantize import QuantConfig, exclusions
 
     ignored = sorted(exclusions(source, cfg or QuantConfig()))  # the same layers the ONNX flavours keep in FP32
-    model = ov.Core().read_model(str(fp32_path))
+    # convert_model, not Core.read_model: its conversion folds the ONNX frontend's shape arithmetic (the conv
+    # biases) and fuses SiLU into Swish, so that NNCF places FakeQuantize where the CPU plugin fuses it into the
+    # INT8 convolutions; on read_model's graph every activation stayed a separate BF16 pass and INT8 ran no
+    # faster than BF16
+    model = ov.convert_model(str(fp32_path))
     names = {op.get_friendly_name() for op in model.get_ops()}
     # OpenVINO's ONNX frontend names a Conv with bias "<name>/WithoutBiases" (the Add gets "<name>")
     ignored = sorted({m for n in ignored for m in (n, f"{n}/WithoutBiases") if m in names})

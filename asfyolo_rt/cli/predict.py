@@ -21,7 +21,7 @@ from asfyolo_rt.cli._common import (
     resolve_model_source,
 )
 from asfyolo_rt.cli._common import stderr as log_stderr
-from asfyolo_rt.cli.main import app
+from asfyolo_rt.cli.main import app, finished
 
 console = Console(stderr=True)
 
@@ -288,6 +288,8 @@ def predict(
         how = "" if conf is not None else (" (tuned for the model)" if rec.conf is not None else " (default)")
         console.print(f"{len(summaries)} images, {total} cells at conf {cfg.conf:g}{how} -> {out} (labels/, overlays/, "
                       f"cells.csv, summary.csv{extra})")
+    if engine is None:  # every file closed, no cluster: the process may end without the interpreter's teardown
+        finished()
 
 
 def _warm(seg: Any, first: Path, pixel_size: float | None) -> None:

@@ -53,6 +53,11 @@ from asfyolo_rt.data.header import (  # noqa: F401  (image_size, MAX_PIXELS, pix
 )
 from asfyolo_rt.errors import DataError
 
+try:  # Intel ISA-L deflate, for PNG: without a wheel for the platform, OpenCV's 4.5x slower encoder
+    from isal import isal_zlib
+except ImportError:
+    isal_zlib = None  # type: ignore[assignment]
+
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -286,6 +291,7 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray) -> None:
     """Write an image atomically; the format follows the suffix (.png, .jpg/.jpeg, .bmp, .tif/.tiff).
 
     array: (H, W) grayscale or (H, W, 3|4) RGB(A); uint8 or uint16 (TIFF: any dtype tifffile writes).
+    PNG is encoded by `_png_bytes` where isal is installed, else by OpenCV (the same pixels, 4.5x slower).
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -301,6 +307,11 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray) -> None:
         return
     if suffix not in IMAGE_SUFFIXES:
         raise DataError(f"{path}: cannot write images with suffix {suffix!r}; expected one of {IMAGE_SUFFIXES}")
+    channels = a.shape[2] if a.ndim == 3 else 1
+    if (suffix == ".png" and isal_zlib is not None and a.dtype.kind == "u" and a.itemsize <= 2 and a.ndim in (2, 3)
+            and channels in _PNG_COLOUR_TYPE and a.size):
+        atomic_write_bytes(path, _png_bytes(a))
+        return
     if a.ndim == 3 and a.shape[2] == 3:
         a = cv2.cvtColor(a, cv2.COLOR_RGB2BGR)
     elif a.ndim == 3 and a.shape[2] == 4:
@@ -310,6 +321,41 @@ def write_image(path: str | os.PathLike[str], array: np.ndarray) -> None:
         raise DataError(f"{path}: OpenCV could not encode an array of shape {array.shape} "
                         f"and dtype {array.dtype} as {suffix}")
     atomic_write_bytes(path, encoded.tobytes())
+
+
+_PNG_COLOUR_TYPE = {1: 0, 3: 2, 4: 6}  # channels -> PNG colour type: grey, RGB, RGBA
+_IDAT_MAX = 1 << 30  # bytes of deflate stream per IDAT chunk (PNG allows up to 2**31 - 1)
+
+
+def _png_bytes(a: np.ndarray) -> bytes:
+    """PNG file of a C-contiguous, non-empty (H, W) or (H, W, 1|3|4) uint8/uint16 array (16-bit: big-endian).
+
+    Every scanline filtered SUB (one NumPy pass; 16-bit: after a byte swap) and deflated by ISA-L at level 1,
+    which releases the GIL (two at once on two threads: 26 ms, as one alone). 2048 x 2048 RGB overlay (1687
+    cells), deflate alone: SUB 25 ms, 3.52 MB; NONE 25 ms, 3.87 MB (UP as SUB); level 2 +0.5 ms for -0.01..0.07
+    MB; level 0 23 ms, 4.1..4.4 MB; level 3 40 ms; stdlib zlib level 1 100 ms. OpenCV's whole encoder (libpng,
+    zlib 1.2.13): 113 ms, 4.78 MB.
+    """
+    h, w = a.shape[:2]
+    channels = a.shape[2] if a.ndim == 3 else 1
+    bpp = channels * a.itemsize  # bytes per pixel: SUB subtracts the byte this far to the left
+    raw = a.astype(a.dtype.newbyteorder(">"), copy=False).view(np.uint8).reshape(h, w * bpp)
+    rows = np.empty((h, 1 + w * bpp), np.uint8)
+    rows[:, 0] = 1  # filter type SUB
+    rows[:, 1 : 1 + bpp] = raw[:, :bpp]
+    np.subtract(raw[:, bpp:], raw[:, :-bpp], out=rows[:, 1 + bpp :])  # mod 256
+    idat = memoryview(isal_zlib.compress(rows, 1))
+    header = struct.pack(">IIBBBBB", w, h, 8 * a.itemsize, _PNG_COLOUR_TYPE[channels], 0, 0, 0)
+    parts = [b"\x89PNG\r\n\x1a\n", *_png_chunk(b"IHDR", header)]
+    for i in range(0, len(idat), _IDAT_MAX):
+        parts += _png_chunk(b"IDAT", idat[i : i + _IDAT_MAX])
+    return b"".join([*parts, *_png_chunk(b"IEND", b"")])
+
+
+def _png_chunk(kind: bytes, data: bytes | memoryview) -> tuple[bytes, bytes | memoryview, bytes]:
+    """A PNG chunk as its parts (length and type, data, CRC of type and data), to be joined once."""
+    crc = isal_zlib.crc32(data, isal_zlib.crc32(kind))
+    return struct.pack(">I", len(data)) + kind, data, struct.pack(">I", crc)
 
 
 _UNIT_UM = {"m": 1e6, "mm": 1e3, "cm": 1e4, "um": 1.0, "µm": 1.0, "μm": 1.0, "micron": 1.0, "microns": 1.0,

@@ -345,10 +345,10 @@ def _from_onnx(path: Path) -> ModelInfo:
 
 
 def _from_ir(path: Path) -> ModelInfo:
-    from asfyolo_rt.infer.openvino import ir_metadata, shared_core
+    from asfyolo_rt.infer.openvino import ir_metadata, read_model
 
     try:
-        model = shared_core().read_model(str(path))
+        model = read_model(path)
     except ConfigError:
         raise
     except Exception as exc:

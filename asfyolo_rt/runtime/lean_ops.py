@@ -39,6 +39,8 @@ __all__ = ["MAX_WH", "DetArrays", "PackedArrays", "assemble_masks", "box_windows
            "mask_areas", "nms", "non_max_suppression", "visible_pixels"]
 
 MAX_WH = 7680  # px: per-class box offset for class-aware NMS (asfyolo_rt.infer.nms.MAX_WH)
+ASSEMBLY_CHUNK = 1 << 18  # elements per chunk of `assemble_masks`: temporaries <= 2 MiB, kept in cache
+DENSE_CROPS = 0.25  # crop pixels / prototype pixels from which `assemble_masks` transposes the prototypes
 
 
 # ----------------------------------------------------------------------------------------------- NMS
@@ -255,6 +257,53 @@ def _logit_threshold(threshold: float) -> np.float32:
     return np.float32(math.log(threshold / (1.0 - threshold)))
 
 
+def _ranges(base: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """int64 concatenation of base[i] + arange(counts[i]) over i (counts >= 0)."""
+    ends = np.cumsum(counts)
+    return np.repeat(base - (ends - counts), counts) + np.arange(int(ends[-1]) if ends.size else 0)
+
+
+def _assemble_chunk(p_flat: np.ndarray, p_px: np.ndarray | None, wp: int, c32: np.ndarray, geo: np.ndarray,
+                    xs: tuple[np.ndarray, ...], ys: tuple[np.ndarray, ...], thr: np.float32,
+                    out: np.ndarray) -> None:
+    """Mask bits of a run of cells with non-empty windows into out (bool: their packed pixels, in order).
+
+    p_flat: (NM, Hp * Wp) float32 prototypes; p_px: the same pixel-major (a crop row is one block), or None
+    (crops gathered from p_flat); c32: (m, NM) float32 coefficients; geo: (m, 8) int64 [x0, y0, w, h, px_lo,
+    py_lo, pw, ph]: window and prototype crop; xs, ys: (i0, i1, 1 - lambda, lambda) of every output column /
+    row. All cells at once on flat arrays (no Python loop per cell), with the float32 operations of the
+    per-cell computation described in `assemble_masks`: crop logits, along x, along y, threshold.
+    """
+    x0, y0, w, h, px_lo, py_lo, pw, ph = geo.T
+    xi0, xi1, lx_c, lx = xs
+    yi0, yi1, ly_c, ly = ys
+    m = geo.shape[0]
+    # crop logits, crop rows one after another: coeffs[cell] . prototypes of each crop pixel
+    rc = np.repeat(np.arange(m), ph)  # cell of each crop row
+    pr = pw[rc]
+    px = _ranges(_ranges(py_lo, ph) * wp + px_lo[rc], pr)  # prototype pixel of each crop pixel
+    crop = p_flat[:, px].T if p_px is None else p_px.take(px, axis=0)  # (crop pixels, NM)
+    crop *= np.repeat(c32, ph * pw, axis=0)  # a cell's crop pixels are consecutive
+    logits = crop @ np.ones(c32.shape[1], np.float32)
+    row_start = np.cumsum(pr) - pr  # first logit of each crop row
+    # along x: for each crop row, the w columns of its cell's window
+    wr = w[rc]
+    gx = _ranges(x0[rc], wr)  # output column of each value
+    base = np.repeat(row_start - px_lo[rc], wr)
+    tx = lx_c.take(gx) * logits.take(base + xi0.take(gx))
+    tx += lx.take(gx) * logits.take(base + xi1.take(gx))
+    # along y: for each output row, its cell's two along-x rows
+    ro = np.repeat(np.arange(m), h)  # cell of each output row
+    gy = _ranges(y0, h)  # output row
+    wo = w[ro]
+    tx_start = np.cumsum(ph * w) - ph * w  # first along-x value of each cell
+    e0 = _ranges(tx_start[ro] + (yi0[gy] - py_lo[ro]) * wo, wo)  # along-x value of each pixel
+    logit = np.repeat(ly_c[gy], wo) * tx.take(e0)
+    e0 += np.repeat((yi1[gy] - yi0[gy]) * wo, wo)  # the next source row
+    logit += np.repeat(ly[gy], wo) * tx.take(e0)
+    np.greater(logit, thr, out=out)
+
+
 def assemble_masks(protos: np.ndarray, coeffs: np.ndarray, boxes: np.ndarray, out_size: tuple[int, int], *,
                    scale: float = 1.0, pad: tuple[float, float] = (0.0, 0.0),
                    threshold: float = 0.5) -> PackedArrays:
@@ -266,9 +315,11 @@ def assemble_masks(protos: np.ndarray, coeffs: np.ndarray, boxes: np.ndarray, ou
 
     Mask i, pixel (y, x) of its window (`box_windows`): sigmoid(bilinear sample of coeffs[i] . protos at the
     pixel centre, F.interpolate align_corners=False) > threshold. Only the window is computed: logits on
-    the prototype crop the window's samples touch, then interpolation along x, then along y, with the
-    reference's float32 operations (kernels/mask_assembly/reference.py). Returns PackedArrays (batch_idx 0)
-    with the windows of `mask_assembly(output="masks")` and its bits up to float summation order.
+    the prototype crop the window's samples touch, then interpolation along x (t = (1 - lx) * L[:, i0] +
+    lx * L[:, i1]), then along y ((1 - ly) * t[i0] + ly * t[i1]), with the reference's float32 operations
+    (kernels/mask_assembly/reference.py). Vectorized over the cells, in chunks of ASSEMBLY_CHUNK elements
+    (a Python loop over the cells costs ~35 us a cell). Returns PackedArrays (batch_idx 0) with the windows of
+    `mask_assembly(output="masks")` and its bits up to float summation order.
     """
     protos, coeffs, boxes = np.asarray(protos), np.asarray(coeffs), np.asarray(boxes)
     if protos.ndim != 3 or not np.issubdtype(protos.dtype, np.floating):
@@ -290,25 +341,26 @@ def assemble_masks(protos: np.ndarray, coeffs: np.ndarray, boxes: np.ndarray, ou
     xi0, xi1, lx = _sources(w_img, scale, pad[0], wp)
     yi0, yi1, ly = _sources(h_img, scale, pad[1], hp)
     one = np.float32(1.0)
-    lx_c, ly_c = one - lx, (one - ly)[:, None]  # the reference's (1 - lambda), float32
-    ly = ly[:, None]
-    p32 = protos.astype(np.float32, copy=False)
-    c32 = coeffs.astype(np.float32, copy=False)
+    xs, ys = (xi0, xi1, one - lx, lx), (yi0, yi1, one - ly, ly)  # with the reference's (1 - lambda), float32
+    cells = np.flatnonzero((win[:, 2] > 0) & (win[:, 3] > 0))
+    x0, y0, w, h = win[cells].T
+    px_lo, py_lo = xi0[x0], yi0[y0]  # sources are monotonic in the output coordinate: the prototype crop
+    pw, ph = xi1[x0 + w - 1] + 1 - px_lo, yi1[y0 + h - 1] + 1 - py_lo
+    geo = np.stack([x0, y0, w, h, px_lo, py_lo, pw, ph], axis=1)
+    # chunks of whole cells: output pixels + along-x values + gathered prototype crops
+    cost = np.cumsum(h * w + ph * w + nm * ph * pw)
+    p_flat = np.ascontiguousarray(protos, np.float32).reshape(nm, hp * wp)
+    # crops covering much of the prototypes (a tile full of cells) read them faster pixel-major, in one pass
+    p_px = cv2.transpose(p_flat) if (ph * pw).sum() >= DENSE_CROPS * hp * wp else None
+    c32 = coeffs.astype(np.float32, copy=False)[cells]
     thr = _logit_threshold(threshold)
-    starts = offsets[:-1].tolist()
-    for i, (x0, y0, w, h) in enumerate(win.tolist()):
-        if w == 0 or h == 0:
-            continue
-        x1, y1 = x0 + w, y0 + h
-        px_lo, px_hi = int(xi0[x0]), int(xi1[x1 - 1]) + 1  # sources are monotonic in the output coordinate
-        py_lo, py_hi = int(yi0[y0]), int(yi1[y1 - 1]) + 1
-        # logits on the prototype crop the window's samples touch: (ph, pw)
-        lq = (c32[i] @ p32[:, py_lo:py_hi, px_lo:px_hi].reshape(nm, -1)).reshape(py_hi - py_lo, -1)
-        tx = lx_c[x0:x1] * lq[:, xi0[x0:x1] - px_lo]  # (ph, w): along x
-        tx += lx[x0:x1] * lq[:, xi1[x0:x1] - px_lo]
-        logit = ly_c[y0:y1] * tx[yi0[y0:y1] - py_lo]  # (h, w): along y
-        logit += ly[y0:y1] * tx[yi1[y0:y1] - py_lo]
-        np.greater(logit, thr, out=data[starts[i] : starts[i] + w * h].reshape(h, w).view(np.bool_))
+    bits = data.view(np.bool_)
+    a = 0
+    while a < cells.size:
+        b = max(a + 1, int(np.searchsorted(cost, (cost[a - 1] if a else 0) + ASSEMBLY_CHUNK, side="right")))
+        lo, hi = offsets[cells[a]], offsets[cells[b - 1] + 1]  # empty windows between cells hold no pixels
+        _assemble_chunk(p_flat, p_px, wp, c32[a:b], geo[a:b], xs, ys, thr, bits[lo:hi])
+        a = b
     return PackedArrays(data, offsets, windows, np.zeros(n, np.int64), (h_img, w_img))
 
 

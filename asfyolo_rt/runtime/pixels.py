@@ -53,10 +53,13 @@ def is_empty_tile(scaled: np.ndarray, tile: Tile) -> bool:
     crop = np.asarray(scaled[tile.y0 : tile.y0 + tile.h, tile.x0 : tile.x0 + tile.w])[::EMPTY_STEP, ::EMPTY_STEP]
     if crop.size == 0:
         return True
-    crop = np.ascontiguousarray(crop)
     if crop.ndim == 2:
-        return _empty_plane(crop)
-    hi, lo = crop.max(axis=2), crop.min(axis=2)
+        return _empty_plane(np.ascontiguousarray(crop))
+    # channel by channel: NumPy's max/min over a last axis of 3 take ~10x longer (1.5 ms of an 864 tile)
+    hi, lo = crop[:, :, 0].copy(), crop[:, :, 0].copy()
+    for k in range(1, crop.shape[2]):
+        np.maximum(hi, crop[:, :, k], out=hi)
+        np.minimum(lo, crop[:, :, k], out=lo)
     return _empty_plane(hi) and (np.array_equal(hi, lo) or _empty_plane(lo))
 
 

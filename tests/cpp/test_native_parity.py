@@ -51,19 +51,19 @@ def test_dynamic_model_same_cells(native_lib, dynamic_onnx, nuclei_frame):
 
 def test_synthetic_frames_fit_tiles_same_cells(native_lib, dynamic_onnx):
     """A dynamic model and no tile size: each frame gets its own tile shape (fit_tile; the OpenVINO backend
-    compiles the model once per shape) in both runtimes. fastpath's 480 x 480 check frame (one 736 x 736 tile
-    at the model scale 1.5) and a 1100 x 1500 one (several tiles of neither 640 nor the export's 320)."""
+    compiles the model once per shape) in both runtimes. A 480 x 480 frame (one 736 x 736 tile at the model
+    scale 1.5) and a 1100 x 1500 one (several tiles of neither 640 nor the export's 320)."""
     from asfyolo_rt import Segmenter
     from asfyolo_rt.data.synth import make_nuclei
-    from asfyolo_rt.fastpath import check_frame
     from asfyolo_rt.native import NativeSegmenter
     from asfyolo_rt.runtime.tiles import plan_image
 
+    small, _ = make_nuclei(7, shape=(480, 480), n_cells=(90, 90), bit_depth=16)
     big, _ = make_nuclei(5, shape=(1100, 1500), n_cells=(400, 400), bit_depth=16)
     python = Segmenter(dynamic_onnx, backend="openvino")
     with NativeSegmenter(dynamic_onnx) as seg:
         settings = json.loads(seg.info)
-        for frame in (check_frame(), np.asarray(big)):
+        for frame in (np.asarray(small), np.asarray(big)):
             plan = plan_image(frame.shape, model_scale=settings["model_scale"], tile_hw=None,
                               overlap=settings["tile_overlap"], static=False)
             cells = python.segment(frame)

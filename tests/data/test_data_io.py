@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
@@ -9,6 +12,7 @@ import numpy as np
 import pytest
 import tifffile
 
+from asfyolo_rt.data import io as data_io
 from asfyolo_rt.data.io import image_size, pixel_hash, read_image, read_image_raw, to_uint8_rgb, write_image
 from asfyolo_rt.errors import DataError
 
@@ -203,6 +207,72 @@ def test_write_image_round_trip(tmp_path: Path, name: str, array: np.ndarray) ->
     write_image(tmp_path / "sub" / name, array)
     np.testing.assert_array_equal(read_image_raw(tmp_path / "sub" / name), array)
     assert [p.name for p in (tmp_path / "sub").iterdir()] == [name]  # no temporary file left behind
+
+
+def _png_cases() -> list[np.ndarray]:
+    """Every kind of array write_image's PNG encoder takes, at odd sizes (one pixel, one row, one column)."""
+    rng = np.random.default_rng(7)
+    kinds = [((), np.uint8), ((), np.uint16), ((3,), np.uint8), ((4,), np.uint8), ((3,), np.uint16), ((1,), np.uint8)]
+    return [rng.integers(0, np.iinfo(dtype).max + 1, (h, w, *channels), dtype=dtype)
+            for h, w in ((1, 1), (3, 5), (1, 9), (7, 1), (37, 53)) for channels, dtype in kinds]
+
+
+PNG_CASES = _png_cases()
+
+
+def _decoded_by_opencv(path: Path) -> np.ndarray:
+    """The PNG's pixels as OpenCV (libpng) decodes them, in RGB(A) order."""
+    a = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    assert a is not None, path
+    if a.ndim == 3:
+        a = cv2.cvtColor(a, cv2.COLOR_BGR2RGB if a.shape[2] == 3 else cv2.COLOR_BGRA2RGBA)
+    return a
+
+
+def _as_stored(array: np.ndarray) -> np.ndarray:
+    """What a PNG of `array` decodes to: (H, W, 1) is grey (H, W)."""
+    return array[:, :, 0] if array.ndim == 3 and array.shape[2] == 1 else array
+
+
+@pytest.mark.parametrize("array", PNG_CASES, ids=lambda a: f"{'x'.join(map(str, a.shape))}-{a.dtype}")
+def test_png_decodes_to_the_array_written(tmp_path: Path, array: np.ndarray) -> None:
+    path = tmp_path / "x.png"
+    write_image(path, array)
+    assert data_io.isal_zlib is not None  # the ISA-L encoder wrote it (isal is a dependency)
+    np.testing.assert_array_equal(_decoded_by_opencv(path), _as_stored(array))
+    np.testing.assert_array_equal(read_image_raw(path), _as_stored(array))
+    Image = pytest.importorskip("PIL.Image")
+    if array.dtype == np.uint8 or array.ndim == 2:  # Pillow has no 16-bit colour mode
+        with Image.open(path) as im:
+            im.load()  # Pillow checks every chunk's CRC and the deflate stream
+            np.testing.assert_array_equal(np.asarray(im), _as_stored(array))
+
+
+def test_png_without_isal_has_the_same_pixels(tmp_path: Path) -> None:
+    """A platform without an isal wheel: `import isal` fails, OpenCV encodes the same pixels."""
+    for i, array in enumerate(PNG_CASES):
+        np.save(tmp_path / f"{i}.npy", array)
+    code = ("import sys; sys.modules['isal'] = None\n"  # Python's documented way to make an import fail
+            "from pathlib import Path; import numpy as np; from asfyolo_rt.data import io\n"
+            "assert io.isal_zlib is None\n"
+            "for p in Path(sys.argv[1]).glob('*.npy'): io.write_image(p.with_suffix('.png'), np.load(p))\n")
+    subprocess.run([sys.executable, "-c", code, str(tmp_path)], check=True, env={**os.environ, "PYTHONPATH": ""})
+    for i, array in enumerate(PNG_CASES):
+        path = tmp_path / f"{i}.png"
+        np.testing.assert_array_equal(_decoded_by_opencv(path), _as_stored(array))
+        write_image(tmp_path / "isal.png", array)
+        assert path.read_bytes() != (tmp_path / "isal.png").read_bytes()  # two encoders, one picture
+
+
+def test_png_replaces_an_existing_file_atomically(tmp_path: Path) -> None:
+    path, before = tmp_path / "x.png", tmp_path / "before.png"
+    write_image(path, RGB8)
+    os.link(path, before)  # the old file's bytes stay under this name if it is replaced, not rewritten in place
+    old = path.read_bytes()
+    write_image(path, RGB8[::-1])
+    assert before.read_bytes() == old and not os.path.samefile(path, before)
+    np.testing.assert_array_equal(read_image_raw(path), RGB8[::-1])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["before.png", "x.png"]  # no temporary file left
 
 
 def test_pixel_hash_ignores_container() -> None:

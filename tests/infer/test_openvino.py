@@ -96,3 +96,21 @@ def test_parity_adds_openvino_rows_for_model_onnx(shipped_onnx: Path) -> None:
     assert all(f"[{cpu_isa()}]" in c.label and c.label.startswith("openvino ") for c in cands)
     assert has_bf16() or any("bf16" in n for n in notes)
     assert openvino_candidates([shipped_onnx.with_name("model.int8.onnx")]) == ([], [])
+
+
+def test_a_model_file_is_read_once_per_version(shipped_onnx: Path, tmp_path: Path) -> None:
+    import os
+    import shutil
+
+    from asfyolo_rt.infer.openvino import OpenVinoBackend, read_model
+    from asfyolo_rt.runtime.info import read_model_info
+
+    path = shutil.copy(shipped_onnx, tmp_path / "model.onnx")
+    first = read_model(path)
+    assert read_model(tmp_path / "." / "model.onnx") is first  # the same file, however named
+    assert OpenVinoBackend(path)._model is first
+    read_model_info(path)
+    st = os.stat(path)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))  # a new version of the file: read again
+    again = read_model(path)
+    assert again is not first and [o.get_any_name() for o in again.outputs] == ["pred", "protos"]

@@ -72,6 +72,12 @@ def _ref_packed(protos: np.ndarray, coeffs: np.ndarray, boxes: np.ndarray, size:
 def _probabilities(protos: np.ndarray, coeffs: np.ndarray, packed: lean.PackedArrays, scale: float,
                    pad: tuple[float, float]) -> np.ndarray:
     """float64 probabilities of every packed pixel (for the near-threshold test of differing bits)."""
+    return 1 / (1 + np.exp(-_logits64(protos, coeffs, packed, scale, pad)))
+
+
+def _logits64(protos: np.ndarray, coeffs: np.ndarray, packed: lean.PackedArrays, scale: float,
+              pad: tuple[float, float]) -> np.ndarray:
+    """float64 mask logits of every packed pixel."""
     nm, hp, wp = protos.shape
     out = np.zeros(packed.data.shape[0], np.float64)
     for i in range(len(packed)):
@@ -87,7 +93,7 @@ def _probabilities(protos: np.ndarray, coeffs: np.ndarray, packed: lean.PackedAr
         top = (1 - lx) * logits[iy][:, ix] + lx * logits[iy][:, ix1]
         bot = (1 - lx) * logits[iy1][:, ix] + lx * logits[iy1][:, ix1]
         lg = (1 - ly[:, None]) * top + ly[:, None] * bot
-        out[packed.offsets[i] : packed.offsets[i + 1]] = (1 / (1 + np.exp(-lg))).ravel()
+        out[packed.offsets[i] : packed.offsets[i + 1]] = lg.ravel()
     return out
 
 
@@ -240,6 +246,168 @@ def test_assemble_masks_handles_no_detections_and_rejects_bad_inputs():
         lean.assemble_masks(protos, one, box, (32, 32), scale=0.0)
     with pytest.raises(ConfigError, match="out_size"):
         lean.assemble_masks(protos, one, box, (0, 32))
+
+
+# --------------------------------------------------------------------- assemble_masks against its loop
+def _assemble_masks_loop(protos: np.ndarray, coeffs: np.ndarray, boxes: np.ndarray, out_size: tuple[int, int],
+                         *, scale: float = 1.0, pad: tuple[float, float] = (0.0, 0.0),
+                         threshold: float = 0.5) -> lean.PackedArrays:
+    """The specification of `assemble_masks`: its former per-cell loop, verbatim (checks left out)."""
+    protos, coeffs, boxes = np.asarray(protos), np.asarray(coeffs), np.asarray(boxes)
+    nm, hp, wp = protos.shape
+    n = coeffs.shape[0]
+    h_img, w_img = out_size
+    windows = lean.box_windows(boxes, (h_img, w_img))
+    win = windows.astype(np.int64)
+    offsets = np.concatenate([np.zeros(1, np.int64), np.cumsum(win[:, 2] * win[:, 3])])
+    data = np.zeros(int(offsets[-1]), np.uint8)
+    xi0, xi1, lx = lean._sources(w_img, scale, pad[0], wp)
+    yi0, yi1, ly = lean._sources(h_img, scale, pad[1], hp)
+    one = np.float32(1.0)
+    lx_c, ly_c = one - lx, (one - ly)[:, None]
+    ly = ly[:, None]
+    p32 = protos.astype(np.float32, copy=False)
+    c32 = coeffs.astype(np.float32, copy=False)
+    thr = lean._logit_threshold(threshold)
+    starts = offsets[:-1].tolist()
+    for i, (x0, y0, w, h) in enumerate(win.tolist()):
+        if w == 0 or h == 0:
+            continue
+        x1, y1 = x0 + w, y0 + h
+        px_lo, px_hi = int(xi0[x0]), int(xi1[x1 - 1]) + 1
+        py_lo, py_hi = int(yi0[y0]), int(yi1[y1 - 1]) + 1
+        lq = (c32[i] @ p32[:, py_lo:py_hi, px_lo:px_hi].reshape(nm, -1)).reshape(py_hi - py_lo, -1)
+        tx = lx_c[x0:x1] * lq[:, xi0[x0:x1] - px_lo]
+        tx += lx[x0:x1] * lq[:, xi1[x0:x1] - px_lo]
+        logit = ly_c[y0:y1] * tx[yi0[y0:y1] - py_lo]
+        logit += ly[y0:y1] * tx[yi1[y0:y1] - py_lo]
+        np.greater(logit, thr, out=data[starts[i] : starts[i] + w * h].reshape(h, w).view(np.bool_))
+    return lean.PackedArrays(data, offsets, windows, np.zeros(n, np.int64), (h_img, w_img))
+
+
+def _assert_same_as_loop(protos: np.ndarray, coeffs: np.ndarray, boxes: np.ndarray, size: tuple[int, int],
+                         scale: float, pad: tuple[float, float], threshold: float = 0.5) -> lean.PackedArrays:
+    """assemble_masks equals its loop: windows, offsets, sizes and types exactly; the bits exactly except
+    where the float64 logit lies within 1e-4 of the threshold (dot products summed in another order)."""
+    got = lean.assemble_masks(protos, coeffs, boxes, size, scale=scale, pad=pad, threshold=threshold)
+    want = _assemble_masks_loop(protos, coeffs, boxes, size, scale=scale, pad=pad, threshold=threshold)
+    for name in ("offsets", "windows", "batch_idx"):
+        a, e = getattr(got, name), getattr(want, name)
+        assert a.dtype == e.dtype and a.shape == e.shape, name
+        np.testing.assert_array_equal(a, e, err_msg=name)
+    assert got.data.dtype == np.uint8 and got.data.shape == want.data.shape and got.size == want.size
+    assert np.isin(got.data, [0, 1]).all()
+    diff = np.flatnonzero(got.data != want.data)
+    if diff.size:
+        near = np.abs(_logits64(protos, coeffs, want, scale, pad)[diff] - np.log(threshold / (1 - threshold)))
+        assert (near < 1e-4).all(), f"{int((near >= 1e-4).sum())} mask bits differ away from the threshold"
+        assert diff.size <= 3
+    return got
+
+
+def _tile_cells(rng: np.random.Generator, n: int, frame: tuple[int, int], tile: tuple[int, int, int],
+                scale: float) -> np.ndarray:
+    """(n, 4) float32 boxes of cells found in a tile (x0, y0, side in network px), in frame pixels and clipped
+    to the frame like `LeanRunner._assemble`: some cross the tile's and the frame's borders."""
+    x0, y0, side = tile
+    xy = rng.uniform(-20, side + 5, (n, 2))
+    net = np.concatenate([xy, xy + rng.uniform(8, 40, (n, 2)) * scale], 1).astype(np.float32)
+    boxes = (net + np.float32([x0, y0, x0, y0])) / np.float32(scale)
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, frame[1])
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, frame[0])
+    return boxes
+
+
+@pytest.mark.parametrize(("hp", "wp", "size", "scale", "pad", "threshold"), [
+    (20, 24, (80, 96), 1.0, (0.0, 0.0), 0.5),  # identity
+    (20, 24, (61, 45), 1.25, (8.0, 17.5), 0.5),  # letterbox
+    (16, 16, (150, 170), 0.37, (3.25, 0.75), 0.3),  # output larger than the network input
+    (40, 40, (160, 160), 1.0, (-10.0, 2.5), 0.8),  # negative pad
+    (54, 54, (300, 260), 1.5, (-120.0, -96.0), 0.5),  # a tile of a larger frame
+])
+def test_assemble_masks_equals_its_loop_on_adversarial_boxes(hp, wp, size, scale, pad, threshold):
+    rng = np.random.default_rng(hp * 3 + size[1])
+    protos = rng.normal(0, 1, (32, hp, wp)).astype(np.float32)
+    n = 90
+    coeffs = rng.normal(0, 0.5, (n, 32)).astype(np.float32)
+    got = _assert_same_as_loop(protos, coeffs, _adversarial_boxes(rng, n, size), size, scale, pad, threshold)
+    assert got.data.sum() > 0 and (got.data == 0).sum() > 0 and (got.windows[:, 2] == 0).sum() >= 3
+
+
+@pytest.mark.parametrize("dense", [0.0, np.inf])  # prototypes transposed / crops gathered from them
+@pytest.mark.parametrize("tile", [(0, 0, 216), (736, 736, 216), (1832, 1000, 216)])
+def test_assemble_masks_equals_its_loop_on_tile_cells(tile, dense, monkeypatch):
+    """Cells of a 216 px tile (prototypes 54 x 54) of a 2048 x 2048 frame at gain 1 / 1.5, as the tiled
+    pipeline assembles them: pad = -tile origin, boxes clipped to the frame (the last tile crosses it)."""
+    monkeypatch.setattr(lean, "DENSE_CROPS", dense)
+    rng = np.random.default_rng(tile[0])
+    frame, scale = (2048, 2048), 1.5
+    protos = rng.normal(0, 1, (32, 54, 54)).astype(np.float32)
+    n = 150
+    coeffs = rng.normal(0, 0.5, (n, 32)).astype(np.float32)
+    boxes = _tile_cells(rng, n, frame, tile, scale)
+    got = _assert_same_as_loop(protos, coeffs, boxes, frame, scale, (-float(tile[0]), -float(tile[1])))
+    assert 0.1 < got.data.mean() < 0.9
+    if tile[0] + tile[2] > frame[1] * scale:
+        assert (got.windows[:, 0] + got.windows[:, 2] == frame[1]).any()  # cells touching the frame's border
+
+
+@pytest.mark.parametrize("dense", [0.0, np.inf])
+@pytest.mark.parametrize(("size", "scale", "pad", "threshold"), [
+    ((300, 260), 1.5, (-120.3, -96.7), 0.4),  # non-dyadic weights: their products with the logit round
+    ((61, 45), 1.3, (8.1, 17.5), 0.3),
+    ((150, 170), 0.37, (3.25, 0.75), 0.7),
+])
+def test_assemble_masks_equals_its_loop_bit_for_bit_with_exact_dot_products(size, scale, pad, threshold,
+                                                                          dense, monkeypatch):
+    """Dyadic prototypes and coefficients make every 32-term dot product exact in float32, whatever its order:
+    then no bit may differ. Every third cell has the logit threshold itself as its logit everywhere (prototype
+    0 is 1, its other coefficients 0): its bits are decided by the rounding of the interpolation alone, so
+    they check that its float32 operations are the loop's, one for one."""
+    monkeypatch.setattr(lean, "DENSE_CROPS", dense)
+    rng = np.random.default_rng(size[0])
+    protos = (rng.integers(-16, 17, (32, 54, 54)) / 8).astype(np.float32)
+    protos[0] = 1.0
+    n = 90
+    coeffs = (rng.integers(-16, 17, (n, 32)) / 64).astype(np.float32)
+    coeffs[::3] = 0.0
+    coeffs[::3, 0] = lean._logit_threshold(threshold)
+    boxes = _adversarial_boxes(rng, n, size)
+    got = lean.assemble_masks(protos, coeffs, boxes, size, scale=scale, pad=pad, threshold=threshold)
+    want = _assemble_masks_loop(protos, coeffs, boxes, size, scale=scale, pad=pad, threshold=threshold)
+    np.testing.assert_array_equal(got.offsets, want.offsets)
+    np.testing.assert_array_equal(got.windows, want.windows)
+    np.testing.assert_array_equal(got.data, want.data)
+    on_thr = np.concatenate([got.mask(i).ravel() for i in range(0, n, 3)])
+    assert 0.02 < on_thr.mean() < 0.98  # rounding went both ways: the check is not trivial
+    assert 0.05 < got.data.mean() < 0.95
+
+
+@pytest.mark.parametrize("n", [0, 1])
+def test_assemble_masks_equals_its_loop_on_zero_and_one_cell(n):
+    rng = np.random.default_rng(n)
+    protos = rng.normal(0, 1, (32, 30, 20)).astype(np.float32)
+    coeffs = rng.normal(0, 0.5, (n, 32)).astype(np.float32)
+    boxes = np.float32([[3.2, 5.0, 41.7, 60.1]])[:n]
+    got = _assert_same_as_loop(protos, coeffs, boxes, (100, 70), 1.25, (-2.0, 4.5))
+    assert len(got) == n and got.data.size == 39 * 55 * n
+
+
+@pytest.mark.parametrize("dense", [0.0, np.inf])
+def test_assemble_masks_equals_its_loop_across_chunks(dense, monkeypatch):
+    """Chunks of cells far smaller than the call (and a cell larger than a chunk) give the same masks."""
+    chunks = []
+    chunk_fn = lean._assemble_chunk
+    monkeypatch.setattr(lean, "ASSEMBLY_CHUNK", 4000)
+    monkeypatch.setattr(lean, "DENSE_CROPS", dense)
+    monkeypatch.setattr(lean, "_assemble_chunk", lambda *a, **k: chunks.append(1) or chunk_fn(*a, **k))
+    rng = np.random.default_rng(3)
+    size = (200, 180)
+    protos = rng.normal(0, 1, (32, 40, 36)).astype(np.float32)
+    n = 120
+    coeffs = rng.normal(0, 0.5, (n, 32)).astype(np.float32)
+    got = _assert_same_as_loop(protos, coeffs, _adversarial_boxes(rng, n, size), size, 0.8, (1.5, -3.0))
+    assert len(chunks) > 10 and got.data.size > 4000 and got.windows[0, 2] * got.windows[0, 3] > 4000
 
 
 def test_label_map_select_concat_and_areas_equal_the_references():

@@ -190,6 +190,41 @@ def test_fast_path_applies_to_checkpoints_on_the_cpu_only(monkeypatch):
     assert not fastpath.applies(Path("w.safetensors"), **ok)
 
 
+def test_fast_path_int8_is_not_calibrated_for_a_model_blind_to_synthetic_nuclei(tmp_path):
+    from types import SimpleNamespace
+
+    from asfyolo_rt import fastpath
+
+    few = np.zeros((fastpath.CHECK_SIDE, fastpath.CHECK_SIDE), np.int32)
+    few[:40, :40] = np.arange(1, 1601).reshape(40, 40) % fastpath.INT8_MIN_CELLS  # INT8_MIN_CELLS - 1 cells
+    with pytest.raises(ConfigError, match=f"not calibrated: PyTorch finds {fastpath.INT8_MIN_CELLS - 1} of"):
+        fastpath._int8_model(tmp_path / "model.onnx", SimpleNamespace(model_scale=1.5), few)
+    assert not list(tmp_path.iterdir())
+
+
+def test_fast_path_key_reads_the_runtimes_versions_as_their_metadata_says(tmp_path, monkeypatch):
+    from importlib.metadata import version
+
+    from asfyolo_rt import fastpath
+
+    for name in ("openvino", "onnxruntime", "numpy"):
+        fastpath._dist_version.cache_clear()
+        assert fastpath._dist_version(name) == version(name)
+    fastpath._dist_version.cache_clear()
+    assert fastpath._dist_version("no_such_package_here") is None
+    # the dist-info folder beside the package; a package without one is not installed as a distribution
+    site = tmp_path / "site"
+    for pkg in ("fake_runtime_a", "fake_runtime_b"):
+        (site / pkg).mkdir(parents=True)
+        (site / pkg / "__init__.py").write_text("")
+    (site / "fake_runtime_a-2031.1.0.dist-info").mkdir()
+    monkeypatch.syspath_prepend(str(site))
+    fastpath._dist_version.cache_clear()
+    assert fastpath._dist_version("fake_runtime_a") == "2031.1.0"
+    assert fastpath._dist_version("fake_runtime_b") is None
+    fastpath._dist_version.cache_clear()
+
+
 def test_openvino_precision_follows_the_cpu(tmp_path):
     from asfyolo_rt.infer.openvino import pick_precision
 
