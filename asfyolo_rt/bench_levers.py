@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -143,6 +143,15 @@ def plan_levers(weights: str | Path, bundle: Path | None = None, tile: int | Non
             rows.append(Lever(f"C runtime (libasfyolo), OpenVINO {prec.upper()}, same {Path(file).name}", NATIVE,
                               prec, file, new, True, True, img_size=None))
     return rows
+
+
+def rescore(row: LeverRow, peak: Any) -> LeverRow:
+    """`row` with its peak and percentage of peak taken from `peak` (a later, higher measurement)."""
+    from asfyolo_rt.benchmark import peak_for
+
+    pk, kind = peak_for(peak, row.precision)
+    pct = round(100 * row.gflop_per_s / pk, 1) if row.gflop_per_s and pk else None
+    return replace(row, peak_gflop_per_s=pk, peak_kind=kind, pct_of_peak=pct)
 
 
 def run_levers(levers: list[Lever], image: np.ndarray, truth: np.ndarray | None, *, iters: int = 5,

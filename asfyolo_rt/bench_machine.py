@@ -204,5 +204,16 @@ def measure_peak(threads: int | None = None, n: int = 1024) -> Peak:
     return Peak(round(fp32_peak_gflops(n), 1), _round(int8_peak_gops(n, threads=threads)), cpu_isa(), n, bf16)
 
 
+def best_peak(a: Peak, b: Peak) -> Peak:
+    """Per precision the higher of two measurements of the same machine (a load that came and went during one
+    of them lowers it; nothing raises it above what the machine does)."""
+    def hi(x: float | None, y: float | None) -> float | None:
+        known = [v for v in (x, y) if v is not None]
+        return max(known) if known else None
+
+    return Peak(max(a.fp32_gflops, b.fp32_gflops), hi(a.int8_gops, b.int8_gops), a.isa, a.n,
+                hi(a.bf16_gflops, b.bf16_gflops))
+
+
 def _round(v: float | None) -> float | None:
     return None if v is None else round(v, 1)

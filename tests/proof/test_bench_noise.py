@@ -121,6 +121,29 @@ def test_row_perf_uses_the_int8_peak_for_int8_rows() -> None:
     assert (q.cpu_s, q.wall_s, q.load_before) == (3.8, 2.0, 0.2)
 
 
+def test_a_peak_halved_by_a_passing_load_is_rescored_with_the_higher_measurement() -> None:
+    from dataclasses import fields
+
+    from asfyolo_rt.bench_levers import LeverRow, rescore
+    from asfyolo_rt.bench_machine import Peak, best_peak
+
+    first = Peak(fp32_gflops=197.1, int8_gops=833.0, isa="avx512_bf16", n=1024, bf16_gflops=216.0)
+    again = Peak(fp32_gflops=196.8, int8_gops=None, isa="avx512_bf16", n=1024, bf16_gflops=430.2)
+    best = best_peak(first, again)
+    assert (best.fp32_gflops, best.int8_gops, best.bf16_gflops) == (197.1, 833.0, 430.2)
+    row = LeverRow(**{f.name: None for f in fields(LeverRow)})
+    row = rescore(_measured(row, "bf16", 233.0), best)
+    assert (row.peak_gflop_per_s, row.peak_kind, row.pct_of_peak) == (430.2, "bf16 gemm", 54.2)
+    assert rescore(_measured(row, "int8", 306.0), best).pct_of_peak == 36.7
+
+
+def _measured(row, precision: str, gflop_per_s: float):
+    """`row` as run_levers would leave it for a lever of `precision` achieving `gflop_per_s`."""
+    from dataclasses import replace
+
+    return replace(row, precision=precision, gflop_per_s=gflop_per_s)
+
+
 def test_onnx_gflops_match_an_independent_count_of_the_n_model(tmp_path) -> None:
     """Graph count (onnx_flops) vs PyTorch forward hooks on the fused model (model.summary.count_flops)."""
     import copy
