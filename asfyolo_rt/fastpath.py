@@ -22,8 +22,8 @@ scale, made by the generator of the check frame, so it is offered only to a mode
 not calibrated on images unlike its own). A bundle's ``model.int8-openvino.xml`` (``asfyolo-rt export
 --int8 --data ...``) is calibrated on real images.
 
-The cache key is the weights' SHA-256, this asfyolo-rt version, the CPU's matrix ISA and the OpenVINO and
-ONNX Runtime versions: other weights, another machine or an upgrade make a new entry; a second run reads
+The cache key is the weights' SHA-256, this asfyolo-rt version, the CPU's matrix ISA and the OpenVINO, ONNX
+Runtime and NNCF versions: other weights, another machine or an upgrade make a new entry; a second run reads
 it in milliseconds. Folder: ``$ASFYOLO_RT_CACHE/fast``, else ``$XDG_CACHE_HOME`` (or ``~/.cache``)
 ``/asfyolo-rt/fast``. ``ASFYOLO_RT_FAST=0`` (or ``--backend torch``) runs the checkpoint itself.
 """
@@ -145,7 +145,7 @@ def cache_key(weights: Path, sha: str) -> str:
     from asfyolo_rt.infer.openvino import cpu_isa
 
     parts = [sha[:16], f"v{__version__}", cpu_isa(), f"ov{(_dist_version('openvino') or '-').split('-')[0]}",
-             f"ort{_dist_version('onnxruntime') or '-'}", "dyn"]
+             f"ort{_dist_version('onnxruntime') or '-'}", f"nncf{_dist_version('nncf') or '-'}", "dyn"]
     return "-".join(p.replace("/", "_").replace(" ", "") for p in parts)
 
 
@@ -250,7 +250,9 @@ def _read_choice(path: Path) -> FastChoice | None:
         choice = FastChoice(**d)
     except (OSError, ValueError, TypeError):
         return None
-    if choice.format != CHOICE_FORMAT or not Path(choice.model).is_file() or not Path(choice.onnx).is_file():
+    model = Path(choice.model)
+    needed = [model, Path(choice.onnx)] + ([model.with_suffix(".bin")] if model.suffix == ".xml" else [])
+    if choice.format != CHOICE_FORMAT or not all(p.is_file() for p in needed):
         return None
     return choice
 
@@ -259,7 +261,7 @@ def _make(path: Path, sha: str, folder: Path, log: Callable[[str], None]) -> Fas
     from dataclasses import replace
 
     from asfyolo_rt.export.onnx_export import export_onnx, load_weights
-    from asfyolo_rt.infer.openvino import cpu_isa
+    from asfyolo_rt.infer.openvino import cpu_isa, error_line
 
     t0 = time.perf_counter()
     log(f"making the fast CPU path of {path.name} once for this machine ({cpu_isa()}): ONNX export, "
@@ -278,9 +280,12 @@ def _make(path: Path, sha: str, folder: Path, log: Callable[[str], None]) -> Fas
         try:
             files[cand] = _int8_model(onnx_path, cfg, ref) if cand.precision == "int8" else onnx_path
             labels, ms = _timed(str(files[cand]), cand, frame)
-        except AsfYoloError as exc:  # this candidate is not possible here (its reason recorded); the others are
-            row["error"] = str(exc)
+        except Exception as exc:  # this candidate is not possible here (its reason recorded); the others are
+            if not isinstance(exc, AsfYoloError) and cand.precision != "int8":
+                raise  # a bug; the INT8 candidate's NNCF may fail in ways of its own, and is optional
+            row["error"] = str(exc) if isinstance(exc, AsfYoloError) else f"{type(exc).__name__}: {error_line(exc)}"
             measured.append(row)
+            log(f"  {cand.label}: not made ({row['error']})")
             continue
         f1, n, n_ref = _f1(ref, labels)
         row.update(ms=round(ms, 1), f1=round(f1, 4), cells=n, cells_torch=n_ref,
@@ -295,6 +300,9 @@ def _make(path: Path, sha: str, folder: Path, log: Callable[[str], None]) -> Fas
                           hint="run it with --backend torch")
     best = min(ok, key=lambda m: m["ms"])
     model_file = files[Candidate(best["runtime"], best["precision"])]
+    for other in set(files.values()) - {model_file, onnx_path}:  # an INT8 IR not chosen: not kept
+        other.unlink(missing_ok=True)
+        other.with_suffix(".bin").unlink(missing_ok=True)
     return FastChoice(model=str(model_file), runtime=best["runtime"], precision=best["precision"], tile=FAST_TILE,
                       key=folder.name, weights=str(path), weights_sha256=sha, isa=cpu_isa(), measured=measured,
                       made_s=round(time.perf_counter() - t0, 1), onnx=str(onnx_path))

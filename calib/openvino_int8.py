@@ -30,6 +30,7 @@ from asfyolo_rt.calib.dataset import CalibrationSet
 
 from asfyolo_rt.atomic import atomic_write_bytes, file_sha256
 from asfyolo_rt.errors import CalibrationError, ConfigError
+from asfyolo_rt.infer.openvino import error_line
 
 log = logging.getLogger(__name__)
 INSTALL_HINT = "pip install 'asfyolo-rt[openvino]' (openvino, nncf), or export without the OpenVINO INT8 file"
@@ -77,8 +78,11 @@ def quantize_openvino(
     """NNCF PTQ of `fp32_path` on `calib`; writes out_xml and its .bin (module docstring)."""
     if not openvino_available():
         raise ConfigError("the OpenVINO INT8 file needs openvino and nncf", hint=INSTALL_HINT)
-    import nncf
-    import openvino as ov
+    try:
+        import nncf
+        import openvino as ov
+    except Exception as exc:  # installed but not importable (a broken or mismatched install)
+        raise ConfigError(f"NNCF or OpenVINO does not import: {type(exc).__name__}: {exc}", hint=INSTALL_HINT) from exc
 
     presets = {"mixed": nncf.QuantizationPreset.MIXED, "performance": nncf.QuantizationPreset.PERFORMANCE}
     if preset not in presets:
@@ -97,7 +101,10 @@ def quantize_openvino(
     # biases) and fuses SiLU into Swish, so that NNCF places FakeQuantize where the CPU plugin fuses it into the
     # INT8 convolutions; on read_model's graph every activation stayed a separate BF16 pass and INT8 ran no
     # faster than BF16
-    model = ov.convert_model(str(fp32_path))
+    try:
+        model = ov.convert_model(str(fp32_path))
+    except Exception as exc:
+        raise CalibrationError(f"OpenVINO cannot convert {fp32_path}: {error_line(exc)}") from exc
     names = {op.get_friendly_name() for op in model.get_ops()}
     # OpenVINO's ONNX frontend names a Conv with bias "<name>/WithoutBiases" (the Add gets "<name>")
     ignored = sorted({m for n in ignored for m in (n, f"{n}/WithoutBiases") if m in names})
@@ -115,7 +122,7 @@ def quantize_openvino(
             q = nncf.quantize(model, nncf.Dataset(range(total), transform), subset_size=total, preset=presets[preset],
                               ignored_scope=nncf.IgnoredScope(names=ignored, validate=False))
     except Exception as exc:
-        raise CalibrationError(f"NNCF quantization of {fp32_path} failed: {type(exc).__name__}: {exc}") from exc
+        raise CalibrationError(f"NNCF quantization of {fp32_path} failed: {type(exc).__name__}: {error_line(exc)}") from exc
     qname = _versions()
     meta.update({"precision": "int8", "int8_flavour": "openvino", "quantizer": qname, "calib_images": str(total)})
     for k, v in meta.items():

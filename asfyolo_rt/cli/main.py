@@ -189,7 +189,8 @@ def console() -> None:
     `finished()` and succeeded, the process ends at once (stdout, stderr and logging flushed, then os._exit(0))
     instead of unloading OpenVINO, OpenCV, NumPy and some hundred modules, which takes 50-100 ms (a
     twentieth of `asfyolo-rt predict` on a 2048 x 2048 frame). Errors, interrupts, --help, a command that did
-    not say it, and a non-daemon thread still running all take the ordinary exit."""
+    not say it, a non-daemon thread still running, and a profiler, tracer or coverage in the process all take
+    the ordinary exit."""
     _state["finished"] = False
     try:
         main()
@@ -201,6 +202,8 @@ def console() -> None:
             return
     if any(t.is_alive() and not t.daemon for t in threading.enumerate() if t is not threading.main_thread()):
         return
+    if sys.getprofile() is not None or sys.gettrace() is not None or "coverage" in sys.modules:
+        return  # a profiler, debugger or coverage writes its results at the ordinary exit
     for stream in (sys.stdout, sys.stderr):
         with contextlib.suppress(Exception):
             stream.flush()

@@ -104,6 +104,14 @@ def shared_core() -> Any:
     return import_openvino().Core()
 
 
+def error_line(exc: BaseException) -> str:
+    """OpenVINO's message as one line: its text without the "Exception from <file>:<line>:" and "Check '...'
+    failed at ..." lines that come before the reason (the exception's type where nothing else is left)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    told = [ln for ln in lines if not ln.startswith(("Exception from ", "Check '"))]
+    return (" ".join(told) or type(exc).__name__)[:300]
+
+
 def read_model(path: str | Path) -> Any:
     """`ov.Model` of an ONNX file or IR, read once per file version in this process: predict reads a model's
     metadata (`asfyolo_rt.runtime.info`), then its backend reads the model (an INT8 IR: ~30 ms each). Shared:
@@ -130,8 +138,8 @@ def check_precision(precision: str, flags: frozenset[str] | None = None) -> None
 def pick_precision(model: str | Path, flags: frozenset[str] | None = None) -> tuple[Path, str, str]:
     """What `--backend openvino` runs when no --precision is given: (file, precision, why).
 
-    BF16 on `model` where the CPU has native BF16 (as fast as the INT8 IR on the shipped model and within 1 %
-    of FP32's cells, with no calibration loss); else the bundle's INT8 IR (`model.int8-openvino.xml` beside
+    BF16 on `model` where the CPU has native BF16 (within 1 % of FP32's cells, with no calibration loss; a
+    little slower than the bundle's INT8 IR on the shipped model, `bench --levers`); else the bundle's INT8 IR (`model.int8-openvino.xml` beside
     `model`, or `model` itself) where the CPU has INT8 dot products (VNNI/AMX); else FP32."""
     path = Path(model)
     ir = path if path.suffix.lower() == ".xml" else path.with_name("model.int8-openvino.xml")
@@ -189,7 +197,7 @@ class OpenVinoBackend(PlainBackend):
         try:
             model = read_model(self.path)
         except Exception as exc:
-            raise ExportError(f"OpenVINO cannot read {self.path}: {str(exc).splitlines()[0] if str(exc) else exc}",
+            raise ExportError(f"OpenVINO cannot read {self.path}: {error_line(exc)}",
                               hint="pass a model.onnx or an OpenVINO IR .xml with its .bin beside it") from None
         meta = ir_metadata(model) if self.path.suffix.lower() == ".xml" else model_metadata(self.path)
         recorded = meta.get("precision", "fp32")
@@ -267,9 +275,8 @@ class OpenVinoBackend(PlainBackend):
                 try:
                     compiled = self._compile(hw)
                 except Exception as exc:
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
                     raise ExportError(f"OpenVINO cannot compile {self.path} for the CPU"
-                                      f"{f' at tiles of {hw[0]}x{hw[1]}' if hw else ''}: {first}") from None
+                                      f"{f' at tiles of {hw[0]}x{hw[1]}' if hw else ''}: {error_line(exc)}") from None
                 self._pools[hw] = _Pool(compiled)
                 shapes = [k for k in self._pools if k is not None]
                 while len(shapes) > MAX_SHAPES:  # a folder of many image sizes: the oldest shapes go (in-flight

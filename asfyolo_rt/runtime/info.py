@@ -345,14 +345,14 @@ def _from_onnx(path: Path) -> ModelInfo:
 
 
 def _from_ir(path: Path) -> ModelInfo:
-    from asfyolo_rt.infer.openvino import ir_metadata, read_model
+    from asfyolo_rt.infer.openvino import error_line, ir_metadata, read_model
 
     try:
         model = read_model(path)
     except ConfigError:
         raise
     except Exception as exc:
-        raise ConfigError(f"{path}: OpenVINO cannot read this IR ({str(exc).splitlines()[0][:200]})") from exc
+        raise ConfigError(f"{path}: OpenVINO cannot read this IR ({error_line(exc)})") from exc
     ps = model.inputs[0].get_partial_shape()
     dims = [int(d.get_length()) if d.is_static else None for d in ps]
     shape, batch = _static(dims)

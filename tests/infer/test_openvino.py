@@ -114,3 +114,20 @@ def test_a_model_file_is_read_once_per_version(shipped_onnx: Path, tmp_path: Pat
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1000))  # a new version of the file: read again
     again = read_model(path)
     assert again is not first and [o.get_any_name() for o in again.outputs] == ["pred", "protos"]
+
+
+def test_an_ir_without_its_weights_is_refused_in_one_line_saying_so(shipped_onnx: Path, tmp_path: Path) -> None:
+    import openvino as ov
+
+    from asfyolo_rt.errors import ConfigError
+    from asfyolo_rt.infer.openvino import error_line
+    from asfyolo_rt.runtime.info import read_model_info
+
+    xml = tmp_path / "model.xml"
+    ov.save_model(ov.Core().read_model(str(shipped_onnx)), str(xml))
+    xml.with_suffix(".bin").unlink()
+    with pytest.raises(ConfigError) as exc:
+        read_model_info(xml)
+    text = str(exc.value)
+    assert "\n" not in text and "bin file cannot be found" in text and "Exception from" not in text
+    assert error_line(RuntimeError("Exception from a.cpp:1:\nCheck 'x' failed at b.cpp:2:\n\n")) == "RuntimeError"

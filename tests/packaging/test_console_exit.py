@@ -1,6 +1,6 @@
 """The console script's quick exit (`asfyolo_rt.cli.main.console`): after a predict run whose outputs are all
 written, the process ends without the interpreter's teardown (no atexit callbacks run); every other ending
-(an error, --help, a non-daemon thread still running) is the ordinary one. Real subprocesses."""
+(an error, --help, a non-daemon thread still running, a tracer) is the ordinary one. Real subprocesses."""
 
 from __future__ import annotations
 
@@ -24,14 +24,16 @@ if sys.argv[1] == "thread":
     cli.finished = finished
     import asfyolo_rt.cli.predict as predict
     predict.finished = finished
+if sys.argv[1] == "trace":  # a debugger's or coverage's hook: they write at the ordinary exit
+    sys.settrace(lambda *a: None)
 sys.argv = ["asfyolo-rt", *sys.argv[2:]]
 cli.console()
 """
 
 
-def _console(tmp_path: Path, *args: str, thread: bool = False) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-c", _RUN, "thread" if thread else "-", *args], capture_output=True,
-                          text=True, cwd=tmp_path, timeout=300)
+def _console(tmp_path: Path, *args: str, mode: str = "-") -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", _RUN, mode, *args], capture_output=True, text=True, cwd=tmp_path,
+                          timeout=300)
 
 
 def _image(tmp_path: Path) -> Path:
@@ -63,9 +65,15 @@ def test_a_finished_predict_skips_the_teardown_with_its_outputs_whole(tmp_path: 
 
 
 def test_a_thread_still_running_is_waited_for(tmp_path: Path) -> None:
-    run = _console(tmp_path, "predict", str(_image(tmp_path)), "--out", str(tmp_path / "res"), thread=True)
+    run = _console(tmp_path, "predict", str(_image(tmp_path)), "--out", str(tmp_path / "res"), mode="thread")
     assert run.returncode == 0, run.stderr
     assert "THREAD DONE" in run.stdout and "TEARDOWN" in run.stdout
+
+
+def test_a_tracer_gets_the_ordinary_exit(tmp_path: Path) -> None:
+    run = _console(tmp_path, "predict", str(_image(tmp_path)), "--out", str(tmp_path / "res"), mode="trace")
+    assert run.returncode == 0, run.stderr
+    assert "TEARDOWN" in run.stdout
 
 
 def test_errors_and_help_take_the_ordinary_exit(tmp_path: Path) -> None:

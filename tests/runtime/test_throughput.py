@@ -158,9 +158,18 @@ def test_fast_path_is_made_once_checked_and_reused(fast_env, monkeypatch, cli, t
     assert f1 >= fastpath.PARITY_GATE
 
 
+def _without_int8(monkeypatch) -> None:
+    """The fast path's candidates but INT8 (its NNCF calibration takes ~20 s; the first test makes it)."""
+    from asfyolo_rt import fastpath
+
+    found = [c for c in fastpath.candidates() if c.precision != "int8"]
+    monkeypatch.setattr(fastpath, "candidates", lambda: found)
+
+
 def test_fast_path_refuses_what_fails_parity_and_remakes_a_broken_record(fast_env, monkeypatch):
     from asfyolo_rt import fastpath
 
+    _without_int8(monkeypatch)
     monkeypatch.setattr(fastpath, "_f1", lambda ref, got, threshold=0.5: (0.5, 10, 20))
     with pytest.raises(ConfigError, match="matches PyTorch") as exc:
         fastpath.fast_choice("dsb2018")
@@ -170,10 +179,68 @@ def test_fast_path_refuses_what_fails_parity_and_remakes_a_broken_record(fast_en
     monkeypatch.undo()
     monkeypatch.setenv("ASFYOLO_RT_FAST", "1")
     monkeypatch.setenv("ASFYOLO_RT_CACHE", str(fast_env.parent))
+    _without_int8(monkeypatch)
     (folder,) = fast_env.iterdir()
     (folder / "choice.json").write_text("{ cut short")
     made = fastpath.fast_choice("dsb2018")
     assert json.loads((folder / "choice.json").read_text())["runtime"] == made.runtime
+
+
+@pytest.fixture
+def quick_candidates(fast_env, monkeypatch):
+    """The fast path with PyTorch's reference and the runtimes' timing replaced by a fixed label map (the ONNX
+    export still runs): `times` sets each candidate's ms; INT8 first, then FP32."""
+    from asfyolo_rt import fastpath
+
+    ref = np.zeros((fastpath.CHECK_SIDE, fastpath.CHECK_SIDE), np.int32)
+    for k in range(300):
+        y, x = divmod(k, 20)
+        ref[y * 40 + 5 : y * 40 + 15, x * 40 + 5 : x * 40 + 15] = k + 1
+    times = {"int8": 10.0, "fp32": 20.0}
+    monkeypatch.setattr(fastpath, "_segment", lambda *a: ref)
+    monkeypatch.setattr(fastpath, "_timed", lambda model, cand, frame: (ref, times[cand.precision]))
+    monkeypatch.setattr(fastpath, "candidates", lambda: [fastpath.Candidate("openvino", "int8"),
+                                                         fastpath.Candidate("openvino", "fp32")])
+    return times
+
+
+def test_fast_path_goes_on_without_int8_when_nncf_fails(quick_candidates, monkeypatch):
+    from asfyolo_rt import fastpath
+
+    def broken(*a, **k):
+        raise RuntimeError("NNCF broke\nsecond line")
+
+    monkeypatch.setattr("asfyolo_rt.calib.openvino_int8.quantize_openvino", broken)
+    msgs: list[str] = []
+    choice = fastpath.fast_choice("dsb2018", log=msgs.append)
+    assert (choice.runtime, choice.precision, Path(choice.model).name) == ("openvino", "fp32", "model.onnx")
+    int8 = next(m for m in choice.measured if m["precision"] == "int8")
+    assert int8["error"] == "RuntimeError: NNCF broke second line" and "ms" not in int8
+    assert "  OpenVINO INT8: not made (RuntimeError: NNCF broke second line)" in msgs
+
+
+def test_fast_path_keeps_only_the_chosen_model_and_refuses_an_ir_without_its_weights(quick_candidates, monkeypatch):
+    from asfyolo_rt import fastpath
+
+    def fake_ir(onnx_path, cfg, ref):  # an "INT8 IR" that is timed slower than FP32
+        xml = onnx_path.with_name("model.int8-openvino.xml")
+        xml.write_text("<net/>")
+        xml.with_suffix(".bin").write_bytes(b"0")
+        return xml
+
+    monkeypatch.setattr(fastpath, "_int8_model", fake_ir)
+    quick_candidates["int8"] = 30.0
+    choice = fastpath.fast_choice("dsb2018")
+    folder = Path(choice.model).parent
+    assert choice.precision == "fp32" and not list(folder.glob("model.int8-openvino.*"))
+
+    quick_candidates["int8"] = 5.0  # made again (a new cache): INT8 is chosen and kept, with its weights
+    (folder / "choice.json").unlink()
+    choice = fastpath.fast_choice("dsb2018")
+    assert choice.precision == "int8" and Path(choice.model).with_suffix(".bin").is_file()
+    assert fastpath._read_choice(folder / "choice.json") is not None
+    Path(choice.model).with_suffix(".bin").unlink()
+    assert fastpath._read_choice(folder / "choice.json") is None  # remade, not run without its weights
 
 
 def test_fast_path_applies_to_checkpoints_on_the_cpu_only(monkeypatch):
