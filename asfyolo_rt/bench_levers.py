@@ -146,7 +146,7 @@ def plan_levers(weights: str | Path, bundle: Path | None = None, tile: int | Non
 
 
 def rescore(row: LeverRow, peak: Any) -> LeverRow:
-    """`row` with its peak and percentage of peak taken from `peak` (a later, higher measurement)."""
+    """`row` with its peak and percentage of peak taken from `peak` (its precision's GEMM peak; None: none)."""
     from asfyolo_rt.benchmark import peak_for
 
     pk, kind = peak_for(peak, row.precision)
@@ -158,7 +158,6 @@ def run_levers(levers: list[Lever], image: np.ndarray, truth: np.ndarray | None,
                warmup: int = 1, peak: Any = None, val_split: Any = None,
                progress: Callable[[str], None] | None = None) -> list[LeverRow]:
     """Time every lever on `image` (H, W, 3 uint8), F1 against `truth` (a label map), val on `val_split`."""
-    from asfyolo_rt.benchmark import peak_for
     from asfyolo_rt.infer.sources import Frame
     from asfyolo_rt.onnx_flops import onnx_gflops
     from asfyolo_rt.runtime.info import read_model_info
@@ -203,18 +202,17 @@ def run_levers(levers: list[Lever], image: np.ndarray, truth: np.ndarray | None,
         p50, p90, p99 = (float(np.percentile(times, q)) for q in (50, 90, 99))
         work = g * run if g else None
         achieved = work / p50 if work else None
-        pk, kind = peak_for(peak, lv.precision)
         f1 = _f1(truth, labels) if truth is not None else None
         h, w = image.shape[:2]
-        rows.append(LeverRow(
+        rows.append(rescore(LeverRow(
             lever=lv.name, runtime=lv.runtime, precision=lv.precision, overlap=lv.overlap, pipeline=lv.pipeline,
             skip_empty=lv.skip_empty, tile=f"{shape[0]}x{shape[1]}", tiles=tiles, tiles_run=run, cells=int(labels.max()),
             frame_p50_ms=round(1e3 * p50, 1), frame_p90_ms=round(1e3 * p90, 1), frame_p99_ms=round(1e3 * p99, 1),
             speedup=round(rows[0].frame_p50_ms / (1e3 * p50), 2) if rows else 1.0,
             mpix_per_s=round(h * w / 1e6 / p50, 3), gflops_per_frame=round(work, 1) if work else None,
-            gflop_per_s=round(achieved, 1) if achieved else None, peak_gflop_per_s=pk, peak_kind=kind,
-            pct_of_peak=round(100 * achieved / pk, 1) if achieved and pk else None,
-            frame_f1=round(f1, 4) if f1 is not None else None, post_ms=round(float(np.median(posts)), 1)))
+            gflop_per_s=round(achieved, 1) if achieved else None, peak_gflop_per_s=None, peak_kind="",
+            pct_of_peak=None, frame_f1=round(f1, 4) if f1 is not None else None,
+            post_ms=round(float(np.median(posts)), 1)), peak))
         if val_split is not None and lv.runtime != NATIVE and (i == 0 or lv.img_size is None):
             if progress:
                 progress(f"  DSB2018 val, tiled protocol: {lv.name}")

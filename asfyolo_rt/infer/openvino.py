@@ -24,7 +24,6 @@ serves the process (`shared_core`).
 
 from __future__ import annotations
 
-import logging
 import queue
 import threading
 from functools import lru_cache
@@ -44,7 +43,6 @@ INSTALL_HINT = "pip install 'asfyolo-rt[openvino]' (openvino, nncf)"
 if TYPE_CHECKING:
     import torch
 
-log = logging.getLogger(__name__)
 MAX_SHAPES = 8  # compiled tile shapes kept per dynamic model (least recently compiled go first)
 META_SECTION = "asfyolo_rt"  # IR rt_info section holding the ONNX metadata (names, nc, precision, ...)
 
@@ -139,8 +137,9 @@ def pick_precision(model: str | Path, flags: frozenset[str] | None = None) -> tu
     """What `--backend openvino` runs when no --precision is given: (file, precision, why).
 
     BF16 on `model` where the CPU has native BF16 (within 1 % of FP32's cells, with no calibration loss; a
-    little slower than the bundle's INT8 IR on the shipped model, `bench --levers`); else the bundle's INT8 IR (`model.int8-openvino.xml` beside
-    `model`, or `model` itself) where the CPU has INT8 dot products (VNNI/AMX); else FP32."""
+    little slower than the bundle's INT8 IR on the shipped model, `bench --levers`); else the bundle's INT8 IR
+    (`model.int8-openvino.xml` beside `model`, or `model` itself) where the CPU has INT8 dot products
+    (VNNI/AMX); else FP32."""
     path = Path(model)
     ir = path if path.suffix.lower() == ".xml" else path.with_name("model.int8-openvino.xml")
     isa = cpu_isa(flags)
